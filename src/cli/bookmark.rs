@@ -1,0 +1,42 @@
+use super::print_json;
+use cascade::config::Config;
+use cascade::journal::{format_time, JournalWriter};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Place a named bookmark in a consistency group's journal, after its newest committed
+/// delta. `cascade replay --until NAME` then rebuilds the volumes as of that delta.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long)]
+    cg: String,
+    /// The bookmark's name, unique in the journal.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&a.config)?;
+    let cg = cfg.group(&a.cg)?;
+    let mut w = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
+    let b = w.add_bookmark(
+        &a.name,
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX),
+    )?;
+    if a.json {
+        print_json(&b);
+    } else {
+        println!(
+            "bookmark {} (#{}) after delta {} at {}",
+            b.name,
+            b.seq,
+            b.after_delta,
+            format_time(b.time_ns)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

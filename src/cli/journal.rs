@@ -1,0 +1,205 @@
+use super::{human_bytes, print_json};
+use cascade::journal::record::Record;
+use cascade::journal::verify::verify;
+use cascade::journal::{format_time, Journal};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Inspect and check a journal. Nothing here modifies it.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// List committed deltas and bookmarks.
+    Ls {
+        journal: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delta: its volumes and, with --extents, every extent record.
+    Show {
+        journal: PathBuf,
+        /// Delta id, bookmark name or time, as for `replay --until`.
+        point: cascade::journal::Point,
+        #[arg(long)]
+        extents: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every record and check checksums, grammar, commit digests, that data
+    /// decompresses, and that the index agrees. Exit 4 on damage.
+    Verify {
+        journal: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(c: Command) -> anyhow::Result<ExitCode> {
+    match c {
+        Command::Ls { journal, json } => ls(journal, json),
+        Command::Show {
+            journal,
+            point,
+            extents,
+            json,
+        } => show(journal, point, extents, json),
+        Command::Verify { journal, json } => check(journal, json),
+    }
+}
+
+fn ls(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let j = Journal::open(&dir)?;
+    if json {
+        print_json(
+            &serde_json::json!({ "deltas": j.deltas(), "bookmarks": j.bookmarks(), "tail": j.tail() }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>6}  {:<24}  {:<4}  {:>10}  {:>10}  {:>8}",
+        "DELTA", "TIME", "KIND", "CHANGED", "STORED", "RECORDS"
+    );
+    let mut marks = j.bookmarks().iter().peekable();
+    for d in j.deltas() {
+        while let Some(b) = marks.next_if(|b| b.after_delta < d.delta) {
+            println!(
+                "{:>6}  {:<24}  bookmark `{}`",
+                "",
+                format_time(b.time_ns),
+                b.name
+            );
+        }
+        let kind = if d.flags & cascade::journal::record::FLAG_FULL != 0 {
+            "full"
+        } else {
+            "incr"
+        };
+        println!(
+            "{:>6}  {:<24}  {:<4}  {:>10}  {:>10}  {:>8}",
+            d.delta,
+            format_time(d.time_ns),
+            kind,
+            human_bytes(d.changed_bytes),
+            human_bytes(d.stored_bytes),
+            d.records
+        );
+    }
+    for b in marks {
+        println!(
+            "{:>6}  {:<24}  bookmark `{}`",
+            "",
+            format_time(b.time_ns),
+            b.name
+        );
+    }
+    if let Some(t) = j.tail() {
+        println!(
+            "tail: {} after the last commit at {} ({}); the next writer cuts it off",
+            human_bytes(t.bytes),
+            t.cut,
+            t.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(
+    dir: PathBuf,
+    point: cascade::journal::Point,
+    extents: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let j = Journal::open(&dir)?;
+    let id = j.resolve(&point)?;
+    let entry = j.delta(id)?.clone();
+    let volumes = j.volumes_at(id)?;
+    let mut list = Vec::new();
+    if extents {
+        let mut r = j.read_delta(id)?;
+        while let Some(rec) = r.next()? {
+            match rec {
+                Record::Data { volume, offset, length, compressed, .. } => {
+                    list.push(serde_json::json!({"volume": volumes[volume as usize].id, "kind": "data", "offset": offset, "length": length, "stored": compressed.len()}))
+                }
+                Record::Zero { volume, offset, length, .. } => {
+                    list.push(serde_json::json!({"volume": volumes[volume as usize].id, "kind": "zero", "offset": offset, "length": length}))
+                }
+                _ => {}
+            }
+        }
+    }
+    if json {
+        print_json(
+            &serde_json::json!({ "delta": entry, "time": format_time(entry.time_ns), "volumes": volumes, "extents": extents.then_some(&list) }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("delta {} at {}", entry.delta, format_time(entry.time_ns));
+    println!(
+        "  records {}, changed {}, stored {}",
+        entry.records,
+        human_bytes(entry.changed_bytes),
+        human_bytes(entry.stored_bytes)
+    );
+    println!("  from {} to {}", entry.begin, entry.end);
+    for v in &volumes {
+        println!("  volume {:<16} {}", v.id, human_bytes(v.size));
+    }
+    for e in &list {
+        println!(
+            "  {} {} {}+{}",
+            e["volume"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["offset"],
+            e["length"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let tty = std::io::stderr().is_terminal() && !json;
+    let mut progress = |n: u64| {
+        if tty && n % (64 << 20) < (1 << 20) {
+            eprint!("\rverified {}", human_bytes(n));
+        }
+    };
+    let r = verify(&dir, &mut progress)?;
+    if tty {
+        eprintln!();
+    }
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "journal {}: {} segments, {} deltas, {} bookmarks, {} records, {} changed, {} stored",
+            r.journal,
+            r.segments,
+            r.deltas,
+            r.bookmarks,
+            r.records,
+            human_bytes(r.changed_bytes),
+            human_bytes(r.stored_bytes)
+        );
+        if let Some(t) = &r.tail {
+            println!(
+                "tail: {} after the last commit at {} ({}); harmless, the next writer cuts it off",
+                human_bytes(t.bytes),
+                t.cut,
+                t.reason
+            );
+        }
+        match &r.problem {
+            None => println!("ok: every checksum and commit digest matches"),
+            Some(p) => println!(
+                "DAMAGED at segment {} offset {}: {}",
+                p.segment, p.offset, p.reason
+            ),
+        }
+    }
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}

@@ -1,0 +1,248 @@
+//! The YAML config: consistency groups, their volumes, and where state and journals
+//! live. Parsing is strict (unknown fields are errors) because a misspelt key that is
+//! silently ignored is how a volume ends up unprotected.
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Snapshots and per-CG state. Relative paths are taken from the config file's directory.
+    pub state_dir: PathBuf,
+    /// One journal directory per CG is made under it.
+    pub journal_dir: PathBuf,
+    pub consistency_groups: Vec<ConsistencyGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsistencyGroup {
+    pub name: String,
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Size at which the journal starts a new segment file.
+    #[serde(default = "default_segment_mib")]
+    pub segment_size_mib: u64,
+}
+
+fn default_segment_mib() -> u64 {
+    64
+}
+
+/// Commands run around the group snapshot: `freeze` before the first volume is
+/// snapshotted, `thaw` after the last one (and after a failure), so the set is
+/// consistent as a whole for applications that can quiesce.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Hooks {
+    #[serde(default)]
+    pub freeze: Option<Vec<String>>,
+    #[serde(default)]
+    pub thaw: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Volume {
+    /// The name records in the journal use for this volume.
+    pub id: String,
+    pub driver: DriverKind,
+    /// `file` driver: the image file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    File,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::Config {
+            file: file.to_path_buf(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, file)
+    }
+
+    /// Parses `text` as if it were the contents of `file`; relative paths in it are
+    /// resolved against `file`'s directory.
+    pub fn parse(text: &str, file: &Path) -> Result<Config> {
+        let err = |reason: String| Error::Config {
+            file: file.to_path_buf(),
+            reason,
+        };
+        let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
+        cfg.validate().map_err(err)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        cfg.state_dir = base.join(&cfg.state_dir);
+        cfg.journal_dir = base.join(&cfg.journal_dir);
+        for cg in &mut cfg.consistency_groups {
+            for v in &mut cg.volumes {
+                if let Some(p) = &v.path {
+                    v.path = Some(base.join(p));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.consistency_groups.is_empty() {
+            return Err("consistency-groups: at least one consistency group is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, cg) in self.consistency_groups.iter().enumerate() {
+            let at = format!("consistency-groups[{i}]");
+            check_name(&cg.name).map_err(|r| format!("{at}.name: {r}"))?;
+            if !names.insert(&cg.name) {
+                return Err(format!(
+                    "{at}.name: `{}` is used by another consistency group",
+                    cg.name
+                ));
+            }
+            if cg.volumes.is_empty() {
+                return Err(format!(
+                    "{at}.volumes: a consistency group needs at least one volume"
+                ));
+            }
+            if cg.volumes.len() > u16::MAX as usize {
+                return Err(format!("{at}.volumes: at most {} volumes", u16::MAX));
+            }
+            if !(1..=4096).contains(&cg.segment_size_mib) {
+                return Err(format!(
+                    "{at}.segment-size-mib: {} is outside 1..=4096",
+                    cg.segment_size_mib
+                ));
+            }
+            for (name, hook) in [("freeze", &cg.hooks.freeze), ("thaw", &cg.hooks.thaw)] {
+                if hook.as_ref().is_some_and(|h| h.is_empty()) {
+                    return Err(format!("{at}.hooks.{name}: an empty command; give a program and its arguments or leave it out"));
+                }
+            }
+            let mut ids = std::collections::HashSet::new();
+            for (j, v) in cg.volumes.iter().enumerate() {
+                let at = format!("{at}.volumes[{j}]");
+                check_name(&v.id).map_err(|r| format!("{at}.id: {r}"))?;
+                if !ids.insert(&v.id) {
+                    return Err(format!(
+                        "{at}.id: `{}` is used by another volume of `{}`",
+                        v.id, cg.name
+                    ));
+                }
+                if v.driver != cg.volumes[0].driver {
+                    return Err(format!("{at}.driver: all volumes of a consistency group use one driver, so they can be snapshotted together"));
+                }
+                match v.driver {
+                    DriverKind::File if v.path.is_none() => {
+                        return Err(format!(
+                            "{at}.path: the file driver needs the path of the image file"
+                        ))
+                    }
+                    DriverKind::File => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn group(&self, name: &str) -> Result<&ConsistencyGroup> {
+        self.consistency_groups
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = self
+                    .consistency_groups
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                Error::NotFound(format!(
+                    "no consistency group `{name}` in the config (it has: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    pub fn journal_path(&self, cg: &ConsistencyGroup) -> PathBuf {
+        self.journal_dir.join(&cg.name)
+    }
+
+    pub fn state_path(&self, cg: &ConsistencyGroup) -> PathBuf {
+        self.state_dir.join(&cg.name)
+    }
+}
+
+/// Names become directory names and journal strings, so keep them plain.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` must be 1-128 characters of A-Z a-z 0-9 - _ . and not start with a dot"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/cascade/test.yaml"))
+    }
+
+    const GOOD: &str = "state-dir: state\njournal-dir: /j\nconsistency-groups:\n  - name: db\n    volumes:\n      - id: data\n        driver: file\n        path: data.img\n";
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/cascade/state"));
+        assert_eq!(c.journal_dir, Path::new("/j"));
+        assert_eq!(
+            c.consistency_groups[0].volumes[0].path.as_deref(),
+            Some(Path::new("/etc/cascade/data.img"))
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse(&GOOD.replace("path:", "pth:"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.yaml") && e.contains("unknown field `pth`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse(&GOOD.replace("driver: file", "driver: zfs"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zfs"), "{e}");
+        let e = parse(&GOOD.replace("id: data", "id: ../x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("consistency-groups[0].volumes[0].id"), "{e}");
+        let e = parse(&GOOD.replace("        path: data.img\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("volumes[0].path"), "{e}");
+    }
+}

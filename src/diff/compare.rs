@@ -1,0 +1,119 @@
+//! Block comparison: the diff when nothing records what changed. Streams both files
+//! in chunks (memory stays at two chunk buffers whatever the volume size) and skips
+//! ranges that are holes in both without reading them.
+use super::{Change, ChangeKind, RunBuilder};
+use crate::error::{Error, Result};
+use crate::sys;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// Comparison granularity: a changed range is reported in whole blocks.
+pub const BLOCK: usize = 4096;
+const CHUNK: usize = 1 << 20;
+
+pub struct BlockCompare {
+    old: File,
+    new: File,
+    old_size: u64,
+    new_size: u64,
+    new_path: PathBuf,
+    pos: u64,
+    old_buf: Vec<u8>,
+    new_buf: Vec<u8>,
+    runs: RunBuilder,
+    ready: VecDeque<Change>,
+}
+
+impl BlockCompare {
+    pub fn new(
+        old: File,
+        old_size: u64,
+        new: File,
+        new_size: u64,
+        new_path: PathBuf,
+    ) -> BlockCompare {
+        BlockCompare {
+            old,
+            new,
+            old_size,
+            new_size,
+            new_path,
+            pos: 0,
+            old_buf: vec![0; CHUNK],
+            new_buf: vec![0; CHUNK],
+            runs: RunBuilder::default(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next offset at or after `pos` where either file may hold data.
+    fn next_data(&self, pos: u64) -> Result<u64> {
+        let io = |e| Error::io("cannot find data in", self.new_path.clone())(e);
+        let new = sys::next_data(&self.new, pos)
+            .map_err(io)?
+            .unwrap_or(self.new_size);
+        let old = if pos < self.old_size {
+            sys::next_data(&self.old, pos)
+                .map_err(io)?
+                .unwrap_or(u64::MAX)
+        } else {
+            u64::MAX
+        };
+        Ok(new.min(old).min(self.new_size))
+    }
+
+    /// Compares the next chunk; queues the runs it closes.
+    fn step(&mut self) -> Result<()> {
+        self.pos = self.next_data(self.pos)?;
+        if self.pos >= self.new_size {
+            return Ok(());
+        }
+        let len = (self.new_size - self.pos).min(CHUNK as u64) as usize;
+        let new = &mut self.new_buf[..len];
+        self.new
+            .read_exact_at(new, self.pos)
+            .map_err(Error::io("cannot read snapshot", self.new_path.clone()))?;
+        let old = &mut self.old_buf[..len];
+        let old_len = self.old_size.saturating_sub(self.pos).min(len as u64) as usize;
+        self.old
+            .read_exact_at(&mut old[..old_len], self.pos)
+            .map_err(Error::io(
+                "cannot read previous snapshot of",
+                self.new_path.clone(),
+            ))?;
+        old[old_len..].fill(0);
+        if old != new {
+            for (i, (a, b)) in old.chunks(BLOCK).zip(new.chunks(BLOCK)).enumerate() {
+                if a != b {
+                    let at = self.pos + (i * BLOCK) as u64;
+                    if let Some(run) = self.runs.push(at, b.len() as u64, ChangeKind::Data) {
+                        self.ready.push_back(run);
+                    }
+                }
+            }
+        }
+        self.pos += len as u64;
+        Ok(())
+    }
+}
+
+impl Iterator for BlockCompare {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Result<Change>> {
+        loop {
+            if let Some(c) = self.ready.pop_front() {
+                return Some(Ok(c));
+            }
+            if self.pos >= self.new_size {
+                return self.runs.finish().map(Ok);
+            }
+            if let Err(e) = self.step() {
+                self.pos = self.new_size;
+                return Some(Err(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The library's error type. Each variant names the thing an operator has to look at
+//! (a file, a field, a segment and offset, a command line), and says whether trying
+//! again can help; the binary maps variants to exit codes in one place.
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config file that cannot be read, parsed or validated.
+    #[error("config {file}: {reason}")]
+    Config { file: PathBuf, reason: String },
+
+    /// An I/O failure, with what was being done to which path.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Bytes in a journal that fail a checksum or break the format's grammar.
+    #[error("journal {journal}: corrupt at segment {segment} offset {offset}: {reason}")]
+    Corrupt {
+        journal: PathBuf,
+        segment: u64,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A journal written by a newer (or unknown) format version.
+    #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads version 1")]
+    UnsupportedVersion {
+        journal: PathBuf,
+        segment: u64,
+        version: u32,
+    },
+
+    /// Something the user named does not exist (a CG, a volume, a delta, a bookmark).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// A name that would collide with an existing one (a bookmark name).
+    #[error("{0}")]
+    AlreadyExists(String),
+
+    /// An argument that is malformed or contradicts the journal.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A replay or export target smaller than the volume it must hold.
+    #[error("target {target} is {actual} bytes but volume {volume} needs {needed} bytes; nothing was written")]
+    TargetTooSmall {
+        target: PathBuf,
+        volume: String,
+        actual: u64,
+        needed: u64,
+    },
+
+    /// Another process holds the lock (a journal writer, a daemon).
+    #[error("{path} is locked by another cascade process")]
+    Locked { path: PathBuf },
+
+    /// An external command (a hook, an lvm2 tool) that failed.
+    #[error("command `{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { what, path, source }
+    }
+
+    /// Whether running the same operation again may succeed without anyone changing
+    /// anything (a lock held by a running process, a transient I/O error).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Locked { .. } | Error::Io { .. } | Error::Command { .. }
+        )
+    }
+}

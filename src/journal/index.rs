@@ -1,0 +1,234 @@
+//! The index: one entry per committed delta and bookmark, so a reader seeks by delta
+//! id, bookmark or time without scanning segments. It is rebuildable from the
+//! segments, so it is appended without fsync and a torn tail is simply dropped.
+use super::frame::{self, FrameRead, Pos};
+use super::record::{Dec, Enc};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+const DELTA: u8 = 1;
+const BOOKMARK: u8 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeltaEntry {
+    pub delta: u64,
+    pub time_ns: i64,
+    pub flags: u32,
+    pub begin: Pos,
+    pub end: Pos,
+    pub records: u64,
+    pub changed_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BookmarkEntry {
+    pub seq: u64,
+    pub after_delta: u64,
+    pub time_ns: i64,
+    pub at: Pos,
+    pub end: Pos,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Delta(DeltaEntry),
+    Bookmark(BookmarkEntry),
+}
+
+impl Entry {
+    pub fn end(&self) -> Pos {
+        match self {
+            Entry::Delta(d) => d.end,
+            Entry::Bookmark(b) => b.end,
+        }
+    }
+
+    fn encode(&self) -> (u8, Vec<u8>) {
+        let mut e = Enc::default();
+        match self {
+            Entry::Delta(d) => {
+                e.u64(d.delta).i64(d.time_ns).u32(d.flags);
+                e.u64(d.begin.segment)
+                    .u64(d.begin.offset)
+                    .u64(d.end.segment)
+                    .u64(d.end.offset);
+                e.u64(d.records).u64(d.changed_bytes).u64(d.stored_bytes);
+                (DELTA, e.0)
+            }
+            Entry::Bookmark(b) => {
+                e.u64(b.seq).u64(b.after_delta).i64(b.time_ns);
+                e.u64(b.at.segment)
+                    .u64(b.at.offset)
+                    .u64(b.end.segment)
+                    .u64(b.end.offset);
+                e.str(&b.name);
+                (BOOKMARK, e.0)
+            }
+        }
+    }
+
+    fn decode(kind: u8, payload: &[u8]) -> std::result::Result<Entry, String> {
+        let mut d = Dec::new(payload);
+        let entry = match kind {
+            DELTA => Entry::Delta(DeltaEntry {
+                delta: d.u64()?,
+                time_ns: d.i64()?,
+                flags: d.u32()?,
+                begin: Pos {
+                    segment: d.u64()?,
+                    offset: d.u64()?,
+                },
+                end: Pos {
+                    segment: d.u64()?,
+                    offset: d.u64()?,
+                },
+                records: d.u64()?,
+                changed_bytes: d.u64()?,
+                stored_bytes: d.u64()?,
+            }),
+            BOOKMARK => Entry::Bookmark(BookmarkEntry {
+                seq: d.u64()?,
+                after_delta: d.u64()?,
+                time_ns: d.i64()?,
+                at: Pos {
+                    segment: d.u64()?,
+                    offset: d.u64()?,
+                },
+                end: Pos {
+                    segment: d.u64()?,
+                    offset: d.u64()?,
+                },
+                name: d.str()?,
+            }),
+            k => return Err(format!("unknown index entry kind {k}")),
+        };
+        d.end()?;
+        Ok(entry)
+    }
+}
+
+pub fn index_path(dir: &Path) -> PathBuf {
+    dir.join("index.cji")
+}
+
+/// The in-memory index and how much of the file on disk was sound.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    pub deltas: Vec<DeltaEntry>,
+    pub bookmarks: Vec<BookmarkEntry>,
+    /// Entries read from the file (the rest were found by scanning segments).
+    pub on_disk: usize,
+    /// The file holds bytes after its last sound entry.
+    pub torn: bool,
+}
+
+impl Index {
+    pub fn load(dir: &Path) -> Result<Index> {
+        let path = index_path(dir);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
+            Err(e) => return Err(Error::io("cannot open journal index", path)(e)),
+        };
+        let mut r = BufReader::new(file);
+        let mut index = Index::default();
+        let mut payload = Vec::new();
+        loop {
+            match frame::read_frame(&mut r, &mut payload)
+                .map_err(Error::io("cannot read journal index", &path))?
+            {
+                FrameRead::End => break,
+                FrameRead::Broken(_) => {
+                    index.torn = true;
+                    break;
+                }
+                FrameRead::Frame { kind, .. } => match Entry::decode(kind, &payload) {
+                    Ok(e) => {
+                        index.push(e);
+                        index.on_disk += 1;
+                    }
+                    Err(_) => {
+                        index.torn = true;
+                        break;
+                    }
+                },
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn push(&mut self, e: Entry) {
+        match e {
+            Entry::Delta(d) => self.deltas.push(d),
+            Entry::Bookmark(b) => self.bookmarks.push(b),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.deltas.len() + self.bookmarks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the journal goes on after the last indexed record.
+    pub fn end(&self) -> Pos {
+        let d = self.deltas.last().map(|d| d.end);
+        let b = self.bookmarks.last().map(|b| b.end);
+        d.max(b).unwrap_or(Pos::START)
+    }
+
+    /// Every entry in journal order.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.deltas.iter().cloned().map(Entry::Delta).collect();
+        all.extend(self.bookmarks.iter().cloned().map(Entry::Bookmark));
+        all.sort_by_key(|e| e.end());
+        all
+    }
+
+    /// Rewrites the index file from memory, atomically (temp file, fsync, rename).
+    pub fn rewrite(&mut self, dir: &Path) -> Result<()> {
+        let path = index_path(dir);
+        let tmp = dir.join("index.cji.tmp");
+        let mut buf = Vec::new();
+        for e in self.entries() {
+            let (kind, payload) = e.encode();
+            let (f, _) = frame::frame(kind, &payload);
+            buf.extend_from_slice(&f);
+            buf.extend_from_slice(&payload);
+        }
+        let mut f = File::create(&tmp).map_err(Error::io("cannot write journal index", &tmp))?;
+        f.write_all(&buf)
+            .and_then(|_| f.sync_data())
+            .map_err(Error::io("cannot write journal index", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io("cannot replace journal index", &path))?;
+        self.on_disk = self.len();
+        self.torn = false;
+        Ok(())
+    }
+
+    /// Appends one entry to the file and to memory.
+    pub fn append(&mut self, dir: &Path, e: Entry) -> Result<()> {
+        let path = index_path(dir);
+        let (kind, payload) = e.encode();
+        let (f, _) = frame::frame(kind, &payload);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("cannot open journal index", &path))?;
+        let mut buf = f.to_vec();
+        buf.extend_from_slice(&payload);
+        file.write_all(&buf)
+            .map_err(Error::io("cannot append to journal index", &path))?;
+        self.push(e);
+        self.on_disk += 1;
+        Ok(())
+    }
+}

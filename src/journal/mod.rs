@@ -1,0 +1,316 @@
+//! The change journal: the one durable stream every replica reads.
+//!
+//! A journal is a directory of append-only segment files holding checksummed records
+//! (docs/journal-format.md has the bytes). A delta is written as Begin, extents,
+//! Commit, and becomes visible only once its Commit is fsynced; that is the whole
+//! crash-safety argument: after a crash, anything behind the last durable Commit or
+//! Bookmark is an unfinished tail, which readers ignore and the next writer cuts off.
+//! Each Commit carries a digest of the delta's record checksums, so a lost, repeated
+//! or reordered record inside a committed delta is caught, not just flipped bytes.
+//!
+//! The index file is an accelerator (delta id, bookmark, time → position). It is
+//! rebuilt from the segments whenever it lags or is torn, so it needs no fsync.
+
+pub mod frame;
+pub mod index;
+mod point;
+pub mod record;
+mod scan;
+pub mod verify;
+mod writer;
+
+pub use frame::Pos;
+pub use index::{BookmarkEntry, DeltaEntry};
+pub use point::{format_time, Point};
+pub use writer::{DeltaWriter, JournalWriter};
+
+use crate::error::{Error, Result};
+use frame::{FrameCursor, Step};
+use index::Index;
+use record::{Begin, Record};
+use scan::Scanner;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Bytes after the last committed record: an interrupted write, or damage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tail {
+    /// Where the tail starts (the Begin of an unfinished delta, or the broken record).
+    pub cut: Pos,
+    /// Where the problem was found.
+    pub found: Pos,
+    pub reason: String,
+    pub bytes: u64,
+}
+
+/// A journal opened for reading. Opening never modifies anything.
+pub struct Journal {
+    dir: PathBuf,
+    index: Index,
+    tail: Option<Tail>,
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> Result<Journal> {
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!(
+                "journal {} does not exist",
+                dir.display()
+            )));
+        }
+        let mut index = Index::load(dir)?;
+        let tail = catch_up(dir, &mut index)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            index,
+            tail,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn deltas(&self) -> &[DeltaEntry] {
+        &self.index.deltas
+    }
+
+    pub fn bookmarks(&self) -> &[BookmarkEntry] {
+        &self.index.bookmarks
+    }
+
+    pub fn tail(&self) -> Option<&Tail> {
+        self.tail.as_ref()
+    }
+
+    pub fn last_delta(&self) -> u64 {
+        self.index.deltas.last().map_or(0, |d| d.delta)
+    }
+
+    pub(crate) fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+
+    pub(crate) fn take_tail(&mut self) -> Option<Tail> {
+        self.tail.take()
+    }
+
+    pub fn delta(&self, id: u64) -> Result<&DeltaEntry> {
+        // Delta ids are dense from 1, so the id is the position.
+        id.checked_sub(1)
+            .and_then(|i| self.index.deltas.get(i as usize))
+            .filter(|d| d.delta == id)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "delta {id} does not exist in {} ({})",
+                    self.dir.display(),
+                    self.span()
+                ))
+            })
+    }
+
+    fn span(&self) -> String {
+        match self.last_delta() {
+            0 => "the journal has no committed deltas".into(),
+            n => format!("committed deltas are 1..={n}"),
+        }
+    }
+
+    /// The newest delta included at `point`.
+    pub fn resolve(&self, point: &Point) -> Result<u64> {
+        match point {
+            Point::Delta(id) => self.delta(*id).map(|d| d.delta),
+            Point::Bookmark(name) => {
+                let b = self
+                    .index
+                    .bookmarks
+                    .iter()
+                    .find(|b| &b.name == name)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "no bookmark `{name}` in {} ({} bookmarks)",
+                            self.dir.display(),
+                            self.index.bookmarks.len()
+                        ))
+                    })?;
+                if b.after_delta == 0 {
+                    return Err(Error::NotFound(format!(
+                        "bookmark `{name}` was placed before the first delta"
+                    )));
+                }
+                Ok(b.after_delta)
+            }
+            Point::Time(t) => self
+                .index
+                .deltas
+                .iter()
+                .rev()
+                .find(|d| d.time_ns <= *t)
+                .map(|d| d.delta)
+                .ok_or_else(|| {
+                    let first = self
+                        .index
+                        .deltas
+                        .first()
+                        .map_or("none".into(), |d| format_time(d.time_ns));
+                    Error::NotFound(format!(
+                        "no delta was taken at or before {} (the first is at {first})",
+                        format_time(*t)
+                    ))
+                }),
+        }
+    }
+
+    /// The volumes (ids and sizes) as of delta `id`.
+    pub fn volumes_at(&self, id: u64) -> Result<Vec<record::VolumeInfo>> {
+        let mut r = self.read_delta(id)?;
+        match r.next()? {
+            Some(Record::Begin(b)) => Ok(b.volumes),
+            _ => Err(self.corrupt(
+                self.delta(id)?.begin,
+                "delta does not start with a Begin record",
+            )),
+        }
+    }
+
+    /// Reads delta `id` record by record, checking each checksum and, at the end,
+    /// the commit's counts and digest.
+    pub fn read_delta(&self, id: u64) -> Result<DeltaReader<'_>> {
+        let entry = self.delta(id)?.clone();
+        Ok(DeltaReader {
+            journal: self,
+            cursor: FrameCursor::new(&self.dir, entry.begin),
+            scanner: Scanner::expecting(id - 1, 0),
+            at: entry.begin,
+            entry,
+            done: false,
+        })
+    }
+
+    pub(crate) fn corrupt(&self, at: Pos, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            journal: self.dir.clone(),
+            segment: at.segment,
+            offset: at.offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Records of one committed delta, in order, Begin first and Commit last.
+pub struct DeltaReader<'j> {
+    journal: &'j Journal,
+    cursor: FrameCursor,
+    scanner: Scanner,
+    entry: DeltaEntry,
+    done: bool,
+    at: Pos,
+}
+
+impl DeltaReader<'_> {
+    /// A corruption error at the record `next` returned last.
+    pub fn corrupt(&self, reason: impl Into<String>) -> Error {
+        self.journal.corrupt(self.at, reason)
+    }
+
+    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.cursor.next()? {
+            Step::Frame { at, end, kind, crc } => {
+                self.at = at;
+                if end > self.entry.end {
+                    return Err(self
+                        .journal
+                        .corrupt(at, "record runs past the end of its delta"));
+                }
+                let done = self
+                    .scanner
+                    .feed(at, end, kind, crc, &self.cursor.payload)
+                    .map_err(|r| self.journal.corrupt(at, r))?;
+                if done.is_some() {
+                    if end != self.entry.end {
+                        return Err(self
+                            .journal
+                            .corrupt(at, "commit is not where the index says"));
+                    }
+                    self.done = true;
+                }
+                Record::decode(kind, &self.cursor.payload)
+                    .map(Some)
+                    .map_err(|r| self.journal.corrupt(at, r))
+            }
+            Step::Broken { at, reason } => Err(self.journal.corrupt(at, reason)),
+            Step::End { at } => Err(self.journal.corrupt(
+                at,
+                format!("journal ends inside committed delta {}", self.entry.delta),
+            )),
+        }
+    }
+
+    /// Reads to the Commit, so every checksum and the digest of the delta are checked.
+    pub fn check_all(mut self) -> Result<Begin> {
+        let mut begin = None;
+        while let Some(rec) = self.next()? {
+            if let Record::Begin(b) = rec {
+                begin = Some(b);
+            }
+        }
+        begin.ok_or_else(|| {
+            self.journal
+                .corrupt(self.entry.begin, "delta has no Begin record")
+        })
+    }
+}
+
+/// Scans from the end of the index to the end of the journal, adding entries for
+/// committed records the index lacks; returns the tail, if any.
+fn catch_up(dir: &Path, index: &mut Index) -> Result<Option<Tail>> {
+    let mut scanner = Scanner::after(index);
+    let mut cursor = FrameCursor::new(dir, index.end());
+    let (found, reason) = loop {
+        match cursor.next()? {
+            Step::Frame { at, end, kind, crc } => {
+                match scanner.feed(at, end, kind, crc, &cursor.payload) {
+                    Ok(Some(e)) => index.push(e),
+                    Ok(None) => {}
+                    Err(reason) => break (at, reason),
+                }
+            }
+            Step::Broken { at, reason } => break (at, reason),
+            Step::End { at } => match scanner.open_delta() {
+                Some((d, _)) => break (at, format!("delta {d} has no commit record")),
+                None => return Ok(None),
+            },
+        }
+    };
+    let cut = scanner.open_delta().map_or(found, |(_, begin)| begin);
+    let bytes = bytes_from(dir, cut)?;
+    Ok(Some(Tail {
+        cut,
+        found,
+        reason,
+        bytes,
+    }))
+}
+
+/// Bytes in the segments from `pos` to the end of the journal.
+fn bytes_from(dir: &Path, pos: Pos) -> Result<u64> {
+    let mut total = 0;
+    for n in frame::list_segments(dir)?
+        .into_iter()
+        .filter(|n| *n >= pos.segment)
+    {
+        let path = frame::segment_path(dir, n);
+        let len = std::fs::metadata(&path)
+            .map_err(Error::io("cannot stat journal segment", &path))?
+            .len();
+        total += if n == pos.segment {
+            len.saturating_sub(pos.offset)
+        } else {
+            len
+        };
+    }
+    Ok(total)
+}

@@ -1,0 +1,90 @@
+//! Points in a journal's history that a user can name: a delta id, a bookmark, or a
+//! time (the newest delta taken at or before it).
+use crate::error::{Error, Result};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Point {
+    Delta(u64),
+    Bookmark(String),
+    /// Unix time in nanoseconds.
+    Time(i64),
+}
+
+impl FromStr for Point {
+    type Err = Error;
+
+    /// `delta:N`, `bookmark:NAME` and `time:T` say which is meant; without a prefix a
+    /// number is a delta id, an RFC 3339 time or `@SECONDS` is a time, and anything
+    /// else is a bookmark name.
+    fn from_str(s: &str) -> Result<Point> {
+        let bad =
+            |why: &str| Error::InvalidArgument(format!("`{s}` is not a journal point: {why}"));
+        if let Some(n) = s.strip_prefix("delta:") {
+            return n
+                .parse()
+                .map(Point::Delta)
+                .map_err(|_| bad("a delta id is a positive number"));
+        }
+        if let Some(name) = s.strip_prefix("bookmark:") {
+            return Ok(Point::Bookmark(name.to_string()));
+        }
+        if let Some(t) = s.strip_prefix("time:") {
+            return parse_time(t)
+                .ok_or_else(|| bad("use RFC 3339 (2026-11-26T10:00:00Z) or @UNIX-SECONDS"))
+                .map(Point::Time);
+        }
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(Point::Delta)
+                .map_err(|_| bad("delta id out of range"));
+        }
+        if let Some(t) = parse_time(s) {
+            return Ok(Point::Time(t));
+        }
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(Point::Bookmark(s.to_string()))
+    }
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    if let Some(secs) = s.strip_prefix('@') {
+        return secs.parse::<i64>().ok()?.checked_mul(1_000_000_000);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+/// RFC 3339 in UTC with milliseconds, the form `--until` accepts back.
+pub fn format_time(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_parse() {
+        assert_eq!("12".parse::<Point>().unwrap(), Point::Delta(12));
+        assert_eq!("delta:3".parse::<Point>().unwrap(), Point::Delta(3));
+        assert_eq!(
+            "nightly".parse::<Point>().unwrap(),
+            Point::Bookmark("nightly".into())
+        );
+        assert_eq!(
+            "bookmark:42".parse::<Point>().unwrap(),
+            Point::Bookmark("42".into())
+        );
+        assert_eq!("@10".parse::<Point>().unwrap(), Point::Time(10_000_000_000));
+        let t = "2026-11-26T10:00:00Z".parse::<Point>().unwrap();
+        let Point::Time(ns) = t else { panic!() };
+        assert_eq!(format_time(ns), "2026-11-26T10:00:00.000Z");
+        assert!("delta:x".parse::<Point>().is_err());
+        assert!("".parse::<Point>().is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The journal's grammar, checked record by record: Begin, extents of that delta,
+//! Commit; bookmarks between deltas; ids that go up by one. The writer's recovery,
+//! the reader's catch-up and `verify` all walk records through this one checker.
+use super::frame::Pos;
+use super::index::{BookmarkEntry, DeltaEntry, Entry, Index};
+use super::record::{Begin, Record};
+
+pub struct Scanner {
+    last_delta: u64,
+    last_seq: u64,
+    open: Option<Open>,
+}
+
+struct Open {
+    begin: Begin,
+    at: Pos,
+    digest: u32,
+    records: u64,
+    changed: u64,
+    stored: u64,
+}
+
+/// Folds one record's checksum into a delta's digest.
+pub fn fold_digest(digest: u32, crc: u32) -> u32 {
+    crc32c::crc32c_append(digest, &crc.to_le_bytes())
+}
+
+impl Scanner {
+    /// A scanner that expects what follows the entries of `index`.
+    pub fn after(index: &Index) -> Scanner {
+        Scanner::expecting(
+            index.deltas.last().map_or(0, |d| d.delta),
+            index.bookmarks.last().map_or(0, |b| b.seq),
+        )
+    }
+
+    /// A scanner that expects delta `last_delta + 1` or bookmark `last_seq + 1` next.
+    pub fn expecting(last_delta: u64, last_seq: u64) -> Scanner {
+        Scanner {
+            last_delta,
+            last_seq,
+            open: None,
+        }
+    }
+
+    /// The delta whose commit has not been seen yet, if any.
+    pub fn open_delta(&self) -> Option<(u64, Pos)> {
+        self.open.as_ref().map(|o| (o.begin.delta, o.at))
+    }
+
+    /// Checks one record; returns an index entry when it completes a delta or is a bookmark.
+    pub fn feed(
+        &mut self,
+        at: Pos,
+        end: Pos,
+        kind: u8,
+        crc: u32,
+        payload: &[u8],
+    ) -> Result<Option<Entry>, String> {
+        let rec = Record::decode(kind, payload)?;
+        match (rec, &mut self.open) {
+            (Record::Begin(b), None) => {
+                if b.delta != self.last_delta + 1 {
+                    return Err(format!(
+                        "delta {} begins where delta {} was expected",
+                        b.delta,
+                        self.last_delta + 1
+                    ));
+                }
+                if self.last_delta == 0 && !b.is_full() {
+                    return Err("the first delta of a journal must be a full one".into());
+                }
+                self.open = Some(Open {
+                    begin: b,
+                    at,
+                    digest: fold_digest(0, crc),
+                    records: 0,
+                    changed: 0,
+                    stored: 0,
+                });
+                Ok(None)
+            }
+            (
+                Record::Data {
+                    delta,
+                    volume,
+                    offset,
+                    length,
+                    ..
+                },
+                Some(o),
+            ) => {
+                o.extent(delta, volume, offset, length as u64)?;
+                o.stored += payload.len() as u64;
+                o.digest = fold_digest(o.digest, crc);
+                Ok(None)
+            }
+            (
+                Record::Zero {
+                    delta,
+                    volume,
+                    offset,
+                    length,
+                },
+                Some(o),
+            ) => {
+                o.extent(delta, volume, offset, length)?;
+                o.stored += payload.len() as u64;
+                o.digest = fold_digest(o.digest, crc);
+                Ok(None)
+            }
+            (Record::Commit(c), Some(o)) => {
+                let want = (o.begin.delta, o.records, o.changed, o.stored, o.digest);
+                let got = (
+                    c.delta,
+                    c.records,
+                    c.changed_bytes,
+                    c.stored_bytes,
+                    c.digest,
+                );
+                if want != got {
+                    return Err(format!(
+                        "commit of delta {} does not match its records (delta, records, bytes, stored, digest: expected {want:?}, recorded {got:?})",
+                        o.begin.delta
+                    ));
+                }
+                let entry = DeltaEntry {
+                    delta: c.delta,
+                    time_ns: o.begin.time_ns,
+                    flags: o.begin.flags,
+                    begin: o.at,
+                    end,
+                    records: c.records,
+                    changed_bytes: c.changed_bytes,
+                    stored_bytes: c.stored_bytes,
+                };
+                self.last_delta = c.delta;
+                self.open = None;
+                Ok(Some(Entry::Delta(entry)))
+            }
+            (Record::Bookmark(b), None) => {
+                if b.seq != self.last_seq + 1 || b.after_delta != self.last_delta {
+                    return Err(format!(
+                        "bookmark {} (seq {}, after delta {}) is out of order: expected seq {} after delta {}",
+                        b.name,
+                        b.seq,
+                        b.after_delta,
+                        self.last_seq + 1,
+                        self.last_delta
+                    ));
+                }
+                self.last_seq = b.seq;
+                Ok(Some(Entry::Bookmark(BookmarkEntry {
+                    seq: b.seq,
+                    after_delta: b.after_delta,
+                    time_ns: b.time_ns,
+                    at,
+                    end,
+                    name: b.name,
+                })))
+            }
+            (Record::Begin(b), Some(o)) => Err(format!(
+                "delta {} begins before delta {} committed",
+                b.delta, o.begin.delta
+            )),
+            (Record::Bookmark(b), Some(o)) => Err(format!(
+                "bookmark {} inside delta {}",
+                b.name, o.begin.delta
+            )),
+            (_, None) => Err("extent or commit record outside a delta".into()),
+        }
+    }
+}
+
+impl Open {
+    fn extent(&mut self, delta: u64, volume: u16, offset: u64, length: u64) -> Result<(), String> {
+        if delta != self.begin.delta {
+            return Err(format!(
+                "record of delta {delta} inside delta {}",
+                self.begin.delta
+            ));
+        }
+        let vol = self.begin.volumes.get(volume as usize).ok_or_else(|| {
+            format!(
+                "extent names volume #{volume}, the delta has {}",
+                self.begin.volumes.len()
+            )
+        })?;
+        if offset.checked_add(length).is_none_or(|e| e > vol.size) {
+            return Err(format!(
+                "extent {offset}+{length} lies outside volume {} of {} bytes",
+                vol.id, vol.size
+            ));
+        }
+        self.records += 1;
+        self.changed += length;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! `journal verify`: reads every byte of a journal and checks it against the format,
+//! without changing anything.
+use super::frame::{self, FrameCursor, Pos, Step};
+use super::index::{Entry, Index};
+use super::record::Record;
+use super::scan::Scanner;
+use super::Tail;
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub segment: u64,
+    pub offset: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub journal: String,
+    pub ok: bool,
+    pub segments: usize,
+    pub deltas: u64,
+    pub bookmarks: u64,
+    pub records: u64,
+    pub changed_bytes: u64,
+    pub stored_bytes: u64,
+    /// The first problem found in committed data: the journal is damaged.
+    pub problem: Option<Problem>,
+    /// An unfinished tail after the last commit: harmless, the next writer cuts it.
+    pub tail: Option<Tail>,
+}
+
+/// Observes progress: called with bytes of journal checked so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
+    if !dir.is_dir() {
+        return Err(Error::NotFound(format!(
+            "journal {} does not exist",
+            dir.display()
+        )));
+    }
+    let segments = frame::list_segments(dir)?;
+    let index = Index::load(dir)?;
+    let indexed = index.entries();
+    let indexed_end = index.end();
+    let mut report = VerifyReport {
+        journal: dir.display().to_string(),
+        ok: false,
+        segments: segments.len(),
+        deltas: 0,
+        bookmarks: 0,
+        records: 0,
+        changed_bytes: 0,
+        stored_bytes: 0,
+        problem: None,
+        tail: None,
+    };
+    let problem = |at: Pos, reason: String| {
+        Some(Problem {
+            segment: at.segment,
+            offset: at.offset,
+            reason,
+        })
+    };
+    if let Some((i, n)) = segments
+        .iter()
+        .enumerate()
+        .find(|(i, n)| **n != *i as u64 + 1)
+    {
+        report.problem = problem(
+            Pos {
+                segment: *n,
+                offset: 0,
+            },
+            format!("segment {} is missing", i + 1),
+        );
+        return Ok(report);
+    }
+    let last_segment = segments.last().copied().unwrap_or(0);
+    let mut scanner = Scanner::expecting(0, 0);
+    let mut cursor = FrameCursor::new(dir, Pos::START);
+    let mut decompressor =
+        zstd::bulk::Decompressor::new().map_err(Error::io("cannot start zstd for", dir))?;
+    let mut raw = Vec::new();
+    let mut seen = 0usize;
+    let mut checked = 0u64;
+    // A break at or before the index's end, or before the last segment, cannot be an
+    // interrupted append: it is damage.
+    let damage = |at: Pos| at < indexed_end || at.segment < last_segment;
+    loop {
+        let (at, reason) = match cursor.next()? {
+            Step::Frame { at, end, kind, crc } => {
+                report.records += 1;
+                checked += end.offset - at.offset;
+                progress(checked);
+                let fed = scanner.feed(at, end, kind, crc, &cursor.payload);
+                let fed = fed.and_then(|e| {
+                    check_data(kind, &cursor.payload, &mut decompressor, &mut raw).map(|_| e)
+                });
+                match fed {
+                    Ok(None) => continue,
+                    Ok(Some(entry)) => {
+                        if let Some(want) = indexed.get(seen) {
+                            if *want != entry {
+                                report.problem = problem(
+                                    at,
+                                    format!(
+                                        "the index disagrees with the segments at entry {}",
+                                        seen + 1
+                                    ),
+                                );
+                                return Ok(report);
+                            }
+                        }
+                        seen += 1;
+                        match entry {
+                            Entry::Delta(d) => {
+                                report.deltas += 1;
+                                report.changed_bytes += d.changed_bytes;
+                                report.stored_bytes += d.stored_bytes;
+                            }
+                            Entry::Bookmark(_) => report.bookmarks += 1,
+                        }
+                        continue;
+                    }
+                    Err(reason) => (at, reason),
+                }
+            }
+            Step::Broken { at, reason } => (at, reason),
+            Step::End { at } => match scanner.open_delta() {
+                Some((d, _)) => (at, format!("delta {d} has no commit record")),
+                None => break,
+            },
+        };
+        if damage(at) {
+            report.problem = problem(at, reason);
+            return Ok(report);
+        }
+        let cut = scanner.open_delta().map_or(at, |(_, begin)| begin);
+        report.tail = Some(Tail {
+            cut,
+            found: at,
+            reason,
+            bytes: super::bytes_from(dir, cut)?,
+        });
+        break;
+    }
+    if seen < indexed.len() {
+        report.problem = problem(
+            indexed_end,
+            format!(
+                "the index lists {} entries but the segments hold {seen}",
+                indexed.len()
+            ),
+        );
+        return Ok(report);
+    }
+    report.ok = true;
+    Ok(report)
+}
+
+/// A Data record must decompress to exactly its stated length.
+fn check_data(
+    kind: u8,
+    payload: &[u8],
+    d: &mut zstd::bulk::Decompressor<'_>,
+    raw: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    if let Ok(Record::Data {
+        length, compressed, ..
+    }) = Record::decode(kind, payload)
+    {
+        raw.resize(length as usize, 0);
+        match d.decompress_to_buffer(compressed, raw) {
+            Ok(n) if n == length as usize => {}
+            Ok(n) => {
+                return Err(format!(
+                    "data record decompresses to {n} bytes, not {length}"
+                ))
+            }
+            Err(e) => return Err(format!("data record does not decompress: {e}")),
+        }
+    }
+    Ok(())
+}

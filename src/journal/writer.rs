@@ -1,0 +1,460 @@
+//! The single writer of a journal: recovery on open, appending deltas and bookmarks,
+//! and the commit protocol (records, then fdatasync, then the index entry).
+use super::frame::{self, Pos, HEADER_LEN};
+use super::index::{BookmarkEntry, DeltaEntry, Entry};
+use super::record::{self, Begin, Bookmark, Commit, VolumeInfo, MAX_EXTENT};
+use super::scan::fold_digest;
+use super::{Journal, Tail};
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// zstd level 1: the journal is written on every cycle and read once per replica, so
+/// compression speed matters more than the last few percent of ratio.
+const ZSTD_LEVEL: i32 = 1;
+
+struct Segment {
+    n: u64,
+    file: BufWriter<File>,
+    len: u64,
+}
+
+pub struct JournalWriter {
+    journal: Journal,
+    _lock: File,
+    seg: Option<Segment>,
+    segment_limit: u64,
+    dir_dirty: bool,
+    recovered: Option<Tail>,
+    compressor: zstd::bulk::Compressor<'static>,
+    payload: Vec<u8>,
+}
+
+impl JournalWriter {
+    /// Opens (creating if needed) the journal at `dir` for writing. Takes the writer
+    /// lock, cuts off an unfinished tail and brings the index up to date.
+    pub fn open(dir: &Path, segment_limit: u64) -> Result<JournalWriter> {
+        std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("cannot open journal lock", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("cannot lock journal", &lock_path)(e))
+            }
+        }
+        let journal = Journal::open(dir)?;
+        let compressor =
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::io("cannot start zstd", dir))?;
+        let mut w = JournalWriter {
+            journal,
+            _lock: lock,
+            seg: None,
+            segment_limit,
+            dir_dirty: false,
+            recovered: None,
+            compressor,
+            payload: Vec::new(),
+        };
+        if let Some(tail) = w.journal.take_tail() {
+            let last = frame::list_segments(dir)?.last().copied().unwrap_or(0);
+            if tail.found.segment < last {
+                return Err(w.journal.corrupt(
+                    tail.found,
+                    format!(
+                        "{}; later segments follow, so this is damage rather than an interrupted write. \
+                         Nothing was changed: run `cascade journal verify {}`",
+                        tail.reason,
+                        dir.display()
+                    ),
+                ));
+            }
+            tracing::warn!(journal = %dir.display(), at = %tail.cut, bytes = tail.bytes, reason = %tail.reason,
+                "cutting off the unfinished tail of the journal");
+            w.truncate_to(tail.cut)?;
+            w.recovered = Some(tail);
+        }
+        let index = w.journal.index_mut();
+        if index.torn || index.on_disk < index.len() {
+            index.rewrite(dir)?;
+        }
+        w.open_last_segment()?;
+        Ok(w)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The tail cut off when this writer opened the journal, if there was one.
+    pub fn recovered_tail(&self) -> Option<&Tail> {
+        self.recovered.as_ref()
+    }
+
+    pub fn next_delta_id(&self) -> u64 {
+        self.journal.last_delta() + 1
+    }
+
+    fn dir(&self) -> &Path {
+        self.journal.dir()
+    }
+
+    fn open_last_segment(&mut self) -> Result<()> {
+        self.seg = None;
+        if let Some(&n) = frame::list_segments(self.dir())?.last() {
+            let path = frame::segment_path(self.dir(), n);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(Error::io("cannot open journal segment", &path))?;
+            let len = file
+                .metadata()
+                .map_err(Error::io("cannot stat journal segment", &path))?
+                .len();
+            self.seg = Some(Segment {
+                n,
+                file: BufWriter::with_capacity(1 << 20, file),
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes everything from `pos` on and fsyncs what was shortened.
+    fn truncate_to(&mut self, pos: Pos) -> Result<()> {
+        if let Some(mut s) = self.seg.take() {
+            let _ = s.file.flush();
+        }
+        let dir = self.dir().to_path_buf();
+        for n in frame::list_segments(&dir)?
+            .into_iter()
+            .filter(|n| *n > pos.segment)
+        {
+            let path = frame::segment_path(&dir, n);
+            std::fs::remove_file(&path)
+                .map_err(Error::io("cannot remove journal segment", &path))?;
+        }
+        let path = frame::segment_path(&dir, pos.segment);
+        if pos.offset < HEADER_LEN {
+            // The segment's own header is broken: the segment holds nothing committed.
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("cannot remove journal segment", &path)(e))
+                }
+                _ => {}
+            }
+        } else if path.exists() {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(Error::io("cannot open journal segment", &path))?;
+            f.set_len(pos.offset)
+                .and_then(|_| f.sync_all())
+                .map_err(Error::io("cannot truncate journal segment", &path))?;
+        }
+        sync_dir(&dir)?;
+        self.open_last_segment()
+    }
+
+    /// Appends one record, starting a new segment first when the current one is full.
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(Pos, Pos, u32)> {
+        if self
+            .seg
+            .as_ref()
+            .is_none_or(|s| s.len >= self.segment_limit)
+        {
+            self.roll()?;
+        }
+        let dir = self.journal.dir.clone();
+        let seg = self.seg.as_mut().expect("rolled above");
+        let (f, crc) = frame::frame(kind, payload);
+        let at = Pos {
+            segment: seg.n,
+            offset: seg.len,
+        };
+        seg.file
+            .write_all(&f)
+            .and_then(|_| seg.file.write_all(payload))
+            .map_err(Error::io(
+                "cannot write journal segment",
+                frame::segment_path(&dir, seg.n),
+            ))?;
+        seg.len += frame::FRAME_LEN + payload.len() as u64;
+        Ok((
+            at,
+            Pos {
+                segment: seg.n,
+                offset: seg.len,
+            },
+            crc,
+        ))
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        let next = match self.seg.take() {
+            Some(old) => {
+                let path = frame::segment_path(self.dir(), old.n);
+                let file = old.file.into_inner().map_err(|e| {
+                    Error::io("cannot write journal segment", &path)(e.into_error())
+                })?;
+                file.sync_data()
+                    .map_err(Error::io("cannot sync journal segment", &path))?;
+                old.n + 1
+            }
+            None => 1,
+        };
+        let path = frame::segment_path(self.dir(), next);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("cannot create journal segment", &path))?;
+        file.write_all(&frame::segment_header(next))
+            .map_err(Error::io("cannot write journal segment", &path))?;
+        self.dir_dirty = true;
+        self.seg = Some(Segment {
+            n: next,
+            file: BufWriter::with_capacity(1 << 20, file),
+            len: HEADER_LEN,
+        });
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    fn sync(&mut self) -> Result<()> {
+        let dir = self.dir().to_path_buf();
+        if let Some(seg) = self.seg.as_mut() {
+            let path = frame::segment_path(&dir, seg.n);
+            seg.file
+                .flush()
+                .map_err(Error::io("cannot write journal segment", &path))?;
+            seg.file
+                .get_ref()
+                .sync_data()
+                .map_err(Error::io("cannot sync journal segment", &path))?;
+        }
+        if self.dir_dirty {
+            sync_dir(&dir)?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Starts the next delta. Dropping the returned writer without `commit` removes
+    /// everything it wrote.
+    pub fn begin_delta(
+        &mut self,
+        time_ns: i64,
+        volumes: Vec<VolumeInfo>,
+        full: bool,
+    ) -> Result<DeltaWriter<'_>> {
+        let delta = self.next_delta_id();
+        if delta == 1 && !full {
+            return Err(Error::InvalidArgument(
+                "the first delta of a journal must be full".into(),
+            ));
+        }
+        let sizes = volumes.iter().map(|v| v.size).collect();
+        let begin = Begin {
+            delta,
+            time_ns,
+            flags: if full { record::FLAG_FULL } else { 0 },
+            volumes,
+        };
+        let (at, _, crc) = self.append(record::BEGIN, &begin.encode())?;
+        Ok(DeltaWriter {
+            w: self,
+            begin: at,
+            time_ns,
+            flags: begin.flags,
+            delta,
+            sizes,
+            digest: fold_digest(0, crc),
+            records: 0,
+            changed: 0,
+            stored: 0,
+            finished: false,
+        })
+    }
+
+    /// Places a bookmark after the newest committed delta.
+    pub fn add_bookmark(&mut self, name: &str, time_ns: i64) -> Result<BookmarkEntry> {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(format!(
+                "bookmark name `{name}` must be 1-255 printable characters"
+            )));
+        }
+        if self.journal.bookmarks().iter().any(|b| b.name == name) {
+            return Err(Error::AlreadyExists(format!(
+                "bookmark `{name}` already exists in {}",
+                self.dir().display()
+            )));
+        }
+        let b = Bookmark {
+            seq: self.journal.bookmarks().last().map_or(0, |b| b.seq) + 1,
+            after_delta: self.journal.last_delta(),
+            time_ns,
+            name: name.to_string(),
+        };
+        let (at, end, _) = self.append(record::BOOKMARK, &b.encode())?;
+        self.sync()?;
+        let entry = BookmarkEntry {
+            seq: b.seq,
+            after_delta: b.after_delta,
+            time_ns,
+            at,
+            end,
+            name: b.name,
+        };
+        let dir = self.dir().to_path_buf();
+        self.journal
+            .index_mut()
+            .append(&dir, Entry::Bookmark(entry.clone()))?;
+        Ok(entry)
+    }
+}
+
+/// An open delta. Extents go in with `data` and `zero`; `commit` makes it durable.
+pub struct DeltaWriter<'w> {
+    w: &'w mut JournalWriter,
+    begin: Pos,
+    time_ns: i64,
+    flags: u32,
+    delta: u64,
+    sizes: Vec<u64>,
+    digest: u32,
+    records: u64,
+    changed: u64,
+    stored: u64,
+    finished: bool,
+}
+
+impl DeltaWriter<'_> {
+    pub fn delta(&self) -> u64 {
+        self.delta
+    }
+
+    fn check_range(&self, volume: u16, offset: u64, len: u64) -> Result<()> {
+        let size = *self
+            .sizes
+            .get(volume as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("no volume #{volume} in this delta")))?;
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(Error::InvalidArgument(format!(
+                "extent {offset}+{len} is outside volume #{volume} of {size} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, kind: u8, len: u64) -> Result<()> {
+        let payload = std::mem::take(&mut self.w.payload);
+        let result = self.w.append(kind, &payload);
+        self.stored += payload.len() as u64;
+        self.w.payload = payload;
+        let (_, _, crc) = result?;
+        self.digest = fold_digest(self.digest, crc);
+        self.records += 1;
+        self.changed += len;
+        Ok(())
+    }
+
+    /// Journals `bytes` as the contents of `volume` at `offset`. Runs of zeros become
+    /// Zero records, so a replica gets holes where the source has them.
+    pub fn data(&mut self, volume: u16, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.check_range(volume, offset, bytes.len() as u64)?;
+        for (i, chunk) in bytes.chunks(MAX_EXTENT).enumerate() {
+            let at = offset + (i * MAX_EXTENT) as u64;
+            if crate::diff::is_zero(chunk) {
+                self.zero(volume, at, chunk.len() as u64)?;
+                continue;
+            }
+            let mut payload = std::mem::take(&mut self.w.payload);
+            payload.clear();
+            record::encode_data_head(&mut payload, self.delta, volume, at, chunk.len() as u32);
+            let head = payload.len();
+            payload.resize(head + zstd::zstd_safe::compress_bound(chunk.len()), 0);
+            let n = self
+                .w
+                .compressor
+                .compress_to_buffer(chunk, &mut payload[head..]);
+            payload.truncate(head + n.as_ref().copied().unwrap_or(0));
+            self.w.payload = payload;
+            n.map_err(Error::io(
+                "cannot compress extent for",
+                self.w.journal.dir.clone(),
+            ))?;
+            self.record(record::DATA, chunk.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Journals that `volume` reads as zeros over `offset..offset+len`.
+    pub fn zero(&mut self, volume: u16, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_range(volume, offset, len)?;
+        self.w.payload = record::encode_zero(self.delta, volume, offset, len);
+        self.record(record::ZERO, len)
+    }
+
+    /// Writes the Commit record and makes the delta durable; only then is it visible.
+    pub fn commit(mut self) -> Result<DeltaEntry> {
+        let c = Commit {
+            delta: self.delta,
+            records: self.records,
+            changed_bytes: self.changed,
+            stored_bytes: self.stored,
+            digest: self.digest,
+        };
+        let (_, end, _) = self.w.append(record::COMMIT, &c.encode())?;
+        self.w.sync()?;
+        self.finished = true;
+        let entry = DeltaEntry {
+            delta: self.delta,
+            time_ns: self.time_ns,
+            flags: self.flags,
+            begin: self.begin,
+            end,
+            records: self.records,
+            changed_bytes: self.changed,
+            stored_bytes: self.stored,
+        };
+        let dir = self.w.dir().to_path_buf();
+        self.w
+            .journal
+            .index_mut()
+            .append(&dir, Entry::Delta(entry.clone()))?;
+        Ok(entry)
+    }
+}
+
+impl Drop for DeltaWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An abandoned delta must not linger as a tail; if this fails, the next
+            // writer's recovery cuts it off instead.
+            if let Err(e) = self.w.truncate_to(self.begin) {
+                tracing::warn!(error = %e, "could not remove an unfinished delta; the next open will");
+            }
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("cannot sync journal directory", dir))
+}

@@ -1,0 +1,16 @@
+//! cascade turns consistent snapshots of a group of volumes into one change journal
+//! that many replicas read. The library holds everything; `src/cli` only parses
+//! arguments and calls in here, so every behaviour is reachable from tests.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod cycle;
+pub mod diff;
+pub mod error;
+pub mod hooks;
+pub mod journal;
+pub mod replay;
+pub mod sys;
+pub mod volume;
+
+pub use error::{Error, Result};

@@ -1,0 +1,282 @@
+//! Replay: rebuilds volumes at a committed point by applying deltas 1..=N in order to
+//! target files or block devices.
+//!
+//! Every delta up to N is read and checked (checksums, grammar, commit digest) before
+//! the first byte is written, and every target is checked for size before any is
+//! touched, so bad input fails without leaving half-written replicas. Memory is two
+//! 1 MiB buffers whatever the volume size.
+use crate::error::{Error, Result};
+use crate::journal::record::Record;
+use crate::journal::Journal;
+use crate::sys;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::PathBuf;
+
+/// Where one volume goes: `ID=PATH`, or a bare `PATH` taken in journal volume order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayTarget {
+    pub volume: Option<String>,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for ReplayTarget {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s.split_once('=') {
+            Some((id, path)) if !id.is_empty() && !id.contains('/') => ReplayTarget {
+                volume: Some(id.into()),
+                path: path.into(),
+            },
+            _ => ReplayTarget {
+                volume: None,
+                path: s.into(),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplayedVolume {
+    pub id: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplayReport {
+    pub until: u64,
+    pub deltas: u64,
+    pub data_bytes: u64,
+    pub zero_bytes: u64,
+    pub volumes: Vec<ReplayedVolume>,
+}
+
+/// Progress of a replay: (delta just applied, the last delta).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+struct Open {
+    file: File,
+    device: bool,
+    path: PathBuf,
+}
+
+pub fn replay(
+    journal: &Journal,
+    until: u64,
+    targets: &[ReplayTarget],
+    progress: Progress<'_>,
+) -> Result<ReplayReport> {
+    journal.delta(until)?;
+    let final_volumes = journal.volumes_at(until)?;
+    let ids: Vec<&str> = final_volumes.iter().map(|v| v.id.as_str()).collect();
+    let chosen = assign(targets, &ids)?;
+
+    // Check everything before writing anything: every record of every delta, and the
+    // largest size each volume reaches.
+    let mut needed: HashMap<String, u64> = HashMap::new();
+    for d in 1..=until {
+        let begin = journal.read_delta(d)?.check_all()?;
+        for v in begin.volumes {
+            let n = needed.entry(v.id).or_default();
+            *n = (*n).max(v.size);
+        }
+    }
+    let mut open: HashMap<String, Open> = HashMap::new();
+    let mut to_create = Vec::new();
+    for (id, path) in &chosen {
+        let need = needed[id];
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                let device = m.file_type().is_block_device();
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(Error::io("cannot open replay target", path))?;
+                let actual = sys::device_or_file_size(&file)
+                    .map_err(Error::io("cannot size replay target", path))?;
+                if actual < need {
+                    return Err(Error::TargetTooSmall {
+                        target: path.clone(),
+                        volume: id.clone(),
+                        actual,
+                        needed: need,
+                    });
+                }
+                open.insert(
+                    id.clone(),
+                    Open {
+                        file,
+                        device,
+                        path: path.clone(),
+                    },
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                to_create.push((id.clone(), path.clone()))
+            }
+            Err(e) => return Err(Error::io("cannot stat replay target", path)(e)),
+        }
+    }
+    for (id, path) in to_create {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io("cannot create replay target", &path))?;
+        file.set_len(needed[&id])
+            .map_err(Error::io("cannot size replay target", &path))?;
+        open.insert(
+            id,
+            Open {
+                file,
+                device: false,
+                path,
+            },
+        );
+    }
+
+    let mut report = ReplayReport {
+        until,
+        deltas: until,
+        data_bytes: 0,
+        zero_bytes: 0,
+        volumes: Vec::new(),
+    };
+    let mut dec = zstd::bulk::Decompressor::new()
+        .map_err(Error::io("cannot start zstd for", journal.dir()))?;
+    let mut raw = vec![0u8; crate::journal::record::MAX_EXTENT];
+    let zeros = vec![0u8; crate::journal::record::MAX_EXTENT];
+    for d in 1..=until {
+        let mut reader = journal.read_delta(d)?;
+        let mut slots: Vec<Option<&Open>> = Vec::new();
+        while let Some(rec) = reader.next()? {
+            match rec {
+                Record::Begin(b) => slots = b.volumes.iter().map(|v| open.get(&v.id)).collect(),
+                Record::Data {
+                    volume,
+                    offset,
+                    length,
+                    compressed,
+                    ..
+                } => {
+                    let Some(t) = slots[volume as usize] else {
+                        continue;
+                    };
+                    let out = &mut raw[..length as usize];
+                    match dec.decompress_to_buffer(compressed, out) {
+                        Ok(n) if n == length as usize => {}
+                        Ok(n) => {
+                            return Err(reader
+                                .corrupt(format!("data decompresses to {n} bytes, not {length}")))
+                        }
+                        Err(e) => {
+                            return Err(reader.corrupt(format!("data does not decompress: {e}")))
+                        }
+                    }
+                    t.file
+                        .write_all_at(out, offset)
+                        .map_err(Error::io("cannot write replay target", &t.path))?;
+                    report.data_bytes += length as u64;
+                }
+                Record::Zero {
+                    volume,
+                    offset,
+                    length,
+                    ..
+                } => {
+                    let Some(t) = slots[volume as usize] else {
+                        continue;
+                    };
+                    zero_range(t, offset, length, &zeros)?;
+                    report.zero_bytes += length;
+                }
+                Record::Commit(_) | Record::Bookmark(_) => {}
+            }
+        }
+        progress(d, until);
+    }
+    for (id, path) in &chosen {
+        let t = &open[id];
+        t.file
+            .sync_all()
+            .map_err(Error::io("cannot sync replay target", &t.path))?;
+        report.volumes.push(ReplayedVolume {
+            id: id.clone(),
+            path: path.clone(),
+            size: needed[id],
+        });
+    }
+    Ok(report)
+}
+
+/// Pairs targets with journal volumes: all by id, or all by position.
+fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    if targets.is_empty() {
+        return Err(Error::InvalidArgument(
+            "give at least one --to target".into(),
+        ));
+    }
+    let named = targets.iter().filter(|t| t.volume.is_some()).count();
+    if named == 0 {
+        if targets.len() != ids.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} targets for {} volumes ({}); give one per volume, or name them as ID=PATH",
+                targets.len(),
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+        return Ok(ids
+            .iter()
+            .zip(targets)
+            .map(|(id, t)| (id.to_string(), t.path.clone()))
+            .collect());
+    }
+    if named != targets.len() {
+        return Err(Error::InvalidArgument(
+            "name every target as ID=PATH, or none".into(),
+        ));
+    }
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for t in targets {
+        let id = t.volume.clone().expect("counted above");
+        if !ids.contains(&id.as_str()) {
+            return Err(Error::NotFound(format!(
+                "volume `{id}` is not in the journal (it has: {})",
+                ids.join(", ")
+            )));
+        }
+        if out.iter().any(|(o, _)| *o == id) {
+            return Err(Error::InvalidArgument(format!(
+                "volume `{id}` is given two targets"
+            )));
+        }
+        out.push((id, t.path.clone()));
+    }
+    Ok(out)
+}
+
+/// Makes a range read as zeros: a hole in a file, a zeroed range on a device, and
+/// written zeros where neither is supported.
+fn zero_range(t: &Open, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
+    let fast = if t.device {
+        sys::zero_device_range(&t.file, offset, length)
+    } else {
+        sys::punch_hole(&t.file, offset, length)
+    };
+    if fast.is_ok() {
+        return Ok(());
+    }
+    let mut at = offset;
+    while at < offset + length {
+        let n = (offset + length - at).min(zeros.len() as u64) as usize;
+        t.file
+            .write_all_at(&zeros[..n], at)
+            .map_err(Error::io("cannot write replay target", &t.path))?;
+        at += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Volume drivers: how a kind of volume is snapshotted, diffed and read.
+//!
+//! A driver is built for one consistency group (its volumes, its state directory).
+//! Contract, which `tests/driver_conformance.rs` checks for every driver:
+//! - `snapshot(tag)` captures every volume of the group as of one moment (as close as
+//!   the volume manager allows; hooks around it make the moment consistent for
+//!   applications) and is all or nothing: after an error no snapshot `tag` exists.
+//!   Snapshots are durable once `snapshot` returns, because the next cycle diffs
+//!   against them after a crash.
+//! - `changes(old, new, v)` yields ascending, non-overlapping ranges of volume `v`
+//!   covering every byte whose content differs between `old` and `new`; with no `old`
+//!   it covers the whole volume (Data where allocated, Zero elsewhere). It may report
+//!   unchanged bytes as changed (cost), never the reverse (loss).
+//! - `retire(tag)` removes a snapshot; retiring one that does not exist is not an error.
+mod file;
+
+pub use file::FileDriver;
+
+use crate::config::{ConsistencyGroup, DriverKind};
+use crate::diff::Changes;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotVolume {
+    pub id: String,
+    pub size: u64,
+    /// Where the snapshot's bytes can be read (an image file or a block device).
+    pub path: PathBuf,
+    /// Shares blocks with its volume (a reflink clone), so extent maps can be diffed.
+    #[serde(default)]
+    pub reflinked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSet {
+    pub tag: u64,
+    /// When the group was captured (Unix nanoseconds).
+    pub time_ns: i64,
+    pub volumes: Vec<SnapshotVolume>,
+}
+
+pub trait VolumeDriver: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Snapshots every volume of the group together, as snapshot `tag`.
+    fn snapshot(&self, tag: u64) -> Result<SnapshotSet>;
+
+    /// Tags of the snapshots that exist, ascending.
+    fn snapshots(&self) -> Result<Vec<u64>>;
+
+    fn open_snapshot(&self, tag: u64) -> Result<SnapshotSet>;
+
+    /// Changed ranges of `new.volumes[volume]` since `old` (see the module contract).
+    fn changes<'a>(
+        &'a self,
+        old: Option<&'a SnapshotSet>,
+        new: &'a SnapshotSet,
+        volume: usize,
+    ) -> Result<Changes<'a>>;
+
+    /// Opens a snapshot volume for positional reads.
+    fn open_volume(&self, snap: &SnapshotSet, volume: usize) -> Result<File> {
+        let v = &snap.volumes[volume];
+        File::open(&v.path).map_err(Error::io("cannot open snapshot", &v.path))
+    }
+
+    fn retire(&self, tag: u64) -> Result<()>;
+}
+
+/// The driver for a consistency group, keeping its state under `state_dir`.
+pub fn driver_for(cg: &ConsistencyGroup, state_dir: &Path) -> Result<Box<dyn VolumeDriver>> {
+    match cg.volumes[0].driver {
+        DriverKind::File => Ok(Box::new(FileDriver::new(cg, state_dir))),
+    }
+}
