@@ -1,0 +1,39 @@
+# Two commands on a fresh Debian machine: `make demo` and `make test`.
+# Everything the tests and benchmarks need is installed here, not assumed.
+
+CARGO ?= cargo
+APT_PACKAGES := xfsprogs rsync time util-linux coreutils
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build deps demo test lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Installs only what is missing, so a warm machine pays nothing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+		|| { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; \
+	fi
+
+demo: build
+	bash examples/demo.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) test --all-targets
+
+bench: deps build
+	bash tests/bench/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-out
