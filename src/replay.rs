@@ -152,7 +152,7 @@ pub fn replay(
     for d in 1..=until {
         let mut reader = journal.read_delta(d)?;
         let mut slots: Vec<Option<&Open>> = Vec::new();
-        while let Some(rec) = reader.next()? {
+        while let Some(rec) = reader.next_record()? {
             match rec {
                 Record::Begin(b) => slots = b.volumes.iter().map(|v| open.get(&v.id)).collect(),
                 Record::Data {

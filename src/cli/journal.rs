@@ -116,7 +116,7 @@ fn show(
     let mut list = Vec::new();
     if extents {
         let mut r = j.read_delta(id)?;
-        while let Some(rec) = r.next()? {
+        while let Some(rec) = r.next_record()? {
             match rec {
                 Record::Data { volume, offset, length, compressed, .. } => {
                     list.push(serde_json::json!({"volume": volumes[volume as usize].id, "kind": "data", "offset": offset, "length": length, "stored": compressed.len()}))

@@ -16,11 +16,11 @@ struct Map {
 
 impl Map {
     /// The extent covering `pos` or, failing that, the next one after it.
-    fn at(&mut self, pos: u64, path: &PathBuf) -> Result<Option<Extent>> {
+    fn at(&mut self, pos: u64, path: &std::path::Path) -> Result<Option<Extent>> {
         while self.cur.is_none_or(|e| e.logical + e.length <= pos) {
             match self.iter.next() {
                 Some(Ok(e)) => self.cur = Some(e),
-                Some(Err(e)) => return Err(Error::io("cannot map extents of", path.clone())(e)),
+                Some(Err(e)) => return Err(Error::io("cannot map extents of", path)(e)),
                 None => {
                     self.cur = None;
                     return Ok(None);

@@ -233,7 +233,7 @@ impl FrameCursor {
         Ok(Some(Ok(BufReader::with_capacity(1 << 20, file))))
     }
 
-    pub fn next(&mut self) -> Result<Step> {
+    pub fn step(&mut self) -> Result<Step> {
         loop {
             if self.file.is_none() {
                 match self.open(self.pos.segment, self.pos.offset)? {

@@ -164,7 +164,7 @@ impl Journal {
     /// The volumes (ids and sizes) as of delta `id`.
     pub fn volumes_at(&self, id: u64) -> Result<Vec<record::VolumeInfo>> {
         let mut r = self.read_delta(id)?;
-        match r.next()? {
+        match r.next_record()? {
             Some(Record::Begin(b)) => Ok(b.volumes),
             _ => Err(self.corrupt(
                 self.delta(id)?.begin,
@@ -213,11 +213,11 @@ impl DeltaReader<'_> {
         self.journal.corrupt(self.at, reason)
     }
 
-    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         if self.done {
             return Ok(None);
         }
-        match self.cursor.next()? {
+        match self.cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
                 self.at = at;
                 if end > self.entry.end {
@@ -252,7 +252,7 @@ impl DeltaReader<'_> {
     /// Reads to the Commit, so every checksum and the digest of the delta are checked.
     pub fn check_all(mut self) -> Result<Begin> {
         let mut begin = None;
-        while let Some(rec) = self.next()? {
+        while let Some(rec) = self.next_record()? {
             if let Record::Begin(b) = rec {
                 begin = Some(b);
             }
@@ -270,7 +270,7 @@ fn catch_up(dir: &Path, index: &mut Index) -> Result<Option<Tail>> {
     let mut scanner = Scanner::after(index);
     let mut cursor = FrameCursor::new(dir, index.end());
     let (found, reason) = loop {
-        match cursor.next()? {
+        match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
                 match scanner.feed(at, end, kind, crc, &cursor.payload) {
                     Ok(Some(e)) => index.push(e),

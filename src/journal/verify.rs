@@ -91,7 +91,7 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
     // interrupted append: it is damage.
     let damage = |at: Pos| at < indexed_end || at.segment < last_segment;
     loop {
-        let (at, reason) = match cursor.next()? {
+        let (at, reason) = match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
                 report.records += 1;
                 checked += end.offset - at.offset;

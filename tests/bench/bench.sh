@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Performance bench for cascade: five measurements, each against a peer tool or a
+# limit, printed as a table with PASS/MISS against the aim from the issue.
+#
+#   1. full-scan diff of two 1 GiB images (warm cache)  vs  cat A B > /dev/null
+#   2. incremental cycle, 1% of 64 KiB blocks changed   vs  rsync --inplace --no-whole-file
+#      (--ignore-times: rsync must not skip the file on its size+mtime quick check)
+#   3. the same cycle on XFS (reflink + FIEMAP)         vs  the copy-path cycle of (2)
+#   4. replay of the journal onto a file                vs  dd of the same bytes, fsynced
+#   5. peak RSS of a full cycle on a 4 GiB volume       vs  128 MiB
+#
+# Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time.
+# Scratch space: a fresh directory under ${BENCH_DIR:-/var/tmp/cascade-bench}, about
+# 13 GiB at peak, removed at the end. Exits 0 whether or not the aims are met; non-zero
+# only when something fails to run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${CASCADE_BIN:-$ROOT/target/release/cascade}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/cascade-bench}
+
+GIB=$((1 << 30))
+MIB=$((1 << 20))
+BLOCK=$((64 << 10))
+
+RUN= LOOP= MNT=
+cleanup() {
+    set +e
+    if [[ -n $MNT ]] && mountpoint -q "$MNT"; then umount "$MNT"; fi
+    if [[ -n $LOOP ]]; then losetup -d "$LOOP"; fi
+    if [[ -n $RUN ]]; then rm -rf "$RUN"; fi
+    rmdir "$BENCH_DIR" 2>/dev/null
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers
+
+now() { date +%s.%N; }
+# calc EXPR: floating-point arithmetic, two decimals.
+calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
+# elapsed_since T0: seconds since T0, three decimals.
+elapsed_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+# timed VAR CMD...: run CMD, its wall time in seconds in $VAR, its (small!) stdout in $VAR_out.
+timed() {
+    local __var=$1 t0 out
+    shift
+    t0=$(now)
+    out=$("$@")
+    printf -v "$__var" '%s' "$(elapsed_since "$t0")"
+    printf -v "${__var}_out" '%s' "$out"
+}
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b ? a : b) }'; }
+# json FIELD < LINE: one field of a JSON line, e.g. `volumes.0.read_bytes`.
+json() {
+    python3 -c '
+import json, sys
+v = json.loads(sys.stdin.read())
+for k in sys.argv[1].split("."):
+    v = v[int(k)] if isinstance(v, list) else v[k]
+print(v)' "$1"
+}
+mib() { calc "$1 / $MIB"; }
+mbps() { calc "$1 / $MIB / $2"; } # bytes, seconds -> MiB/s
+warm() { cat "$@" > /dev/null; }
+
+# write_random FILE BYTES: incompressible, fully allocated data (AES-CTR keystream;
+# far faster than /dev/urandom). openssl dies of SIGPIPE when head has enough.
+write_random() {
+    { openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:cascade-$RANDOM" < /dev/zero 2>/dev/null || true; } |
+        head -c "$2" > "$1"
+    [[ $(stat -c %s "$1") == "$2" ]] || die "cannot write $2 random bytes to $1"
+}
+
+# change_blocks FILE PERCENT SEED: overwrite PERCENT% of the file's 64 KiB blocks, picked
+# at random, with random data; fsynced so no writeback leaks into the timed step.
+change_blocks() {
+    python3 - "$1" "$2" "$3" "$BLOCK" <<'EOF'
+import os, random, sys
+path, pct, seed, block = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+nblocks = os.path.getsize(path) // block
+picked = rng.sample(range(nblocks), round(nblocks * pct / 100))
+with open(path, "r+b") as f:
+    for b in picked:
+        f.seek(b * block)
+        f.write(rng.randbytes(block))
+    f.flush()
+    os.fsync(f.fileno())
+print(len(picked))
+EOF
+}
+
+# make_config DIR: a one-volume group `bench` on DIR/vol.img, state and journal in DIR.
+make_config() {
+    cat > "$1/cascade.yaml" <<'EOF'
+state-dir: state
+journal-dir: journals
+consistency-groups:
+  - name: bench
+    volumes:
+      - { id: vol, driver: file, path: vol.img }
+EOF
+}
+cycle() { "$BIN" cycle --config "$1/cascade.yaml" --cg bench --json; }
+snapshot_of() { echo "$1/state/bench/snapshots/$(json delta <<< "$2")/vol.img"; }
+phases() { # JSON line -> "snapshot X ms, diff+journal Y ms"
+    local s t
+    s=$(json snapshot_ms <<< "$1") t=$(json total_ms <<< "$1")
+    echo "snapshot ${s} ms + diff/journal $((t - s)) ms = ${t} ms"
+}
+
+ROWS=() MET=0 NOTES=()
+# row NAME CASCADE PEER RATIO AIM OK(1|0)
+row() {
+    local verdict=MISS
+    if [[ $6 == 1 ]]; then verdict=PASS MET=$((MET + 1)); fi
+    ROWS+=("$(printf '%-36s %-24s %-26s %7sx  %-22s %s' "$1" "$2" "$3" "$4" "$5" "$verdict")")
+}
+note() { NOTES+=("$*"); echo "  $*" >&2; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+
+# ---------------------------------------------------------------- benchmarks
+
+# 1. Full-scan diff: the second and third cycles of an unchanged 1 GiB volume on the
+#    ordinary file system (snapshot = copy, diff = block comparison of old and new
+#    snapshot). Diff time = total_ms - snapshot_ms; it reads 2 GiB.
+bench_diff() {
+    echo "[1] full-scan diff, 1 GiB, warm cache" >&2
+    local d=$RUN/copy j best=""
+    mkdir -p "$d" && make_config "$d"
+    write_random "$d/vol.img" "$GIB"
+    j=$(cycle "$d")
+    note "1: first (full) cycle: $(phases "$j"), stored $(mib "$(json stored_bytes <<< "$j")") MiB"
+    for _ in 1 2; do
+        warm "$d/vol.img" "$(snapshot_of "$d" "$j")"
+        sync
+        j=$(cycle "$d")
+        [[ $(json changed_bytes <<< "$j") == 0 ]] || die "unchanged volume reported changes: $j"
+        local ms=$(($(json total_ms <<< "$j") - $(json snapshot_ms <<< "$j")))
+        note "1: no-change cycle: $(phases "$j")"
+        best=$(min "${best:-$ms}" "$ms")
+    done
+    local diff_s cat_s a=$d/vol.img b
+    b=$(snapshot_of "$d" "$j")
+    diff_s=$(calc "$best / 1000")
+    warm "$a" "$b"
+    timed c1 warm "$a" "$b"
+    timed c2 warm "$a" "$b"
+    cat_s=$(min "$c1" "$c2")
+    local ours peer ratio
+    ours=$(mbps $((2 * GIB)) "$diff_s") peer=$(mbps $((2 * GIB)) "$cat_s")
+    ratio=$(calc "$ours / $peer")
+    row "1 full-scan diff 2x1 GiB (warm)" "$ours MiB/s (${diff_s}s)" "cat: $peer MiB/s (${cat_s}s)" \
+        "$ratio" ">= 0.80x of cat" "$(ge "$ratio" 0.8 && echo 1 || echo 0)"
+    COPY_DIR=$d
+}
+
+# 2. Incremental cycle on the copy path vs rsync's delta transfer to a replica that
+#    holds the previous state. Reuses the volume and state of (1).
+bench_incremental() {
+    echo "[2] incremental cycle, 1% changed, copy path vs rsync" >&2
+    local d=$COPY_DIR n j snap
+    cp --reflink=never "$d/vol.img" "$RUN/replica.img"
+    n=$(change_blocks "$d/vol.img" 1 1)
+    note "2: changed $n of $((GIB / BLOCK)) 64 KiB blocks"
+    snap=$(ls -d "$d"/state/bench/snapshots/*/vol.img)
+    warm "$d/vol.img" "$snap"
+    sync
+    timed cyc_s cycle "$d"
+    j=$cyc_s_out
+    note "2: cycle: $(phases "$j")"
+    local read stored size
+    read=$(json volumes.0.read_bytes <<< "$j") stored=$(json stored_bytes <<< "$j")
+    size=$(json volumes.0.size <<< "$j")
+    note "2: cascade read: read_bytes $(mib "$read") MiB to journal; the copy path also reads" \
+        "$(mib "$size") MiB for the snapshot copy and $(mib $((2 * size))) MiB to compare (not in read_bytes)"
+    note "2: cascade wrote: delta stored_bytes $(mib "$stored") MiB (changed_bytes" \
+        "$(mib "$(json changed_bytes <<< "$j")") MiB) + $(mib "$size") MiB snapshot copy"
+
+    warm "$d/vol.img" "$RUN/replica.img"
+    sync
+    timed rs_s rsync --inplace --no-whole-file --ignore-times --stats "$d/vol.img" "$RUN/replica.img"
+    local lit sent
+    lit=$(awk -F': ' '/^Literal data/ { gsub(/[^0-9]/, "", $2); print $2 }' <<< "$rs_s_out")
+    sent=$(awk -F': ' '/^Total bytes sent/ { gsub(/[^0-9]/, "", $2); print $2 }' <<< "$rs_s_out")
+    note "2: rsync: literal data $(mib "$lit") MiB, total bytes sent $(mib "$sent") MiB;" \
+        "reads $(mib "$size") MiB source + $(mib "$size") MiB replica, replica $(mib "$(stat -c %s "$RUN/replica.img")") MiB updated in place"
+    cmp -s "$d/vol.img" "$RUN/replica.img" || die "rsync replica differs from the volume"
+
+    local ratio
+    ratio=$(calc "$rs_s / $cyc_s")
+    row "2 incr. cycle 1%, copy path" "${cyc_s}s" "rsync: ${rs_s}s" "$ratio" ">= 3.00x faster (rsync/us)" \
+        "$(ge "$ratio" 3 && echo 1 || echo 0)"
+    COPY_CYCLE_S=$cyc_s
+}
+
+# 3. The same incremental cycle with everything on a reflink XFS: snapshot = FICLONE,
+#    diff = FIEMAP extent maps.
+bench_reflink() {
+    echo "[3] incremental cycle, 1% changed, XFS reflink + FIEMAP" >&2
+    local img=$RUN/xfs.img j
+    MNT=$RUN/mnt
+    truncate -s 3G "$img"
+    LOOP=$(losetup -f --show "$img")
+    mkfs.xfs -q -m reflink=1 "$LOOP"
+    mkdir -p "$MNT"
+    mount "$LOOP" "$MNT"
+    make_config "$MNT"
+    cp --reflink=never "$COPY_DIR/vol.img" "$MNT/vol.img"
+    sync
+    j=$(cycle "$MNT")
+    note "3: first (full) cycle: $(phases "$j")"
+    change_blocks "$MNT/vol.img" 1 2 > /dev/null
+    sync
+    timed rl_s cycle "$MNT"
+    j=$rl_s_out
+    note "3: reflink cycle: $(phases "$j"), read_bytes $(mib "$(json volumes.0.read_bytes <<< "$j")") MiB," \
+        "changed $(mib "$(json changed_bytes <<< "$j")") MiB, stored $(mib "$(json stored_bytes <<< "$j")") MiB"
+    local ratio
+    ratio=$(calc "$rl_s / $COPY_CYCLE_S")
+    row "3 incr. cycle 1%, reflink/FIEMAP" "${rl_s}s" "copy-path cycle: ${COPY_CYCLE_S}s" "$ratio" "< 0.10x of copy path" \
+        "$(lt "$ratio" 0.1 && echo 1 || echo 0)"
+    umount "$MNT" && MNT=
+    losetup -d "$LOOP" && LOOP=
+    rm -f "$img"
+}
+
+# 4. Replay of the copy-path journal (a full delta and three incrementals) onto a new
+#    file vs dd writing as many bytes; both end in fsync.
+bench_replay() {
+    echo "[4] replay vs dd" >&2
+    local jd=$COPY_DIR/journals/bench out=$RUN/replay.img best="" bytes=""
+    for _ in 1 2; do
+        rm -f "$out"
+        warm "$jd"/*.cjs
+        sync
+        timed t "$BIN" replay "$jd" --to "$out" --json
+        bytes=$(json data_bytes <<< "$t_out")
+        best=$(min "${best:-$t}" "$t")
+    done
+    cmp -s "$out" "$COPY_DIR/vol.img" || die "replayed volume differs from the volume"
+    note "4: replay: $t_out"
+    local count=$(((bytes + MIB - 1) / MIB)) dd_best=""
+    for _ in 1 2; do
+        rm -f "$RUN/dd.img"
+        sync
+        timed t dd if=/dev/zero of="$RUN/dd.img" bs=1M count="$count" conv=fsync status=none
+        dd_best=$(min "${dd_best:-$t}" "$t")
+    done
+    rm -f "$out" "$RUN/dd.img"
+    local ours peer ratio
+    ours=$(mbps "$bytes" "$best") peer=$(mbps $((count * MIB)) "$dd_best")
+    ratio=$(calc "$ours / $peer")
+    row "4 replay $(mib "$bytes") MiB -> file" "$ours MiB/s (${best}s)" "dd: $peer MiB/s (${dd_best}s)" "$ratio" \
+        ">= 0.80x of dd" "$(ge "$ratio" 0.8 && echo 1 || echo 0)"
+}
+
+# 5. Peak memory of a first (full) cycle of a fully written 4 GiB volume.
+bench_memory() {
+    echo "[5] peak RSS, full cycle of 4 GiB" >&2
+    rm -rf "$COPY_DIR" "$RUN/replica.img" # free the space of 1-4
+    local d=$RUN/mem j rss
+    mkdir -p "$d" && make_config "$d"
+    write_random "$d/vol.img" $((4 * GIB))
+    sync
+    /usr/bin/time -v -o "$RUN/time.txt" "$BIN" cycle --config "$d/cascade.yaml" --cg bench --json > "$RUN/mem.json"
+    j=$(< "$RUN/mem.json")
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$RUN/time.txt")
+    note "5: full cycle: $(phases "$j"), read $(mib "$(json volumes.0.read_bytes <<< "$j")") MiB"
+    local ours ratio
+    ours=$(calc "$rss / 1024")
+    ratio=$(calc "$ours / 128")
+    row "5 peak RSS, full cycle 4 GiB" "$ours MiB" "limit: 128 MiB" "$ratio" "< 1.00x of limit" \
+        "$(lt "$ours" 128 && echo 1 || echo 0)"
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
+    for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
+        command -v "$t" > /dev/null || die "missing $t"
+    done
+    [[ -x /usr/bin/time ]] || die "missing GNU time at /usr/bin/time"
+    [[ -x $BIN ]] || (cd "$ROOT" && cargo build --release) || die "cannot build cascade"
+
+    mkdir -p "$BENCH_DIR"
+    RUN=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
+    local t0
+    t0=$(now)
+    bench_diff
+    bench_incremental
+    bench_reflink
+    bench_replay
+    bench_memory
+
+    echo
+    printf '%-36s %-24s %-26s %8s  %-22s %s\n' benchmark cascade "peer / limit" ratio aim result
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "notes:"
+    printf '  %s\n' "${NOTES[@]}"
+    echo
+    echo "bench: $MET of ${#ROWS[@]} aims met ($(elapsed_since "$t0")s)"
+}
+
+main "$@"
