@@ -1,16 +1,18 @@
 //! One cycle of a consistency group: freeze, snapshot every volume, thaw, diff against
-//! the previous snapshot set, journal the changes as one delta, retire the old set.
+//! the previous snapshot set, journal the changes as one delta, advance the new set to
+//! be the next base and retire the old one.
 //!
-//! Ordering for crash safety: the new snapshot is durable before the delta commits,
-//! and the old snapshot is retired only after. So at any crash the snapshot tagged
-//! with the journal's last delta exists (it is the next base); snapshots with other
-//! tags are leftovers, removed at the start of the next cycle.
+//! Ordering for crash safety: the new snapshot exists before the delta commits, and
+//! the old one is retired only by `advance`, after the commit. So at any crash the
+//! snapshot tagged with the journal's last delta exists (it is the next base, finished
+//! by `advance` again if the crash interrupted it); snapshots with other tags are
+//! leftovers, removed at the start of the next cycle.
 use crate::config::{Config, ConsistencyGroup};
 use crate::diff::ChangeKind;
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::journal::record::VolumeInfo;
-use crate::journal::{JournalWriter, Tail};
+use crate::journal::{Journal, JournalWriter, Tail};
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
 use std::os::unix::fs::FileExt;
@@ -37,7 +39,12 @@ pub struct CycleReport {
     pub volumes: Vec<VolumeReport>,
     pub changed_bytes: u64,
     pub stored_bytes: u64,
+    /// Freeze, snapshot, thaw.
     pub snapshot_ms: u64,
+    /// Diff, read the changes, journal and commit them.
+    pub diff_ms: u64,
+    /// Make the new snapshot the next base and retire the previous one.
+    pub advance_ms: u64,
     pub total_ms: u64,
     /// An unfinished tail from an interrupted earlier cycle, cut off before this one.
     pub recovered_tail: Option<Tail>,
@@ -50,31 +57,43 @@ pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
     let driver = driver_for(cg, &cfg.state_path(cg))?;
     let base_tag = writer.journal().last_delta();
     let tag = writer.next_delta_id();
+    let base = open_base(cg, driver.as_ref(), writer.journal())?;
     for leftover in driver.snapshots()?.into_iter().filter(|t| *t != base_tag) {
         tracing::info!(cg = %cg.name, tag = leftover, "removing a snapshot left by an interrupted cycle");
         driver.retire(leftover)?;
     }
-    let base = match base_tag {
-        0 => None,
-        t if driver.snapshots()?.contains(&t) => Some(driver.open_snapshot(t)?),
-        t => {
-            tracing::warn!(cg = %cg.name, delta = t, "the snapshot of the last delta is gone; this cycle journals every volume in full");
-            None
-        }
-    };
-    // A volume added to or removed from the group since the base also needs a full delta.
-    let base = base.filter(|b| {
-        b.volumes
-            .iter()
-            .map(|v| &v.id)
-            .eq(cg.volumes.iter().map(|v| &v.id))
-    });
 
     let snap_started = Instant::now();
-    let new = snapshot_group(cg, driver.as_ref(), tag)?;
+    let mut frozen = Frozen::new(cg)?;
+    let new = driver.snapshot(tag);
+    // A live snapshot reads the volumes themselves, so they stay frozen until the
+    // delta is journalled; a captured one lets them go at once.
+    let new = match new.and_then(|n| {
+        if n.is_live() {
+            Ok(n)
+        } else {
+            frozen.thaw().map(|_| n)
+        }
+    }) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(frozen);
+            driver.retire(tag)?;
+            return Err(e);
+        }
+    };
     let snapshot_ms = snap_started.elapsed().as_millis() as u64;
 
-    let journalled = journal_delta(&mut writer, driver.as_ref(), base.as_ref(), &new);
+    let diff_started = Instant::now();
+    let journalled = journal_delta(
+        &mut writer,
+        driver.as_ref(),
+        base.as_ref(),
+        &new,
+        &mut || frozen.thaw(),
+    );
+    drop(frozen);
+    let diff_ms = diff_started.elapsed().as_millis() as u64;
     let (entry, volumes) = match journalled {
         Ok(v) => v,
         Err(e) => {
@@ -84,9 +103,9 @@ pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
             return Err(e);
         }
     };
-    if let Some(b) = base {
-        driver.retire(b.tag)?;
-    }
+    let advance_started = Instant::now();
+    driver.advance(base.as_ref(), &new, writer.journal())?;
+    let advance_ms = advance_started.elapsed().as_millis() as u64;
     Ok(CycleReport {
         cg: cg.name.clone(),
         delta: entry.delta,
@@ -96,38 +115,93 @@ pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
         changed_bytes: entry.changed_bytes,
         stored_bytes: entry.stored_bytes,
         snapshot_ms,
+        diff_ms,
+        advance_ms,
         total_ms: started.elapsed().as_millis() as u64,
         recovered_tail: writer.recovered_tail().cloned(),
     })
 }
 
-/// Freeze, snapshot, thaw; thaw runs even when the snapshot fails.
-fn snapshot_group(
+/// The snapshot the last committed delta was taken from, finishing its `advance` if
+/// a crash interrupted it. None means the next delta must be full: no delta yet, the
+/// snapshot is gone, or the group's volumes changed.
+fn open_base(
     cg: &ConsistencyGroup,
     driver: &dyn VolumeDriver,
-    tag: u64,
-) -> Result<SnapshotSet> {
-    if let Some(freeze) = &cg.hooks.freeze {
-        hooks::run(freeze)?;
+    journal: &Journal,
+) -> Result<Option<SnapshotSet>> {
+    let last = journal.last_delta();
+    let tags = driver.snapshots()?;
+    if last == 0 {
+        return Ok(None);
     }
-    let snap = driver.snapshot(tag);
-    let thawed = cg.hooks.thaw.as_ref().map_or(Ok(()), |t| hooks::run(t));
-    match (snap, thawed) {
-        (Ok(s), Ok(())) => Ok(s),
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => {
-            // Without a successful thaw we cannot say the snapshot is consistent.
-            driver.retire(tag)?;
-            Err(e)
+    if !tags.contains(&last) {
+        tracing::warn!(cg = %cg.name, delta = last, "the snapshot of the last delta is gone; this cycle journals every volume in full");
+        return Ok(None);
+    }
+    let mut base = driver.open_snapshot(last)?;
+    if base.is_live() {
+        let prev = if tags.contains(&(last - 1)) {
+            Some(driver.open_snapshot(last - 1)?)
+        } else {
+            None
+        };
+        tracing::info!(cg = %cg.name, delta = last, "finishing the snapshot of the last delta, interrupted after its commit");
+        if let Err(e) = driver.advance(prev.as_ref(), &base, journal) {
+            tracing::warn!(cg = %cg.name, delta = last, error = %e, "cannot finish the last snapshot; this cycle journals every volume in full");
+            driver.retire(last)?;
+            return Ok(None);
+        }
+        base = driver.open_snapshot(last)?;
+    }
+    // A volume added to or removed from the group since the base needs a full delta.
+    let same = base
+        .volumes
+        .iter()
+        .map(|v| &v.id)
+        .eq(cg.volumes.iter().map(|v| &v.id));
+    Ok(same.then_some(base))
+}
+
+/// The group's freeze hook has run and its thaw hook has not. Thaw runs at the latest
+/// when this is dropped, whatever failed in between.
+struct Frozen<'a> {
+    thaw: Option<&'a Vec<String>>,
+}
+
+impl<'a> Frozen<'a> {
+    fn new(cg: &'a ConsistencyGroup) -> Result<Frozen<'a>> {
+        if let Some(freeze) = &cg.hooks.freeze {
+            hooks::run(freeze)?;
+        }
+        Ok(Frozen {
+            thaw: cg.hooks.thaw.as_ref(),
+        })
+    }
+
+    /// Runs the thaw hook now. Without a successful thaw the capture cannot be called
+    /// consistent, so its error fails the cycle.
+    fn thaw(&mut self) -> Result<()> {
+        self.thaw.take().map_or(Ok(()), |t| hooks::run(t))
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.thaw() {
+            tracing::error!(error = %e, "thaw hook failed after an earlier error");
         }
     }
 }
 
-fn journal_delta(
+/// Journals the changes from `base` to `new` as one delta and commits it;
+/// `before_commit` runs after the last extent (the cycle thaws the group there).
+pub fn journal_delta(
     writer: &mut JournalWriter,
     driver: &dyn VolumeDriver,
     base: Option<&SnapshotSet>,
     new: &SnapshotSet,
+    before_commit: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(crate::journal::DeltaEntry, Vec<VolumeReport>)> {
     let infos = new
         .volumes
@@ -168,5 +242,6 @@ fn journal_delta(
         }
         reports.push(report);
     }
+    before_commit()?;
     Ok((delta.commit()?, reports))
 }

@@ -6,7 +6,7 @@
 //! touched, so bad input fails without leaving half-written replicas. Memory is two
 //! 1 MiB buffers whatever the volume size.
 use crate::error::{Error, Result};
-use crate::journal::record::Record;
+use crate::journal::record::{Record, MAX_EXTENT};
 use crate::journal::Journal;
 use crate::sys;
 use serde::Serialize;
@@ -57,10 +57,93 @@ pub struct ReplayReport {
 /// Progress of a replay: (delta just applied, the last delta).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
-struct Open {
-    file: File,
-    device: bool,
-    path: PathBuf,
+/// An open replay target.
+pub struct Target {
+    pub file: File,
+    /// A block device: zeroed with BLKZEROOUT rather than by punching holes.
+    pub device: bool,
+    pub path: PathBuf,
+}
+
+/// Applies single deltas to open targets, keyed by volume id. Volumes without a
+/// target are skipped. Buffers are reused across deltas.
+pub struct Applier {
+    dec: zstd::bulk::Decompressor<'static>,
+    raw: Vec<u8>,
+    zeros: Vec<u8>,
+}
+
+impl Applier {
+    pub fn new() -> Result<Applier> {
+        let dec = zstd::bulk::Decompressor::new().map_err(|e| Error::Io {
+            what: "cannot start zstd",
+            path: PathBuf::new(),
+            source: e,
+        })?;
+        Ok(Applier {
+            dec,
+            raw: vec![0u8; MAX_EXTENT],
+            zeros: vec![0u8; MAX_EXTENT],
+        })
+    }
+
+    /// Writes delta `d` to the targets; returns the bytes written and zeroed. Each
+    /// record's checksum is checked as it is read; applying a delta twice is harmless.
+    pub fn apply(
+        &mut self,
+        journal: &Journal,
+        d: u64,
+        targets: &HashMap<String, Target>,
+    ) -> Result<(u64, u64)> {
+        let (mut data, mut zero) = (0, 0);
+        let mut reader = journal.read_delta(d)?;
+        let mut slots: Vec<Option<&Target>> = Vec::new();
+        while let Some(rec) = reader.next_record()? {
+            match rec {
+                Record::Begin(b) => slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect(),
+                Record::Data {
+                    volume,
+                    offset,
+                    length,
+                    compressed,
+                    ..
+                } => {
+                    let Some(t) = slots[volume as usize] else {
+                        continue;
+                    };
+                    let out = &mut self.raw[..length as usize];
+                    match self.dec.decompress_to_buffer(compressed, out) {
+                        Ok(n) if n == length as usize => {}
+                        Ok(n) => {
+                            return Err(reader
+                                .corrupt(format!("data decompresses to {n} bytes, not {length}")))
+                        }
+                        Err(e) => {
+                            return Err(reader.corrupt(format!("data does not decompress: {e}")))
+                        }
+                    }
+                    t.file
+                        .write_all_at(out, offset)
+                        .map_err(Error::io("cannot write replay target", &t.path))?;
+                    data += length as u64;
+                }
+                Record::Zero {
+                    volume,
+                    offset,
+                    length,
+                    ..
+                } => {
+                    let Some(t) = slots[volume as usize] else {
+                        continue;
+                    };
+                    zero_range(t, offset, length, &self.zeros)?;
+                    zero += length;
+                }
+                Record::Commit(_) | Record::Bookmark(_) => {}
+            }
+        }
+        Ok((data, zero))
+    }
 }
 
 pub fn replay(
@@ -84,7 +167,7 @@ pub fn replay(
             *n = (*n).max(v.size);
         }
     }
-    let mut open: HashMap<String, Open> = HashMap::new();
+    let mut open: HashMap<String, Target> = HashMap::new();
     let mut to_create = Vec::new();
     for (id, path) in &chosen {
         let need = needed[id];
@@ -107,7 +190,7 @@ pub fn replay(
                 }
                 open.insert(
                     id.clone(),
-                    Open {
+                    Target {
                         file,
                         device,
                         path: path.clone(),
@@ -130,7 +213,7 @@ pub fn replay(
             .map_err(Error::io("cannot size replay target", &path))?;
         open.insert(
             id,
-            Open {
+            Target {
                 file,
                 device: false,
                 path,
@@ -145,57 +228,11 @@ pub fn replay(
         zero_bytes: 0,
         volumes: Vec::new(),
     };
-    let mut dec = zstd::bulk::Decompressor::new()
-        .map_err(Error::io("cannot start zstd for", journal.dir()))?;
-    let mut raw = vec![0u8; crate::journal::record::MAX_EXTENT];
-    let zeros = vec![0u8; crate::journal::record::MAX_EXTENT];
+    let mut applier = Applier::new()?;
     for d in 1..=until {
-        let mut reader = journal.read_delta(d)?;
-        let mut slots: Vec<Option<&Open>> = Vec::new();
-        while let Some(rec) = reader.next_record()? {
-            match rec {
-                Record::Begin(b) => slots = b.volumes.iter().map(|v| open.get(&v.id)).collect(),
-                Record::Data {
-                    volume,
-                    offset,
-                    length,
-                    compressed,
-                    ..
-                } => {
-                    let Some(t) = slots[volume as usize] else {
-                        continue;
-                    };
-                    let out = &mut raw[..length as usize];
-                    match dec.decompress_to_buffer(compressed, out) {
-                        Ok(n) if n == length as usize => {}
-                        Ok(n) => {
-                            return Err(reader
-                                .corrupt(format!("data decompresses to {n} bytes, not {length}")))
-                        }
-                        Err(e) => {
-                            return Err(reader.corrupt(format!("data does not decompress: {e}")))
-                        }
-                    }
-                    t.file
-                        .write_all_at(out, offset)
-                        .map_err(Error::io("cannot write replay target", &t.path))?;
-                    report.data_bytes += length as u64;
-                }
-                Record::Zero {
-                    volume,
-                    offset,
-                    length,
-                    ..
-                } => {
-                    let Some(t) = slots[volume as usize] else {
-                        continue;
-                    };
-                    zero_range(t, offset, length, &zeros)?;
-                    report.zero_bytes += length;
-                }
-                Record::Commit(_) | Record::Bookmark(_) => {}
-            }
-        }
+        let (data, zero) = applier.apply(journal, d, &open)?;
+        report.data_bytes += data;
+        report.zero_bytes += zero;
         progress(d, until);
     }
     for (id, path) in &chosen {
@@ -261,7 +298,7 @@ fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(String, PathBuf
 
 /// Makes a range read as zeros: a hole in a file, a zeroed range on a device, and
 /// written zeros where neither is supported.
-fn zero_range(t: &Open, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
+fn zero_range(t: &Target, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
     let fast = if t.device {
         sys::zero_device_range(&t.file, offset, length)
     } else {

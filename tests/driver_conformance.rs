@@ -4,9 +4,12 @@
 mod common;
 
 use cascade::config::Config;
+use cascade::cycle::journal_delta;
 use cascade::diff::ChangeKind;
+use cascade::journal::JournalWriter;
 use cascade::volume::{driver_for, SnapshotSet, VolumeDriver};
 use common::group::{noise, Group};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const SIZE: u64 = 8 << 20;
@@ -21,8 +24,25 @@ fn driver(g: &Group) -> (Config, Box<dyn VolumeDriver>) {
     (cfg, d)
 }
 
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap()
+/// Journals `new` against `base` and advances, as a cycle does.
+fn commit(
+    d: &dyn VolumeDriver,
+    w: &mut JournalWriter,
+    base: Option<&SnapshotSet>,
+    new: &SnapshotSet,
+) -> SnapshotSet {
+    journal_delta(w, d, base, new, &mut || Ok(())).unwrap();
+    d.advance(base, new, w.journal()).unwrap();
+    let fixed = d.open_snapshot(new.tag).unwrap();
+    assert!(!fixed.is_live(), "advance leaves the snapshot fixed");
+    fixed
+}
+
+fn snapshot_bytes(d: &dyn VolumeDriver, s: &SnapshotSet, v: usize) -> Vec<u8> {
+    let f = d.open_volume(s, v).unwrap();
+    let mut buf = vec![0; s.volumes[v].size as usize];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    buf
 }
 
 /// Every byte that differs between the snapshots lies inside a reported range, and
@@ -33,8 +53,8 @@ fn check_changes(
     new: &SnapshotSet,
     v: usize,
 ) -> u64 {
-    let now = read(&new.volumes[v].path);
-    let before = old.map_or(vec![0; now.len()], |o| read(&o.volumes[v].path));
+    let now = snapshot_bytes(d, new, v);
+    let before = old.map_or(vec![0; now.len()], |o| snapshot_bytes(d, o, v));
     let mut covered = vec![false; now.len()];
     let mut last_end = 0;
     let mut total = 0;
@@ -73,51 +93,62 @@ fn suite(dir: &Path, expect_reflink: bool) {
     g.write(0, 0, &noise(1, 3 << 20));
     g.write(1, 1 << 20, &noise(2, 1 << 20));
     let (_, d) = driver(&g);
+    let d = d.as_ref();
+    let mut w = JournalWriter::open(&g.journal(), 64 << 20).unwrap();
 
-    // Snapshots capture the group as of the moment they were taken.
+    // A snapshot captures the group; once advanced it is fixed and survives later writes.
     let s1 = d.snapshot(1).unwrap();
     assert_eq!(
         s1.volumes.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
         ["v0", "v1"]
     );
     assert!(
-        s1.volumes.iter().all(|v| v.reflinked == expect_reflink),
-        "reflinked: {:?}",
+        s1.volumes
+            .iter()
+            .all(|v| v.reflinked == expect_reflink && v.live != expect_reflink),
+        "{:?}",
         s1.volumes
     );
+    assert_eq!(
+        check_changes(d, None, &s1, 0),
+        SIZE,
+        "a full listing covers the whole volume"
+    );
+    let s1 = commit(d, &mut w, None, &s1);
     let at_s1 = g.contents();
-    assert_eq!(read(&s1.volumes[0].path), at_s1[0]);
-    assert_eq!(read(&s1.volumes[1].path), at_s1[1]);
+    assert_eq!(snapshot_bytes(d, &s1, 0), at_s1[0]);
+    assert_eq!(snapshot_bytes(d, &s1, 1), at_s1[1]);
     g.write(0, 5 << 20, &noise(3, 64 << 10));
     g.write(0, 0, &[0u8; 128 << 10]);
     g.write(1, 1 << 20, &[9u8; 4096]);
     assert_eq!(
-        read(&s1.volumes[0].path),
+        snapshot_bytes(d, &s1, 0),
         at_s1[0],
         "a snapshot does not follow later writes"
     );
     assert_eq!(d.open_snapshot(1).unwrap(), s1);
 
-    // A full listing covers the whole volume; an incremental one covers every change
-    // and, on the reflink path, costs about the change, not the volume.
+    // An incremental listing covers every change and costs about the change.
     let s2 = d.snapshot(2).unwrap();
-    assert_eq!(check_changes(d.as_ref(), None, &s2, 0), SIZE);
-    let changed =
-        check_changes(d.as_ref(), Some(&s1), &s2, 0) + check_changes(d.as_ref(), Some(&s1), &s2, 1);
+    let changed = check_changes(d, Some(&s1), &s2, 0) + check_changes(d, Some(&s1), &s2, 1);
     let written = (64 << 10) + (128 << 10) + 4096;
     assert!(
         changed >= written && changed <= 2 * written,
         "reported {changed} bytes for {written} written"
     );
+    let s2 = commit(d, &mut w, Some(&s1), &s2);
     assert_eq!(
-        check_changes(d.as_ref(), Some(&s2), &s2, 0),
+        check_changes(d, Some(&s2), &s2, 0),
         0,
         "a snapshot has no changes against itself"
     );
+    assert_eq!(
+        g.contents(),
+        [snapshot_bytes(d, &s2, 0), snapshot_bytes(d, &s2, 1)]
+    );
 
-    // Retire is idempotent; snapshot is all or nothing.
-    assert_eq!(d.snapshots().unwrap(), [1, 2]);
-    d.retire(1).unwrap();
+    // Advance retired the base; retire is idempotent; snapshot is all or nothing.
+    assert_eq!(d.snapshots().unwrap(), [2]);
     d.retire(1).unwrap();
     assert_eq!(d.snapshots().unwrap(), [2]);
     std::fs::remove_file(&g.volumes[1]).unwrap();

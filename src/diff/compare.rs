@@ -13,9 +13,37 @@ use std::path::PathBuf;
 pub const BLOCK: usize = 4096;
 const CHUNK: usize = 1 << 20;
 
+/// The next data run of a file at or after the last query, so SEEK_DATA/SEEK_HOLE run
+/// once per extent rather than once per chunk.
+#[derive(Default)]
+struct DataRun {
+    start: u64,
+    end: u64,
+}
+
+impl DataRun {
+    /// The first offset at or after `pos` that may hold data (`size` if none).
+    fn next(&mut self, f: &File, pos: u64, size: u64) -> std::io::Result<u64> {
+        if pos >= size {
+            return Ok(u64::MAX);
+        }
+        if pos >= self.end {
+            self.start = sys::next_data(f, pos)?.unwrap_or(size).min(size);
+            self.end = if self.start < size {
+                sys::next_hole(f, self.start)?.min(size)
+            } else {
+                size
+            };
+        }
+        Ok(self.start.max(pos))
+    }
+}
+
 pub struct BlockCompare {
     old: File,
     new: File,
+    old_run: DataRun,
+    new_run: DataRun,
     old_size: u64,
     new_size: u64,
     new_path: PathBuf,
@@ -37,6 +65,8 @@ impl BlockCompare {
         BlockCompare {
             old,
             new,
+            old_run: DataRun::default(),
+            new_run: DataRun::default(),
             old_size,
             new_size,
             new_path,
@@ -49,18 +79,16 @@ impl BlockCompare {
     }
 
     /// The next offset at or after `pos` where either file may hold data.
-    fn next_data(&self, pos: u64) -> Result<u64> {
+    fn next_data(&mut self, pos: u64) -> Result<u64> {
         let io = |e| Error::io("cannot find data in", self.new_path.clone())(e);
-        let new = sys::next_data(&self.new, pos)
-            .map_err(io)?
-            .unwrap_or(self.new_size);
-        let old = if pos < self.old_size {
-            sys::next_data(&self.old, pos)
-                .map_err(io)?
-                .unwrap_or(u64::MAX)
-        } else {
-            u64::MAX
-        };
+        let new = self
+            .new_run
+            .next(&self.new, pos, self.new_size)
+            .map_err(io)?;
+        let old = self
+            .old_run
+            .next(&self.old, pos, self.old_size)
+            .map_err(io)?;
         Ok(new.min(old).min(self.new_size))
     }
 

@@ -1,17 +1,28 @@
 //! The `file` driver: a volume is an image file (or a block device read as one).
 //!
-//! A snapshot is a reflink clone (FICLONE) where the file system shares blocks, else a
-//! sparse-aware copy. Two reflink snapshots are diffed by their extent maps, anything
-//! else by block comparison. Snapshots live in `STATE/snapshots/TAG/`; a snapshot
+//! Where the file system shares blocks (XFS, btrfs), a snapshot is a reflink clone
+//! (FICLONE) and two clones are diffed by their extent maps: the cycle costs the
+//! change, not the volume. Elsewhere a fresh copy of the volume each cycle would cost a
+//! full write, so the driver keeps one sparse **copy** per volume instead: the snapshot
+//! is *live* (it reads the volume itself, with the group kept frozen by the hooks while
+//! the delta is journalled), the diff is a block comparison of the volume against the
+//! copy, and `advance` brings the copy forward by replaying the committed delta onto it.
+//! The copy is therefore, byte for byte, what the journal replays to.
+//!
+//! Layout: `STATE/snapshots/TAG/` holds `snapshot.json` and `ID.img` per volume. A
 //! directory appears under its final name only when complete (built as `TAG.tmp`,
-//! fsynced, renamed), so a crash never leaves a half snapshot that looks whole.
+//! fsynced, renamed). A manifest that still says `live` means `advance` has not
+//! finished; it is idempotent, and the next cycle runs it again.
 use super::{SnapshotSet, SnapshotVolume, VolumeDriver};
 use crate::config::ConsistencyGroup;
-use crate::diff::{self, BlockCompare, ChangeKind, Changes, ExtentMapDiff};
+use crate::diff::{self, BlockCompare, Changes, ExtentMapDiff};
 use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::replay::{Applier, Target};
 use crate::sys;
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const MANIFEST: &str = "snapshot.json";
@@ -41,6 +52,29 @@ impl FileDriver {
     fn tag_dir(&self, tag: u64) -> PathBuf {
         self.dir.join(tag.to_string())
     }
+
+    fn source(&self, id: &str) -> Result<&Path> {
+        self.volumes
+            .iter()
+            .find(|(v, _)| v == id)
+            .map(|(_, p)| p.as_path())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "volume `{id}` is no longer in the consistency group"
+                ))
+            })
+    }
+
+    /// Writes the manifest of `set` into `dir` atomically.
+    fn write_manifest(dir: &Path, set: &SnapshotSet) -> Result<()> {
+        let path = dir.join(MANIFEST);
+        let tmp = dir.join("snapshot.json.tmp");
+        let json = serde_json::to_vec_pretty(set).expect("snapshot manifest serialises");
+        std::fs::write(&tmp, json).map_err(Error::io("cannot write snapshot manifest", &tmp))?;
+        sync_path(&tmp)?;
+        std::fs::rename(&tmp, &path).map_err(Error::io("cannot write snapshot manifest", &path))?;
+        sync_path(dir)
+    }
 }
 
 impl VolumeDriver for FileDriver {
@@ -62,12 +96,14 @@ impl VolumeDriver for FileDriver {
             let mut volumes = Vec::new();
             for (id, src) in &self.volumes {
                 let dst = tmp.join(format!("{id}.img"));
-                let (size, reflinked) = clone_or_copy(src, &dst)?;
+                let (size, reflinked) = try_clone(src, &dst)?;
+                let path = self.tag_dir(tag).join(format!("{id}.img"));
                 volumes.push(SnapshotVolume {
                     id: id.clone(),
                     size,
-                    path: self.tag_dir(tag).join(format!("{id}.img")),
+                    path,
                     reflinked,
+                    live: !reflinked,
                 });
             }
             let set = SnapshotSet {
@@ -75,12 +111,7 @@ impl VolumeDriver for FileDriver {
                 time_ns,
                 volumes,
             };
-            let manifest = tmp.join(MANIFEST);
-            let json = serde_json::to_vec_pretty(&set).expect("snapshot manifest serialises");
-            std::fs::write(&manifest, json)
-                .map_err(Error::io("cannot write snapshot manifest", &manifest))?;
-            sync_path(&manifest)?;
-            sync_path(&tmp)?;
+            Self::write_manifest(&tmp, &set)?;
             let done = self.tag_dir(tag);
             std::fs::rename(&tmp, &done).map_err(Error::io("cannot complete snapshot", &done))?;
             sync_path(&self.dir)?;
@@ -120,6 +151,16 @@ impl VolumeDriver for FileDriver {
         })
     }
 
+    fn open_volume(&self, snap: &SnapshotSet, volume: usize) -> Result<File> {
+        let v = &snap.volumes[volume];
+        let path = if v.live {
+            self.source(&v.id)?
+        } else {
+            v.path.as_path()
+        };
+        File::open(path).map_err(Error::io("cannot open snapshot", path))
+    }
+
     fn changes<'a>(
         &'a self,
         old: Option<&'a SnapshotSet>,
@@ -127,20 +168,26 @@ impl VolumeDriver for FileDriver {
         volume: usize,
     ) -> Result<Changes<'a>> {
         let nv = &new.volumes[volume];
-        let open = |p: &Path| File::open(p).map_err(Error::io("cannot open snapshot", p));
-        let new_file = open(&nv.path)?;
-        let Some(ov) = old.and_then(|o| o.volumes.iter().find(|v| v.id == nv.id)) else {
+        let new_file = self.open_volume(new, volume)?;
+        let Some((i, ov)) =
+            old.and_then(|o| o.volumes.iter().enumerate().find(|(_, v)| v.id == nv.id))
+        else {
             return Ok(diff::allocated_ranges(new_file, nv.size, &nv.path));
         };
-        let old_file = open(&ov.path)?;
-        let same_fs = |a: &File, b: &File| -> Result<bool> {
-            let (ma, mb) = (a.metadata(), b.metadata());
-            Ok(ma.map_err(Error::io("cannot stat", &ov.path))?.dev()
-                == mb.map_err(Error::io("cannot stat", &nv.path))?.dev())
+        let old_file = self.open_volume(old.expect("found above"), i)?;
+        let dev = |f: &File, p: &Path| {
+            f.metadata()
+                .map(|m| m.dev())
+                .map_err(Error::io("cannot stat", p))
         };
-        if ov.reflinked && nv.reflinked && same_fs(&old_file, &new_file)? {
-            let map = ExtentMapDiff::new(&old_file, ov.size, &new_file, nv.size, nv.path.clone());
-            return Ok(Box::new(map));
+        if ov.reflinked && nv.reflinked && dev(&old_file, &ov.path)? == dev(&new_file, &nv.path)? {
+            return Ok(Box::new(ExtentMapDiff::new(
+                &old_file,
+                ov.size,
+                &new_file,
+                nv.size,
+                nv.path.clone(),
+            )));
         }
         Ok(Box::new(BlockCompare::new(
             old_file,
@@ -149,6 +196,74 @@ impl VolumeDriver for FileDriver {
             nv.size,
             nv.path.clone(),
         )))
+    }
+
+    /// Brings each live volume's copy forward to `new` by replaying `new`'s delta onto
+    /// the base's copy (moved into `new`'s directory first, so a crash anywhere leaves
+    /// exactly one copy to finish), then marks `new` complete and retires `base`.
+    fn advance(
+        &self,
+        base: Option<&SnapshotSet>,
+        new: &SnapshotSet,
+        journal: &Journal,
+    ) -> Result<()> {
+        let dir = self.tag_dir(new.tag);
+        let mut targets = HashMap::new();
+        for v in new.volumes.iter().filter(|v| v.live) {
+            if !v.path.exists() {
+                let old = base.and_then(|b| {
+                    b.volumes
+                        .iter()
+                        .find(|o| o.id == v.id && !o.live && o.path.exists())
+                });
+                match old {
+                    Some(o) => std::fs::rename(&o.path, &v.path)
+                        .map_err(Error::io("cannot move the volume copy to", &v.path))?,
+                    None if journal.delta(new.tag)?.flags & crate::journal::record::FLAG_FULL
+                        != 0 =>
+                    {
+                        File::create(&v.path)
+                            .map_err(Error::io("cannot create volume copy", &v.path))?;
+                    }
+                    None => {
+                        return Err(Error::NotFound(format!(
+                        "the copy of volume `{}` for delta {} is gone; the next cycle must be full",
+                        v.id, new.tag
+                    )))
+                    }
+                }
+                sync_path(&dir)?;
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&v.path)
+                .map_err(Error::io("cannot open volume copy", &v.path))?;
+            file.set_len(v.size)
+                .map_err(Error::io("cannot size volume copy", &v.path))?;
+            targets.insert(
+                v.id.clone(),
+                Target {
+                    file,
+                    device: false,
+                    path: v.path.clone(),
+                },
+            );
+        }
+        if !targets.is_empty() {
+            Applier::new()?.apply(journal, new.tag, &targets)?;
+            for t in targets.values() {
+                t.file
+                    .sync_all()
+                    .map_err(Error::io("cannot sync volume copy", &t.path))?;
+            }
+            let mut done = new.clone();
+            done.volumes.iter_mut().for_each(|v| v.live = false);
+            Self::write_manifest(&dir, &done)?;
+        }
+        match base {
+            Some(b) if b.tag != new.tag => self.retire(b.tag),
+            _ => Ok(()),
+        }
     }
 
     fn retire(&self, tag: u64) -> Result<()> {
@@ -162,51 +277,27 @@ impl VolumeDriver for FileDriver {
     }
 }
 
-/// Copies `src` to `dst` as a reflink clone if the file system can, else sparsely.
-/// Returns the size and whether it is a clone.
-fn clone_or_copy(src: &Path, dst: &Path) -> Result<(u64, bool)> {
+/// Clones `src` to `dst` where the file system can; otherwise creates nothing and
+/// the volume is snapshotted live. Returns the volume's size and whether it cloned.
+fn try_clone(src: &Path, dst: &Path) -> Result<(u64, bool)> {
     let from = File::open(src).map_err(Error::io("cannot open volume", src))?;
     let size = sys::device_or_file_size(&from).map_err(Error::io("cannot size volume", src))?;
-    let to = File::create(dst).map_err(Error::io("cannot create snapshot", dst))?;
-    let is_file = from
+    if !from
         .metadata()
         .map_err(Error::io("cannot stat volume", src))?
-        .is_file();
-    let reflinked = is_file && sys::reflink(&from, &to).is_ok();
-    if !reflinked {
-        sparse_copy(&from, size, &to, src, dst)?;
+        .is_file()
+    {
+        return Ok((size, false));
+    }
+    let to = File::create(dst).map_err(Error::io("cannot create snapshot", dst))?;
+    if sys::reflink(&from, &to).is_err() {
+        drop(to);
+        std::fs::remove_file(dst).map_err(Error::io("cannot remove", dst))?;
+        return Ok((size, false));
     }
     to.sync_all()
         .map_err(Error::io("cannot sync snapshot", dst))?;
-    Ok((size, reflinked))
-}
-
-fn sparse_copy(from: &File, size: u64, to: &File, src: &Path, dst: &Path) -> Result<()> {
-    to.set_len(size)
-        .map_err(Error::io("cannot size snapshot", dst))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let probe = from
-        .try_clone()
-        .map_err(Error::io("cannot open volume", src))?;
-    for run in diff::allocated_ranges(probe, size, src) {
-        let run = run?;
-        if run.kind != ChangeKind::Data {
-            continue;
-        }
-        let mut at = run.offset;
-        while at < run.end() {
-            let n = (run.end() - at).min(buf.len() as u64) as usize;
-            from.read_exact_at(&mut buf[..n], at)
-                .map_err(Error::io("cannot read volume", src))?;
-            // Zeros stay holes in the snapshot, as they would in a clone.
-            if !diff::is_zero(&buf[..n]) {
-                to.write_all_at(&buf[..n], at)
-                    .map_err(Error::io("cannot write snapshot", dst))?;
-            }
-            at += n as u64;
-        }
-    }
-    Ok(())
+    Ok((size, true))
 }
 
 fn sync_path(p: &Path) -> Result<()> {

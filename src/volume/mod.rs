@@ -5,8 +5,12 @@
 //! - `snapshot(tag)` captures every volume of the group as of one moment (as close as
 //!   the volume manager allows; hooks around it make the moment consistent for
 //!   applications) and is all or nothing: after an error no snapshot `tag` exists.
-//!   Snapshots are durable once `snapshot` returns, because the next cycle diffs
-//!   against them after a crash.
+//!   A volume may be snapshotted *live*: it is read from the volume itself until
+//!   `advance`, and the cycle keeps the group frozen until its delta is journalled.
+//! - `advance(base, new, journal)` runs after `new`'s delta committed: from then on
+//!   `new` is fixed and durable (the next cycle diffs against it, even after a crash)
+//!   and `base` is retired. It is idempotent, so a cycle that finds the newest snapshot
+//!   still live runs it again.
 //! - `changes(old, new, v)` yields ascending, non-overlapping ranges of volume `v`
 //!   covering every byte whose content differs between `old` and `new`; with no `old`
 //!   it covers the whole volume (Data where allocated, Zero elsewhere). It may report
@@ -19,6 +23,7 @@ pub use file::FileDriver;
 use crate::config::{ConsistencyGroup, DriverKind};
 use crate::diff::Changes;
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +37,9 @@ pub struct SnapshotVolume {
     /// Shares blocks with its volume (a reflink clone), so extent maps can be diffed.
     #[serde(default)]
     pub reflinked: bool,
+    /// Read from the volume itself until `advance` makes `path` hold the snapshot.
+    #[serde(default)]
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +75,26 @@ pub trait VolumeDriver: Send + Sync {
         File::open(&v.path).map_err(Error::io("cannot open snapshot", &v.path))
     }
 
+    /// Makes `new` (whose delta is committed in `journal`) the fixed base of the next
+    /// cycle and retires `base`; see the module contract.
+    fn advance(
+        &self,
+        base: Option<&SnapshotSet>,
+        new: &SnapshotSet,
+        journal: &Journal,
+    ) -> Result<()> {
+        let _ = (new, journal);
+        base.map_or(Ok(()), |b| self.retire(b.tag))
+    }
+
     fn retire(&self, tag: u64) -> Result<()>;
+}
+
+impl SnapshotSet {
+    /// Whether any volume still reads from the live volume.
+    pub fn is_live(&self) -> bool {
+        self.volumes.iter().any(|v| v.live)
+    }
 }
 
 /// The driver for a consistency group, keeping its state under `state_dir`.

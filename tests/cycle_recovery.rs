@@ -1,0 +1,142 @@
+//! Cycles that are interrupted or refused: a crash between a delta's commit and the
+//! snapshot's advance, and freeze/thaw hooks that fail. Afterwards the journal still
+//! replays exactly what the volumes held at each committed point.
+mod common;
+
+use cascade::cycle::journal_delta;
+use cascade::journal::{Journal, JournalWriter};
+use cascade::replay::{replay, ReplayTarget};
+use cascade::volume::driver_for;
+use common::group::{noise, Group};
+
+fn replay_matches(g: &Group, delta: u64, want: &[Vec<u8>]) {
+    let j = Journal::open(&g.journal()).unwrap();
+    let out = g.dir.join(format!("check-{delta}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let targets: Vec<ReplayTarget> = (0..want.len())
+        .map(|v| {
+            out.join(format!("v{v}"))
+                .display()
+                .to_string()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    replay(&j, delta, &targets, &mut |_, _| {}).unwrap();
+    for (v, want) in want.iter().enumerate() {
+        assert!(
+            std::fs::read(out.join(format!("v{v}"))).unwrap() == *want,
+            "v{v} at delta {delta}"
+        );
+    }
+}
+
+/// Commits delta `tag` but "crashes" before `advance`; with `moved`, the crash comes
+/// after advance moved the old copy into the new snapshot's directory.
+fn commit_without_advance(g: &Group, tag: u64, moved: bool) {
+    let cfg = g.config();
+    let cg = cfg.group("cg").unwrap();
+    let d = driver_for(cg, &cfg.state_path(cg)).unwrap();
+    let mut w = JournalWriter::open(&g.journal(), 64 << 20).unwrap();
+    let base = d.open_snapshot(tag - 1).unwrap();
+    let new = d.snapshot(tag).unwrap();
+    journal_delta(&mut w, d.as_ref(), Some(&base), &new, &mut || Ok(())).unwrap();
+    if moved {
+        for (b, n) in base.volumes.iter().zip(&new.volumes) {
+            if n.live {
+                std::fs::rename(&b.path, &n.path).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn interrupted_advance_is_finished_by_the_next_cycle() {
+    for moved in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = Group::new(tmp.path(), &[2 << 20, 1 << 20]);
+        g.write(0, 0, &noise(1, 1 << 20));
+        g.cycle();
+        let mut points = vec![g.contents()];
+        g.write(1, 4096, &noise(2, 8192));
+        commit_without_advance(&g, 2, moved);
+        points.push(g.contents());
+        g.write(0, 1 << 20, &noise(3, 70000));
+        let r = g.cycle();
+        assert_eq!(r.delta, 3);
+        points.push(g.contents());
+        for (i, p) in points.iter().enumerate() {
+            replay_matches(&g, i as u64 + 1, p);
+        }
+        // The copy kept by the driver is exactly the last point.
+        let cfg = g.config();
+        let d = driver_for(
+            cfg.group("cg").unwrap(),
+            &cfg.state_path(cfg.group("cg").unwrap()),
+        )
+        .unwrap();
+        let s = d.open_snapshot(3).unwrap();
+        if s.volumes[0].live || !s.volumes[0].reflinked {
+            assert_eq!(std::fs::read(&s.volumes[0].path).unwrap(), points[2][0]);
+        }
+        assert_eq!(d.snapshots().unwrap(), [3]);
+    }
+}
+
+fn with_hooks(g: &Group, freeze: &str, thaw: &str) {
+    let yaml = std::fs::read_to_string(&g.config).unwrap().replace(
+        "    volumes:\n",
+        &format!("    hooks:\n      freeze: [sh, -c, '{freeze}']\n      thaw: [sh, -c, '{thaw}']\n    volumes:\n"),
+    );
+    std::fs::write(&g.config, yaml).unwrap();
+}
+
+#[test]
+fn hooks_run_around_the_capture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    with_hooks(&g, "echo freeze >> hooks.log", "echo thaw >> hooks.log");
+    g.write(0, 0, &noise(1, 4096));
+    let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("hooks.log")).unwrap(),
+        "freeze\nthaw\n"
+    );
+}
+
+#[test]
+fn failing_hooks_fail_the_cycle_and_commit_nothing() {
+    for (freeze, thaw, says) in [
+        ("echo cannot-freeze >&2; exit 3", "true", "cannot-freeze"),
+        ("true", "echo cannot-thaw >&2; exit 4", "cannot-thaw"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = Group::new(tmp.path(), &[1 << 20]);
+        g.write(0, 0, &noise(1, 4096));
+        g.cycle();
+        let plain = std::fs::read_to_string(&g.config).unwrap();
+        with_hooks(&g, freeze, &format!("echo thawed >> thaw.log; {thaw}"));
+        g.write(0, 0, &noise(2, 4096));
+        let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(says) && err.contains("sh -c"), "{err}");
+        assert_eq!(
+            Journal::open(&g.journal()).unwrap().last_delta(),
+            1,
+            "nothing committed"
+        );
+        if freeze == "true" {
+            assert_eq!(
+                std::fs::read_to_string(g.dir.join("thaw.log")).unwrap(),
+                "thawed\n",
+                "thaw ran once"
+            );
+        }
+        // Once the hooks are gone the next cycle picks the change up.
+        std::fs::write(&g.config, plain).unwrap();
+        assert_eq!(g.cycle().delta, 2);
+        replay_matches(&g, 2, &g.contents());
+    }
+}
