@@ -71,7 +71,13 @@ pub struct Applier {
     dec: zstd::bulk::Decompressor<'static>,
     raw: Vec<u8>,
     zeros: Vec<u8>,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
 }
+
+/// How much a replay writes before it asks the kernel to start writing it out: keeps
+/// the disk busy while records are decompressed and dirty memory bounded.
+const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl Applier {
     pub fn new() -> Result<Applier> {
@@ -84,6 +90,7 @@ impl Applier {
             dec,
             raw: vec![0u8; MAX_EXTENT],
             zeros: vec![0u8; MAX_EXTENT],
+            unflushed: 0,
         })
     }
 
@@ -126,6 +133,12 @@ impl Applier {
                         .write_all_at(out, offset)
                         .map_err(Error::io("cannot write replay target", &t.path))?;
                     data += length as u64;
+                    self.unflushed += length as u64;
+                    if self.unflushed >= WRITEBACK_EVERY {
+                        // Only a hint: the final fsync is what makes the target durable.
+                        let _ = sys::start_writeback(&t.file);
+                        self.unflushed = 0;
+                    }
                 }
                 Record::Zero {
                     volume,
