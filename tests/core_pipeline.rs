@@ -16,6 +16,8 @@ enum Write {
     Noise(u64),
     Fill(u8),
     Zeros,
+    /// A discard: the range becomes a hole.
+    Punch,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,8 @@ fn op() -> impl Strategy<Value = Op> {
     let write = prop_oneof![
         any::<u64>().prop_map(Write::Noise),
         any::<u8>().prop_map(Write::Fill),
-        Just(Write::Zeros)
+        Just(Write::Zeros),
+        Just(Write::Punch),
     ];
     (0..SIZES.len(), 0u64..1000, 1usize..300_000, write).prop_map(|(volume, at, len, write)| Op {
         volume,
@@ -57,6 +60,10 @@ fn check_history(dir: &Path, batches: &[Vec<Op>]) {
                 Write::Noise(seed) => noise(seed, len),
                 Write::Fill(b) => vec![b; len],
                 Write::Zeros => vec![0; len],
+                Write::Punch => {
+                    g.punch(op.volume, offset, len as u64);
+                    continue;
+                }
             };
             g.write(op.volume, offset, &bytes);
         }

@@ -121,6 +121,7 @@ fn suite(dir: &Path, expect_reflink: bool) {
     g.write(0, 5 << 20, &noise(3, 64 << 10));
     g.write(0, 0, &[0u8; 128 << 10]);
     g.write(1, 1 << 20, &[9u8; 4096]);
+    g.punch(0, 2 << 20, 64 << 10);
     assert_eq!(
         snapshot_bytes(d, &s1, 0),
         at_s1[0],
@@ -131,7 +132,7 @@ fn suite(dir: &Path, expect_reflink: bool) {
     // An incremental listing covers every change and costs about the change.
     let s2 = d.snapshot(2).unwrap();
     let changed = check_changes(d, Some(&s1), &s2, 0) + check_changes(d, Some(&s1), &s2, 1);
-    let written = (64 << 10) + (128 << 10) + 4096;
+    let written = (64 << 10) + (128 << 10) + 4096 + (64 << 10);
     assert!(
         changed >= written && changed <= 2 * written,
         "reported {changed} bytes for {written} written"

@@ -67,7 +67,9 @@ print(v)' "$1"
 mib() { calc "$1 / $MIB"; }
 mbps() { calc "$1 / $MIB / $2"; } # bytes, seconds -> MiB/s
 warm() { cat "$@" > /dev/null; }
-drop_caches() { sync && echo 3 > /proc/sys/vm/drop_caches; }
+# drop_caches: empty the page cache, then load cascade itself again, so a cold run
+# measures reading the volume, not loading the binary.
+drop_caches() { sync && echo 3 > /proc/sys/vm/drop_caches && "$BIN" --version > /dev/null; }
 
 # write_random FILE BYTES: incompressible, fully allocated data (AES-CTR keystream;
 # far faster than /dev/urandom). openssl dies of SIGPIPE when head has enough.

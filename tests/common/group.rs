@@ -57,6 +57,15 @@ impl Group {
         f.write_all_at(bytes, offset).unwrap();
     }
 
+    /// Punches a hole, as a discard would.
+    pub fn punch(&self, volume: usize, offset: u64, len: u64) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.volumes[volume])
+            .unwrap();
+        cascade::sys::punch_hole(&f, offset, len).unwrap();
+    }
+
     pub fn contents(&self) -> Vec<Vec<u8>> {
         self.volumes
             .iter()
