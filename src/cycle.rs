@@ -225,6 +225,15 @@ pub fn journal_delta(
             changed_bytes: 0,
             read_bytes: 0,
         };
+        // Bytes past the old end read as zeros now; a target may still hold whatever
+        // it had there (a device, a file that was longer), so say so explicitly.
+        if let Some(old) = base
+            .and_then(|b| b.volumes.iter().find(|o| o.id == v.id))
+            .filter(|o| o.size < v.size)
+        {
+            delta.zero(i as u16, old.size, v.size - old.size)?;
+            report.changed_bytes += v.size - old.size;
+        }
         for change in Prefetch::new(driver.changes(base, new, i)?, &file) {
             let change = change?;
             report.changed_bytes += change.len;

@@ -13,12 +13,13 @@ pub enum Error {
     Config { file: PathBuf, reason: String },
 
     /// An I/O failure, with what was being done to which path.
-    #[error("{what} {path}: {source}")]
+    // The cause is part of the message and deliberately not a `source()`, so it is
+    // printed once, not again by the error chain.
+    #[error("{what} {path}: {cause}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// Bytes in a journal that fail a checksum or break the format's grammar.
@@ -78,7 +79,7 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { what, path, source }
+        move |cause| Error::Io { what, path, cause }
     }
 
     /// Whether running the same operation again may succeed without anyone changing

@@ -84,7 +84,7 @@ impl Applier {
         let dec = zstd::bulk::Decompressor::new().map_err(|e| Error::Io {
             what: "cannot start zstd",
             path: PathBuf::new(),
-            source: e,
+            cause: e,
         })?;
         Ok(Applier {
             dec,
@@ -107,7 +107,18 @@ impl Applier {
         let mut slots: Vec<Option<&Target>> = Vec::new();
         while let Some(rec) = reader.next_record()? {
             match rec {
-                Record::Begin(b) => slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect(),
+                Record::Begin(b) => {
+                    slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect();
+                    // A file target takes each delta's volume size, so bytes past a
+                    // shrunken end do not come back when the volume grows again.
+                    for (v, t) in b.volumes.iter().zip(&slots) {
+                        if let Some(t) = t.filter(|t| !t.device) {
+                            t.file
+                                .set_len(v.size)
+                                .map_err(Error::io("cannot size replay target", &t.path))?;
+                        }
+                    }
+                }
                 Record::Data {
                     volume,
                     offset,
@@ -169,6 +180,7 @@ pub fn replay(
     let final_volumes = journal.volumes_at(until)?;
     let ids: Vec<&str> = final_volumes.iter().map(|v| v.id.as_str()).collect();
     let chosen = assign(targets, &ids)?;
+    refuse_shared_targets(&chosen)?;
 
     // Check everything before writing anything: every record of every delta, and the
     // largest size each volume reaches.
@@ -216,22 +228,38 @@ pub fn replay(
             Err(e) => return Err(Error::io("cannot stat replay target", path)(e)),
         }
     }
+    // Create every new target, or none: a failure removes those made so far.
+    let mut created: Vec<PathBuf> = Vec::new();
     for (id, path) in to_create {
-        let file = OpenOptions::new()
+        let made = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(Error::io("cannot create replay target", &path))?;
-        file.set_len(needed[&id])
-            .map_err(Error::io("cannot size replay target", &path))?;
-        open.insert(
-            id,
-            Target {
-                file,
-                device: false,
-                path,
-            },
-        );
+            .map_err(Error::io("cannot create replay target", &path))
+            .and_then(|file| {
+                created.push(path.clone());
+                file.set_len(needed[&id])
+                    .map_err(Error::io("cannot size replay target", &path))?;
+                Ok(file)
+            });
+        match made {
+            Ok(file) => {
+                open.insert(
+                    id,
+                    Target {
+                        file,
+                        device: false,
+                        path,
+                    },
+                );
+            }
+            Err(e) => {
+                created.iter().for_each(|p| {
+                    let _ = std::fs::remove_file(p);
+                });
+                return Err(e);
+            }
+        }
     }
 
     let mut report = ReplayReport {
@@ -256,10 +284,36 @@ pub fn replay(
         report.volumes.push(ReplayedVolume {
             id: id.clone(),
             path: path.clone(),
-            size: needed[id],
+            size: final_volumes
+                .iter()
+                .find(|v| &v.id == id)
+                .map_or(needed[id], |v| v.size),
         });
     }
     Ok(report)
+}
+
+/// Two volumes replayed into one file would leave neither right: refuse targets that
+/// are the same file (by device and inode) or the same path.
+fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |p: &PathBuf| match std::fs::metadata(p) {
+        Ok(m) => format!("inode {}:{}", m.dev(), m.ino()),
+        Err(_) => std::path::absolute(p)
+            .map_or_else(|_| p.display().to_string(), |a| a.display().to_string()),
+    };
+    let ids: Vec<String> = chosen.iter().map(|(_, p)| identity(p)).collect();
+    for (i, a) in ids.iter().enumerate() {
+        if let Some(j) = ids[..i].iter().position(|b| b == a) {
+            return Err(Error::InvalidArgument(format!(
+                "volumes `{}` and `{}` would both be replayed into {}",
+                chosen[j].0,
+                chosen[i].0,
+                chosen[i].1.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Pairs targets with journal volumes: all by id, or all by position.

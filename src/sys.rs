@@ -471,9 +471,16 @@ pub fn device_or_file_size(file: &File) -> io::Result<u64> {
     } else if file_type.is_file() {
         Ok(meta.len())
     } else {
+        let kind = if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else {
+            "neither a regular file nor a block device"
+        };
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("not a regular file or block device ({file_type:?})"),
+            format!("it is {kind}; expected an image file or a block device"),
         ))
     }
 }

@@ -95,8 +95,8 @@ fn unknown_group_and_volume() {
     std::fs::remove_file(&g.volumes[1]).unwrap();
     fails(
         &g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]),
-        1,
-        &["v1.img"],
+        3,
+        &["volume `v1`", "v1.img", "does not exist"],
     );
     assert_eq!(
         cascade::journal::Journal::open(&j).unwrap().last_delta(),
@@ -140,6 +140,49 @@ fn until_naming_nothing() {
         .cascade(&["replay", j, "--to", "a", "b", "--until", "nightly"])
         .status
         .success());
+}
+
+#[test]
+fn replay_targets_must_be_distinct_and_creatable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = history(tmp.path());
+    let j = g.journal();
+    let js = j.to_str().unwrap();
+    fails(
+        &g.cascade(&["replay", js, "--to", "same.img", "./same.img"]),
+        2,
+        &["would both be replayed into"],
+    );
+    std::fs::write(g.dir.join("old.img"), vec![1u8; 8 << 20]).unwrap();
+    std::fs::hard_link(g.dir.join("old.img"), g.dir.join("link.img")).unwrap();
+    fails(
+        &g.cascade(&["replay", js, "--to", "v0=old.img", "v1=link.img"]),
+        2,
+        &["would both be replayed into"],
+    );
+    assert_eq!(
+        std::fs::read(g.dir.join("old.img")).unwrap(),
+        vec![1u8; 8 << 20]
+    );
+    fails(
+        &g.cascade(&["replay", js, "--to", "r0.img", "no/such/dir/r1.img"]),
+        1,
+        &["cannot create replay target", "no/such/dir/r1.img"],
+    );
+    assert!(
+        !g.dir.join("r0.img").exists(),
+        "a failed replay leaves no new files behind"
+    );
+    fails(
+        &g.cascade(&["replay", js, "--to", "v0=.", "v1=r1.img"]),
+        1,
+        &["cannot open replay target", "Is a directory"],
+    );
+    fails(
+        &g.cascade(&["journal", "ls", "cascade.yaml"]),
+        2,
+        &["cascade.yaml is not a journal"],
+    );
 }
 
 #[test]
@@ -399,5 +442,55 @@ fn duplicate_bookmark_is_refused() {
         ]),
         2,
         &["bookmark `nightly` already exists"],
+    );
+}
+
+/// A crash can leave an uncommitted delta whose pages reached the disk out of order:
+/// valid records after zeroed ones. None of it was committed, so it is a tail (cut by
+/// the next writer), not damage.
+#[test]
+fn scrambled_uncommitted_tail_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = history(tmp.path());
+    let seg = segment(&g);
+    let committed = std::fs::metadata(&seg).unwrap().len();
+    let mut w = cascade::journal::JournalWriter::open(&g.journal(), 64 << 20).unwrap();
+    let vols = cascade::journal::Journal::open(&g.journal())
+        .unwrap()
+        .volumes_at(2)
+        .unwrap();
+    let mut d = w.begin_delta(1, vols, false).unwrap();
+    for i in 0..3u64 {
+        d.data(0, i << 20, &noise(10 + i, 1 << 20)).unwrap();
+    }
+    std::mem::forget(d); // the process "dies" before its commit
+    drop(w);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&[0u8; 8192], committed + (3 << 19))
+        .unwrap();
+    assert!(
+        std::fs::metadata(&seg).unwrap().len() > committed + (2 << 20),
+        "the uncommitted records reached the file"
+    );
+
+    let js = g.journal();
+    let o = g.cascade(&["journal", "verify", js.to_str().unwrap()]);
+    assert!(
+        o.status.success() && stdout(&o).contains("tail"),
+        "{}",
+        stdout(&o)
+    );
+    let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            report["delta"].clone(),
+            report["recovered_tail"]["cut"]["offset"].clone()
+        ),
+        (3.into(), committed.into())
     );
 }

@@ -135,3 +135,57 @@ fn replay_gives_every_snapshot_reflink_path() {
         })
         .unwrap();
 }
+
+/// Shrinking and growing a volume: bytes past a shrunken end must not come back when
+/// the volume grows, on fresh targets and on an existing target full of other bytes.
+fn check_resizes(dir: &Path) {
+    let g = Group::new(dir, &[2 << 20]);
+    let resize = |size: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&g.volumes[0])
+            .unwrap()
+            .set_len(size)
+            .unwrap()
+    };
+    g.write(0, 1536 << 10, &noise(5, 64 << 10));
+    g.cycle();
+    let mut points = vec![g.contents()];
+    resize(1 << 20);
+    g.cycle();
+    points.push(g.contents());
+    resize(3 << 20);
+    g.write(0, (5 << 19) + 4096, &noise(6, 4096));
+    g.cycle();
+    points.push(g.contents());
+    let journal = Journal::open(&g.journal()).unwrap();
+    for (i, want) in points.iter().enumerate() {
+        let fresh = dir.join(format!("fresh-{i}"));
+        let used = dir.join(format!("used-{i}"));
+        std::fs::write(&used, vec![0xffu8; 4 << 20]).unwrap();
+        for target in [&fresh, &used] {
+            let t: ReplayTarget = target.display().to_string().parse().unwrap();
+            replay(&journal, i as u64 + 1, &[t], &mut |_, _| {}).unwrap();
+            assert!(
+                std::fs::read(target).unwrap() == want[0],
+                "{} at delta {}",
+                target.display(),
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn resized_volumes_replay_exactly_copy_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    check_resizes(tmp.path());
+}
+
+#[test]
+fn resized_volumes_replay_exactly_reflink_path() {
+    let Some(xfs) = common::xfs::XfsMount::new(512) else {
+        return;
+    };
+    check_resizes(&xfs.path("resize"));
+}

@@ -15,7 +15,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one delta: its volumes and, with --extents, every extent record.
+    /// Show one delta: its volumes and, with --extents, every extent record (with
+    /// --json: one JSON line for the delta, then one per extent).
     Show {
         journal: PathBuf,
         /// Delta id, bookmark name or time, as for `replay --until`.
@@ -113,46 +114,59 @@ fn show(
     let id = j.resolve(&point)?;
     let entry = j.delta(id)?.clone();
     let volumes = j.volumes_at(id)?;
-    let mut list = Vec::new();
-    if extents {
-        let mut r = j.read_delta(id)?;
-        while let Some(rec) = r.next_record()? {
-            match rec {
-                Record::Data { volume, offset, length, compressed, .. } => {
-                    list.push(serde_json::json!({"volume": volumes[volume as usize].id, "kind": "data", "offset": offset, "length": length, "stored": compressed.len()}))
-                }
-                Record::Zero { volume, offset, length, .. } => {
-                    list.push(serde_json::json!({"volume": volumes[volume as usize].id, "kind": "zero", "offset": offset, "length": length}))
-                }
-                _ => {}
-            }
-        }
-    }
     if json {
         print_json(
-            &serde_json::json!({ "delta": entry, "time": format_time(entry.time_ns), "volumes": volumes, "extents": extents.then_some(&list) }),
+            &serde_json::json!({ "delta": entry, "time": format_time(entry.time_ns), "volumes": volumes }),
         );
+    } else {
+        println!("delta {} at {}", entry.delta, format_time(entry.time_ns));
+        println!(
+            "  records {}, changed {}, stored {}",
+            entry.records,
+            human_bytes(entry.changed_bytes),
+            human_bytes(entry.stored_bytes)
+        );
+        println!("  from {} to {}", entry.begin, entry.end);
+        for v in &volumes {
+            println!("  volume {:<16} {}", v.id, human_bytes(v.size));
+        }
+    }
+    if !extents {
         return Ok(ExitCode::SUCCESS);
     }
-    println!("delta {} at {}", entry.delta, format_time(entry.time_ns));
-    println!(
-        "  records {}, changed {}, stored {}",
-        entry.records,
-        human_bytes(entry.changed_bytes),
-        human_bytes(entry.stored_bytes)
-    );
-    println!("  from {} to {}", entry.begin, entry.end);
-    for v in &volumes {
-        println!("  volume {:<16} {}", v.id, human_bytes(v.size));
-    }
-    for e in &list {
-        println!(
-            "  {} {} {}+{}",
-            e["volume"].as_str().unwrap_or(""),
-            e["kind"].as_str().unwrap_or(""),
-            e["offset"],
-            e["length"]
-        );
+    // One line per extent as it is read: a full delta of a large volume has millions.
+    let mut r = j.read_delta(id)?;
+    while let Some(rec) = r.next_record()? {
+        let (volume, kind, offset, length, stored) = match rec {
+            Record::Data {
+                volume,
+                offset,
+                length,
+                compressed,
+                ..
+            } => (
+                volume,
+                "data",
+                offset,
+                length as u64,
+                Some(compressed.len()),
+            ),
+            Record::Zero {
+                volume,
+                offset,
+                length,
+                ..
+            } => (volume, "zero", offset, length, None),
+            _ => continue,
+        };
+        let volume = &volumes[volume as usize].id;
+        if json {
+            print_json(
+                &serde_json::json!({"volume": volume, "kind": kind, "offset": offset, "length": length, "stored": stored}),
+            );
+        } else {
+            println!("  {volume} {kind} {offset}+{length}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ pub mod index;
 mod point;
 pub mod record;
 mod scan;
+mod tail;
 pub mod verify;
 mod writer;
 
@@ -52,12 +53,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal> {
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!(
-                "journal {} does not exist",
-                dir.display()
-            )));
-        }
+        check_journal_dir(dir)?;
         let mut index = Index::load(dir)?;
         let tail = catch_up(dir, &mut index)?;
         Ok(Journal {
@@ -261,6 +257,22 @@ impl DeltaReader<'_> {
             self.journal
                 .corrupt(self.entry.begin, "delta has no Begin record")
         })
+    }
+}
+
+/// A journal is a directory; say which way a path is not one.
+pub(crate) fn check_journal_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::InvalidArgument(format!(
+            "{} is not a journal: a journal is a directory",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "journal {} does not exist",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::io("cannot open journal", dir)(e)),
     }
 }
 

@@ -36,12 +36,7 @@ pub struct VerifyReport {
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
 pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
-    if !dir.is_dir() {
-        return Err(Error::NotFound(format!(
-            "journal {} does not exist",
-            dir.display()
-        )));
-    }
+    super::check_journal_dir(dir)?;
     let segments = frame::list_segments(dir)?;
     let index = Index::load(dir)?;
     let indexed = index.entries();
@@ -79,7 +74,6 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
         );
         return Ok(report);
     }
-    let last_segment = segments.last().copied().unwrap_or(0);
     let mut scanner = Scanner::expecting(0, 0);
     let mut cursor = FrameCursor::new(dir, Pos::START);
     let mut decompressor =
@@ -87,9 +81,11 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
     let mut raw = Vec::new();
     let mut seen = 0usize;
     let mut checked = 0u64;
-    // A break at or before the index's end, or before the last segment, cannot be an
-    // interrupted append: it is damage.
-    let damage = |at: Pos| at < indexed_end || at.segment < last_segment;
+    // A break inside what the index lists, or with a committed record after it, cannot
+    // be an interrupted append: it is damage (the writer uses the same rule).
+    let damage = |at: Pos| -> Result<bool> {
+        Ok(at < indexed_end || super::tail::committed_follows(dir, at)?)
+    };
     loop {
         let (at, reason) = match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
@@ -135,7 +131,7 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
                 None => break,
             },
         };
-        if damage(at) {
+        if damage(at)? {
             report.problem = problem(at, reason);
             return Ok(report);
         }

@@ -8,7 +8,6 @@ use super::{Journal, Tail};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// zstd level 1: the journal is written on every cycle and read once per replica, so
@@ -69,11 +68,11 @@ impl JournalWriter {
             payload: Vec::new(),
         };
         if let Some(tail) = w.journal.take_tail() {
-            if !looks_torn(dir, &tail)? {
+            if super::tail::committed_follows(dir, tail.found)? {
                 return Err(w.journal.corrupt(
                     tail.found,
                     format!(
-                        "{}; committed-looking data follows, so this is damage rather than an interrupted write. \
+                        "{}; a committed record follows, so this is damage rather than an interrupted write. \
                          Nothing was changed: run `cascade journal verify {}`",
                         tail.reason,
                         dir.display()
@@ -137,8 +136,10 @@ impl JournalWriter {
             let _ = s.file.flush();
         }
         let dir = self.dir().to_path_buf();
+        // Highest first: a crash part-way leaves a shorter journal, never one with a gap.
         for n in frame::list_segments(&dir)?
             .into_iter()
+            .rev()
             .filter(|n| *n > pos.segment)
         {
             let path = frame::segment_path(&dir, n);
@@ -451,49 +452,6 @@ impl Drop for DeltaWriter<'_> {
             }
         }
     }
-}
-
-/// Whether a tail can be the remains of an interrupted append: the problem is in the
-/// last segment and nothing but zeros follows the broken record (file systems may
-/// extend a file with zeros over unsynced writes). Anything else after it would be
-/// committed data cut off, so it is treated as damage and left for an operator.
-fn looks_torn(dir: &Path, tail: &Tail) -> Result<bool> {
-    let last = frame::list_segments(dir)?.last().copied().unwrap_or(0);
-    if tail.found.segment < last {
-        return Ok(false);
-    }
-    let path = frame::segment_path(dir, tail.found.segment);
-    let Ok(file) = File::open(&path) else {
-        return Ok(true);
-    };
-    let io = Error::io("cannot read journal segment", &path);
-    let len = file
-        .metadata()
-        .map_err(Error::io("cannot stat journal segment", &path))?
-        .len();
-    let mut head = [0u8; frame::FRAME_LEN as usize];
-    let mut at = tail.found.offset + frame::FRAME_LEN;
-    if at <= len {
-        file.read_exact_at(&mut head, tail.found.offset)
-            .map_err(io)?;
-        let claimed = u32::from_le_bytes(head[0..4].try_into().unwrap());
-        at += if claimed <= frame::MAX_PAYLOAD {
-            claimed as u64
-        } else {
-            0
-        };
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)
-            .map_err(Error::io("cannot read journal segment", &path))?;
-        if !crate::diff::is_zero(&buf[..n]) {
-            return Ok(false);
-        }
-        at += n as u64;
-    }
-    Ok(true)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

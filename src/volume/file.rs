@@ -96,7 +96,7 @@ impl VolumeDriver for FileDriver {
             let mut volumes = Vec::new();
             for (id, src) in &self.volumes {
                 let dst = tmp.join(format!("{id}.img"));
-                let (size, reflinked) = try_clone(src, &dst)?;
+                let (size, reflinked) = try_clone(id, src, &dst)?;
                 let path = self.tag_dir(tag).join(format!("{id}.img"));
                 volumes.push(SnapshotVolume {
                     id: id.clone(),
@@ -147,7 +147,7 @@ impl VolumeDriver for FileDriver {
         serde_json::from_slice(&bytes).map_err(|e| Error::Io {
             what: "snapshot manifest is damaged",
             path: manifest,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })
     }
 
@@ -279,8 +279,13 @@ impl VolumeDriver for FileDriver {
 
 /// Clones `src` to `dst` where the file system can; otherwise creates nothing and
 /// the volume is snapshotted live. Returns the volume's size and whether it cloned.
-fn try_clone(src: &Path, dst: &Path) -> Result<(u64, bool)> {
-    let from = File::open(src).map_err(Error::io("cannot open volume", src))?;
+fn try_clone(id: &str, src: &Path, dst: &Path) -> Result<(u64, bool)> {
+    let from = File::open(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::NotFound(format!("volume `{id}`: {} does not exist", src.display()))
+        }
+        _ => Error::io("cannot open volume", src)(e),
+    })?;
     let size = sys::device_or_file_size(&from).map_err(Error::io("cannot size volume", src))?;
     if !from
         .metadata()
