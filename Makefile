@@ -5,7 +5,7 @@ CARGO ?= cargo
 APT_PACKAGES := xfsprogs rsync time util-linux coreutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps demo test lint bench clean
+.PHONY: all build deps s3s-fs demo test lint bench clean
 
 all: build
 
@@ -21,6 +21,10 @@ deps:
 		|| { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; \
 	fi
 
+# The S3-compatible server the object-store tests run against (cached once built).
+s3s-fs:
+	bash tests/s3/install-s3s-fs.sh
+
 demo: build
 	bash examples/demo.sh
 
@@ -28,7 +32,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps lint
+test: deps s3s-fs lint
 	$(CARGO) test --all-targets
 
 bench: deps build

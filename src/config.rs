@@ -13,6 +13,16 @@ pub struct Config {
     /// One journal directory per CG is made under it.
     pub journal_dir: PathBuf,
     pub consistency_groups: Vec<ConsistencyGroup>,
+    /// One YAML file per replica target; default `cascade-targets` beside the config.
+    #[serde(default = "default_targets_dir")]
+    pub targets_dir: PathBuf,
+    /// The targets the groups name, loaded and checked with the config.
+    #[serde(skip)]
+    pub targets: std::collections::BTreeMap<String, crate::export::Target>,
+}
+
+fn default_targets_dir() -> PathBuf {
+    PathBuf::from("cascade-targets")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +35,9 @@ pub struct ConsistencyGroup {
     /// Size at which the journal starts a new segment file.
     #[serde(default = "default_segment_mib")]
     pub segment_size_mib: u64,
+    /// Replica targets fed from this group's journal, by name (files in targets-dir).
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 fn default_segment_mib() -> u64 {
@@ -86,6 +99,15 @@ impl Config {
         };
         cfg.state_dir = base.join(&cfg.state_dir);
         cfg.journal_dir = base.join(&cfg.journal_dir);
+        cfg.targets_dir = base.join(&cfg.targets_dir);
+        for cg in &cfg.consistency_groups {
+            for name in &cg.targets {
+                if !cfg.targets.contains_key(name) {
+                    let t = crate::export::Target::load(&cfg.targets_dir, name)?;
+                    cfg.targets.insert(name.clone(), t);
+                }
+            }
+        }
         for cg in &mut cfg.consistency_groups {
             for v in &mut cg.volumes {
                 if let Some(p) = &v.path {
@@ -129,6 +151,13 @@ impl Config {
                     return Err(format!("{at}.hooks.{name}: an empty command; give a program and its arguments or leave it out"));
                 }
             }
+            let mut seen = std::collections::HashSet::new();
+            for (j, t) in cg.targets.iter().enumerate() {
+                check_name(t).map_err(|r| format!("{at}.targets[{j}]: {r}"))?;
+                if !seen.insert(t) {
+                    return Err(format!("{at}.targets[{j}]: `{t}` is named twice"));
+                }
+            }
             let mut ids = std::collections::HashSet::new();
             for (j, v) in cg.volumes.iter().enumerate() {
                 let at = format!("{at}.volumes[{j}]");
@@ -170,6 +199,15 @@ impl Config {
                     known.join(", ")
                 ))
             })
+    }
+
+    pub fn target(&self, name: &str) -> Result<&crate::export::Target> {
+        self.targets.get(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no target `{name}` in {}",
+                self.targets_dir.display()
+            ))
+        })
     }
 
     pub fn journal_path(&self, cg: &ConsistencyGroup) -> PathBuf {

@@ -64,6 +64,14 @@ pub enum Error {
     #[error("{path} is locked by another cascade process")]
     Locked { path: PathBuf },
 
+    /// An object store request that failed (network, credentials, server).
+    #[error("object store {url}: {what}: {reason}")]
+    ObjectStore {
+        url: String,
+        what: String,
+        reason: String,
+    },
+
     /// An external command (a hook, an lvm2 tool) that failed.
     #[error("command `{command}` failed ({status}): {stderr}")]
     Command {

@@ -7,9 +7,12 @@ pub mod config;
 pub mod cycle;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod hooks;
 pub mod journal;
+mod lock;
 pub mod replay;
+pub mod restore;
 pub mod sys;
 pub mod volume;
 

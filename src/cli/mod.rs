@@ -2,8 +2,11 @@
 //! the library; output is human text, or JSON with `--json` for scripts.
 mod bookmark;
 mod cycle;
+mod export;
 mod journal;
 mod replay;
+mod restore;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +37,9 @@ pub enum Command {
     #[command(subcommand)]
     Journal(journal::Command),
     Bookmark(bookmark::Args),
+    Export(export::Args),
+    Restore(restore::Args),
+    Status(status::Args),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -42,6 +48,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Journal(c) => journal::run(c),
         Command::Bookmark(a) => bookmark::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Status(a) => status::run(a),
     }
 }
 

@@ -14,7 +14,9 @@ pub const FRAME_LEN: u64 = 12;
 pub const MAX_PAYLOAD: u32 = 16 << 20;
 
 /// A place in the journal: segment number and byte offset inside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Pos {
     pub segment: u64,
     pub offset: u64,

@@ -24,7 +24,7 @@ pub struct DeltaEntry {
     pub stored_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BookmarkEntry {
     pub seq: u64,
     pub after_delta: u64,

@@ -36,24 +36,7 @@ impl JournalWriter {
     /// lock, cuts off an unfinished tail and brings the index up to date.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<JournalWriter> {
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(Error::io("cannot open journal lock", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("cannot lock journal", &lock_path)(e))
-            }
-        }
+        let lock = crate::lock::lock(&dir.join("lock"), dir)?;
         let journal = Journal::open(dir)?;
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::io("cannot start zstd", dir))?;

@@ -311,6 +311,6 @@ fn sync_path(p: &Path) -> Result<()> {
         .map_err(Error::io("cannot sync", p))
 }
 
-pub(crate) fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }

@@ -18,7 +18,7 @@
 //! - `retire(tag)` removes a snapshot; retiring one that does not exist is not an error.
 mod file;
 
-pub use file::FileDriver;
+pub use file::{now_ns, FileDriver};
 
 use crate::config::{ConsistencyGroup, DriverKind};
 use crate::diff::Changes;

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod group;
+pub mod s3;
 pub mod xfs;

@@ -1,0 +1,80 @@
+use super::{human_bytes, print_json};
+use cascade::config::Config;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Bring replica targets up to the newest committed delta, then exit.
+///
+/// Every target keeps its own durable cursor (the newest delta it holds), so a target
+/// that was offline catches up from where it stopped, and one that fails does not
+/// hold up the others. Exits 1 if any target failed; `cascade status` shows why.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Only this consistency group (default: all that name targets).
+    #[arg(long)]
+    cg: Option<String>,
+    /// Only this target.
+    #[arg(long)]
+    target: Option<String>,
+    /// Print one JSON line per target.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&a.config)?;
+    let groups: Vec<_> = match &a.cg {
+        Some(name) => vec![cfg.group(name)?],
+        None => cfg
+            .consistency_groups
+            .iter()
+            .filter(|g| a.target.as_ref().is_none_or(|t| g.targets.contains(t)))
+            .collect(),
+    };
+    if let Some(t) = &a.target {
+        cfg.target(t)?;
+    }
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let mut failed = false;
+    for cg in groups {
+        let mut progress = |t: &str, d: u64, n: u64| {
+            if tty {
+                eprint!("\r{}/{t}: delta {d}/{n}", cg.name);
+            }
+        };
+        let results = cascade::export::export(&cfg, cg, a.target.as_deref(), &mut progress)?;
+        if tty {
+            eprintln!();
+        }
+        for r in results {
+            failed |= r.last_error.is_some();
+            if a.json {
+                print_json(&serde_json::json!({ "cg": cg.name, "status": r }));
+                continue;
+            }
+            match &r.last_error {
+                None => println!(
+                    "{}/{} ({}): at delta {}, {} applied, {}",
+                    cg.name,
+                    r.target,
+                    r.kind,
+                    r.cursor,
+                    r.applied,
+                    human_bytes(r.bytes)
+                ),
+                Some(e) => println!(
+                    "{}/{} ({}): FAILED at delta {}: {e}",
+                    cg.name, r.target, r.kind, r.cursor
+                ),
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,171 @@
+//! Exporters: the journal's readers that keep replicas current.
+//!
+//! Contract of [`Exporter`], which `tests/exporter_conformance.rs` checks for every
+//! implementation:
+//! - The **cursor** is the id of the newest delta the replica holds durably (0: none).
+//!   It moves only forward, one delta at a time, and only after that delta's effect is
+//!   durable at the target (fsynced writes, a completed upload).
+//! - `apply(journal, d)` takes `d == cursor + 1`, makes the replica hold delta `d`, and
+//!   then advances the cursor. A crash or error in between leaves the cursor at `d - 1`;
+//!   applying `d` again is harmless (deltas carry absolute bytes), so an export resumes
+//!   where it stopped.
+//! - A target is checked before anything is written to it (sizes, reachability), and
+//!   one target's failure never stops another's export.
+mod block;
+mod cursor;
+pub mod object;
+pub mod target;
+
+pub use block::BlockExporter;
+pub use object::ObjectExporter;
+pub use target::{Target, TargetSpec};
+
+use crate::config::{Config, ConsistencyGroup};
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub trait Exporter: Send {
+    /// The newest delta the replica holds durably.
+    fn cursor(&mut self) -> Result<u64>;
+
+    /// Applies delta `delta` (= cursor + 1) and advances the cursor; returns the bytes
+    /// of journal it carried.
+    fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64>;
+}
+
+/// Deltas go to a target one after another: refuse a gap or a step back.
+fn check_next(target: &str, cursor: u64, delta: u64) -> Result<()> {
+    if delta == cursor + 1 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "target `{target}` holds delta {cursor}; delta {delta} cannot be applied next"
+    )))
+}
+
+/// Opens the exporter for `target` of `cg`, keeping any local state under `state`.
+pub fn open_exporter(
+    target: &Target,
+    cg: &ConsistencyGroup,
+    state: &Path,
+) -> Result<Box<dyn Exporter>> {
+    match &target.spec {
+        TargetSpec::Block { volumes } => {
+            Ok(Box::new(BlockExporter::new(target, cg, volumes, state)?))
+        }
+        TargetSpec::Object { .. } => Ok(Box::new(ObjectExporter::new(target)?)),
+    }
+}
+
+/// What one target's export did, and its state afterwards (also kept on disk for
+/// `status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub kind: String,
+    pub cursor: u64,
+    /// Deltas applied by the last export.
+    pub applied: u64,
+    /// Journal bytes carried by the last export.
+    pub bytes: u64,
+    pub last_export: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Per-target state files live here: cursors of local targets, last status, locks.
+pub fn targets_state(cfg: &Config, cg: &ConsistencyGroup) -> PathBuf {
+    cfg.state_path(cg).join("targets")
+}
+
+/// Brings every target of `cg` (or only `only`) up to the newest committed delta.
+/// Errors of one target are recorded in its status and do not stop the others.
+pub fn export(
+    cfg: &Config,
+    cg: &ConsistencyGroup,
+    only: Option<&str>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Vec<TargetStatus>> {
+    let journal = Journal::open(&cfg.journal_path(cg))?;
+    let last = journal.last_delta();
+    let names: Vec<&String> = match only {
+        Some(n) => vec![cg.targets.iter().find(|t| *t == n).ok_or_else(|| {
+            Error::NotFound(format!(
+                "consistency group `{}` has no target `{n}` (it has: {})",
+                cg.name,
+                cg.targets.join(", ")
+            ))
+        })?],
+        None => cg.targets.iter().collect(),
+    };
+    let state = targets_state(cfg, cg);
+    std::fs::create_dir_all(&state)
+        .map_err(Error::io("cannot create target state directory", &state))?;
+    let mut out = Vec::new();
+    for name in names {
+        let target = cfg.target(name)?;
+        let mut status = TargetStatus {
+            target: name.clone(),
+            kind: match target.spec {
+                TargetSpec::Block { .. } => "block".into(),
+                TargetSpec::Object { .. } => "object".into(),
+            },
+            cursor: 0,
+            applied: 0,
+            bytes: 0,
+            last_export: None,
+            last_error: None,
+        };
+        let result = export_one(target, cg, &state, &journal, last, &mut status, progress);
+        status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
+        if let Err(e) = result {
+            tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
+            status.last_error = Some(e.to_string());
+        }
+        save_status(&state, &status)?;
+        out.push(status);
+    }
+    Ok(out)
+}
+
+fn export_one(
+    target: &Target,
+    cg: &ConsistencyGroup,
+    state: &Path,
+    journal: &Journal,
+    last: u64,
+    status: &mut TargetStatus,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<()> {
+    let _lock = crate::lock::lock(&state.join(format!("{}.lock", target.name)), &target.file)?;
+    let mut exporter = open_exporter(target, cg, state)?;
+    status.cursor = exporter.cursor()?;
+    if status.cursor > last {
+        return Err(Error::InvalidArgument(format!(
+            "target `{}` holds delta {} but the journal ends at {last}: it was fed by another journal",
+            target.name, status.cursor
+        )));
+    }
+    for d in status.cursor + 1..=last {
+        status.bytes += exporter.apply(journal, d)?;
+        status.cursor = d;
+        status.applied += 1;
+        progress(&target.name, d, last);
+    }
+    Ok(())
+}
+
+/// The status saved by the last export of each target of `cg`.
+pub fn load_status(cfg: &Config, cg: &ConsistencyGroup, target: &str) -> Option<TargetStatus> {
+    let path = targets_state(cfg, cg).join(format!("{target}.status.json"));
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn save_status(dir: &Path, status: &TargetStatus) -> Result<()> {
+    let path = dir.join(format!("{}.status.json", status.target));
+    cursor::write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(status).expect("status serialises"),
+    )
+}

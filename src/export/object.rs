@@ -1,0 +1,337 @@
+//! The virtual replica: the journal's deltas as objects in object storage (S3, GCS,
+//! Azure, a local directory) through the `object_store` crate, so that any exported
+//! point can be restored on a machine that has never seen the journal.
+//!
+//! Layout under the target's prefix:
+//! - `deltas/NNNNNNNNNNNNNNNNNNNN.cjd`: one object per delta, holding that delta's
+//!   journal records byte for byte (each still carries its CRC and the commit digest).
+//!   Large ones go up as multipart uploads with bounded concurrency.
+//! - `manifest.json`: what has been exported, with each object's size and CRC-32C.
+//!   It is written last, after the delta's object is complete, so a reader never sees
+//!   a half-exported delta; it is the target's cursor.
+use super::target::ObjectOptions;
+use super::{check_next, Exporter, Target};
+use crate::error::{Error, Result};
+use crate::journal::frame::{self, Pos};
+use crate::journal::{BookmarkEntry, Journal};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Multipart part size, and how many parts may be in flight at once.
+const PART: usize = 16 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: u32,
+    pub deltas: Vec<ManifestDelta>,
+    pub bookmarks: Vec<BookmarkEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestDelta {
+    pub delta: u64,
+    pub time_ns: i64,
+    pub flags: u32,
+    pub key: String,
+    pub size: u64,
+    pub crc32c: u32,
+    pub changed_bytes: u64,
+}
+
+/// An object store and the prefix a target lives under.
+#[derive(Clone)]
+pub struct Bucket {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: ObjectPath,
+    /// For messages: the URL as the user wrote it.
+    pub url: String,
+}
+
+impl Bucket {
+    /// Opens `url`: `s3://bucket/prefix` (credentials and region from the standard AWS
+    /// environment variables unless the target says otherwise), `file:///dir` or a
+    /// plain directory (created if missing).
+    pub fn open(url: &str, o: &ObjectOptions) -> Result<Bucket> {
+        let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
+        let (store, prefix): (Arc<dyn ObjectStore>, String) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket".into()));
+                }
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(e) = o
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                {
+                    b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+                }
+                if let Some(r) = &o.region {
+                    b = b.with_region(r);
+                }
+                if o.allow_http {
+                    b = b.with_allow_http(true);
+                }
+                if let (Some(k), Some(s)) = (&o.access_key_id, &o.secret_access_key) {
+                    b = b
+                        .with_access_key_id(k.expose())
+                        .with_secret_access_key(s.expose());
+                }
+                (
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                    prefix.to_string(),
+                )
+            } else {
+                let dir = url.strip_prefix("file://").unwrap_or(url);
+                std::fs::create_dir_all(dir)
+                    .map_err(Error::io("cannot create object directory", dir))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::new(local), String::new())
+            };
+        Ok(Bucket {
+            store,
+            prefix: ObjectPath::from(prefix),
+            url: url.to_string(),
+        })
+    }
+
+    /// Any `object_store` implementation (the conformance suite uses the in-memory one).
+    pub fn from_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Bucket {
+        Bucket {
+            store,
+            prefix: ObjectPath::from(prefix),
+            url: url.to_string(),
+        }
+    }
+
+    pub fn key(&self, name: &str) -> ObjectPath {
+        if self.prefix.as_ref().is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    fn err(&self, what: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { path, .. } => {
+                Error::NotFound(format!("{}: {what}: no object {path}", self.url))
+            }
+            e => Error::ObjectStore {
+                url: self.url.clone(),
+                what: what.to_string(),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// The manifest, or an empty one if nothing was exported yet.
+    pub async fn manifest(&self) -> Result<Manifest> {
+        let key = self.key(MANIFEST);
+        let bytes = match self.store.get(&key).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| self.err("cannot read manifest", e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Manifest {
+                    format: 1,
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(self.err("cannot read manifest", e)),
+        };
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            journal: self.url.clone().into(),
+            segment: 0,
+            offset: 0,
+            reason: format!("manifest.json does not parse: {e}"),
+        })?;
+        if m.format != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{}: manifest format {} is not one this cascade reads",
+                self.url, m.format
+            )));
+        }
+        Ok(m)
+    }
+
+    async fn put_manifest(&self, m: &Manifest) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
+        self.store
+            .put(&self.key(MANIFEST), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.err("cannot write manifest", e))?;
+        Ok(())
+    }
+}
+
+pub struct ObjectExporter {
+    name: String,
+    bucket: Bucket,
+    runtime: tokio::runtime::Runtime,
+    manifest: Option<Manifest>,
+}
+
+impl ObjectExporter {
+    pub fn new(target: &Target) -> Result<ObjectExporter> {
+        let (url, options) = target
+            .spec
+            .object_options()
+            .expect("only object targets come here");
+        let runtime = runtime()?;
+        let bucket = runtime.block_on(async { Bucket::open(url, &options) })?;
+        Ok(ObjectExporter {
+            name: target.name.clone(),
+            bucket,
+            runtime,
+            manifest: None,
+        })
+    }
+
+    pub fn with_bucket(name: &str, bucket: Bucket) -> Result<ObjectExporter> {
+        Ok(ObjectExporter {
+            name: name.to_string(),
+            bucket,
+            runtime: runtime()?,
+            manifest: None,
+        })
+    }
+
+    fn manifest(&mut self) -> Result<&mut Manifest> {
+        if self.manifest.is_none() {
+            let m = self.runtime.block_on(self.bucket.manifest())?;
+            self.manifest = Some(m);
+        }
+        Ok(self.manifest.as_mut().expect("loaded above"))
+    }
+}
+
+impl Exporter for ObjectExporter {
+    fn cursor(&mut self) -> Result<u64> {
+        Ok(self.manifest()?.deltas.last().map_or(0, |d| d.delta))
+    }
+
+    fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
+        let cursor = self.cursor()?;
+        check_next(&self.name, cursor, delta)?;
+        let entry = journal.delta(delta)?.clone();
+        journal.read_delta(delta)?.check_all()?;
+        let key = format!("deltas/{delta:020}.cjd");
+        let (size, crc) = self.runtime.block_on(upload_range(
+            &self.bucket,
+            &key,
+            journal,
+            entry.begin,
+            entry.end,
+        ))?;
+        let mut m = self.manifest()?.clone();
+        m.deltas.push(ManifestDelta {
+            delta,
+            time_ns: entry.time_ns,
+            flags: entry.flags,
+            key,
+            size,
+            crc32c: crc,
+            changed_bytes: entry.changed_bytes,
+        });
+        m.bookmarks = journal
+            .bookmarks()
+            .iter()
+            .filter(|b| b.after_delta <= delta && b.after_delta > 0)
+            .cloned()
+            .collect();
+        self.runtime.block_on(self.bucket.put_manifest(&m))?;
+        self.manifest = Some(m);
+        Ok(size)
+    }
+}
+
+/// The library is synchronous; object_store is async. Each user of a bucket drives it
+/// from a small runtime of its own.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            what: "cannot start the object store runtime",
+            path: std::path::PathBuf::new(),
+            cause: e,
+        })
+}
+
+/// Uploads the journal bytes `begin..end` (which may span segments) as one object,
+/// streaming in parts; returns its size and CRC-32C.
+async fn upload_range(
+    bucket: &Bucket,
+    key: &str,
+    journal: &Journal,
+    begin: Pos,
+    end: Pos,
+) -> Result<(u64, u32)> {
+    let path = bucket.key(key);
+    let upload = bucket
+        .store
+        .put_multipart(&path)
+        .await
+        .map_err(|e| bucket.err("cannot start upload", e))?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut crc = 0u32;
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 4 << 20];
+    let result: Result<()> = async {
+        for seg in begin.segment..=end.segment {
+            let file_path = frame::segment_path(journal.dir(), seg);
+            let file = File::open(&file_path)
+                .map_err(Error::io("cannot open journal segment", &file_path))?;
+            let from = if seg == begin.segment {
+                begin.offset
+            } else {
+                frame::HEADER_LEN
+            };
+            let to = if seg == end.segment {
+                end.offset
+            } else {
+                file.metadata()
+                    .map_err(Error::io("cannot stat", &file_path))?
+                    .len()
+            };
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(Error::io("cannot read journal segment", &file_path))?;
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                w.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| bucket.err("cannot upload", e))?;
+                w.write(&buf[..n]);
+                size += n as u64;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            w.finish()
+                .await
+                .map_err(|e| bucket.err("cannot complete upload", e))?;
+            Ok((size, crc))
+        }
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(e)
+        }
+    }
+}

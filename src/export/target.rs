@@ -1,0 +1,182 @@
+//! Replica targets: one YAML file per target in the targets directory
+//! (`cascade-targets/` beside the config unless the config says otherwise), named
+//! after the file. Parsing is strict for the same reason as the config's.
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    tag = "kind"
+)]
+pub enum TargetSpec {
+    /// A physical replica: each volume is kept current on a block device or image file.
+    Block {
+        /// Volume id → device or image file. The path must exist and be large enough.
+        volumes: BTreeMap<String, PathBuf>,
+    },
+    /// A virtual replica in object storage: `s3://bucket/prefix`, `file:///dir`, or a
+    /// plain directory path.
+    Object {
+        url: String,
+        /// An S3-compatible endpoint (MinIO, Ceph RGW, a test server); AWS otherwise.
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        region: Option<String>,
+        /// Allow plain HTTP to the endpoint (test servers on loopback).
+        #[serde(default)]
+        allow_http: bool,
+        /// Credentials, if not from the standard AWS environment variables
+        /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never logged or printed.
+        #[serde(default)]
+        access_key_id: Option<Secret>,
+        #[serde(default)]
+        secret_access_key: Option<Secret>,
+    },
+}
+
+/// A credential: usable, but its Debug and Display never show it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl TargetSpec {
+    /// How to reach an object target.
+    pub fn object_options(&self) -> Option<(&str, ObjectOptions)> {
+        match self {
+            TargetSpec::Object {
+                url,
+                endpoint,
+                region,
+                allow_http,
+                access_key_id,
+                secret_access_key,
+            } => Some((
+                url,
+                ObjectOptions {
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    allow_http: *allow_http,
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                },
+            )),
+            TargetSpec::Block { .. } => None,
+        }
+    }
+}
+
+/// Connection settings for an object store beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectOptions {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: bool,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    /// The YAML file it came from, for error messages.
+    pub file: PathBuf,
+    pub spec: TargetSpec,
+}
+
+impl Target {
+    /// Loads `DIR/NAME.yaml`; relative paths in it are taken from `DIR`.
+    pub fn load(dir: &Path, name: &str) -> Result<Target> {
+        let file = dir.join(format!("{name}.yaml"));
+        let err = |reason: String| Error::Config {
+            file: file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| err(format!("cannot read target `{name}`: {e}")))?;
+        let mut spec: TargetSpec = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        match &mut spec {
+            TargetSpec::Block { volumes } => {
+                if volumes.is_empty() {
+                    return Err(err(
+                        "volumes: a block target needs a device or image file per volume".into(),
+                    ));
+                }
+                for path in volumes.values_mut() {
+                    *path = dir.join(&*path);
+                }
+            }
+            TargetSpec::Object {
+                url,
+                access_key_id,
+                secret_access_key,
+                ..
+            } => {
+                if access_key_id.is_some() != secret_access_key.is_some() {
+                    return Err(err("access-key-id and secret-access-key go together".into()));
+                }
+                if url.is_empty() {
+                    return Err(err(
+                        "url: give s3://bucket/prefix, file:///dir or a directory".into(),
+                    ));
+                }
+                if !url.contains("://") {
+                    *url = dir.join(&*url).display().to_string();
+                }
+            }
+        }
+        Ok(Target {
+            name: name.to_string(),
+            file,
+            spec,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s3.yaml"),
+            "kind: object\nurl: s3://b/p\naccess-key-id: AKIAEXAMPLE\nsecret-access-key: hunter2\n",
+        )
+        .unwrap();
+        let t = Target::load(dir.path(), "s3").unwrap();
+        let shown = format!("{t:?} {:?}", t.spec.object_options());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("AKIAEXAMPLE"),
+            "{shown}"
+        );
+        std::fs::write(
+            dir.path().join("half.yaml"),
+            "kind: object\nurl: s3://b/p\nsecret-access-key: hunter2\n",
+        )
+        .unwrap();
+        let e = Target::load(dir.path(), "half").unwrap_err().to_string();
+        assert!(
+            e.contains("half.yaml") && e.contains("go together") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+}

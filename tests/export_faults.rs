@@ -1,0 +1,199 @@
+//! Faults around exports and restores, through the real binary: the S3 server going
+//! away in the middle of an export, unusable targets, and a replica whose manifest
+//! names a missing or damaged object.
+mod common;
+
+use common::group::{noise, Group};
+use common::s3::S3Server;
+use std::process::{Command, Output};
+
+fn cascade(g: &Group, s3: Option<&S3Server>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cascade"));
+    c.args(args).current_dir(&g.dir);
+    for (k, v) in s3.map(|s| s.env()).unwrap_or_default() {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Four deltas of several MiB each, so an export takes long enough to interrupt.
+fn big_history(g: &Group) -> Vec<Vec<Vec<u8>>> {
+    let mut points = Vec::new();
+    for i in 0..4u64 {
+        g.write(0, i * (6 << 20), &noise(i + 1, 6 << 20));
+        g.cycle();
+        points.push(g.contents());
+    }
+    points
+}
+
+fn name_target(g: &Group, yaml: &str) {
+    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
+    std::fs::write(g.dir.join("cascade-targets/vault.yaml"), yaml).unwrap();
+    let cfg = std::fs::read_to_string(&g.config)
+        .unwrap()
+        .replace("    volumes:\n", "    targets: [vault]\n    volumes:\n");
+    std::fs::write(&g.config, cfg).unwrap();
+}
+
+#[test]
+fn s3_server_stopped_during_an_export() {
+    let mut s3 = S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[24 << 20]);
+    let points = big_history(&g);
+    // Credentials, endpoint and region come from the environment, the AWS way.
+    name_target(&g, &format!("kind: object\nurl: {}\n", s3.url("cg")));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["export", "-c", "cascade.yaml"])
+        .current_dir(&g.dir)
+        .envs(s3.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let manifest = s3.bucket_dir().join("cg/manifest.json");
+    let started = std::time::Instant::now();
+    while !manifest.exists() && started.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    s3.stop();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "the export fails: {}", text(&o));
+    assert!(
+        text(&o).contains("FAILED at delta") && text(&o).contains(&s3.url("cg")),
+        "the error names the store: {}",
+        text(&o)
+    );
+    let o = cascade(&g, Some(&s3), &["status", "-c", "cascade.yaml", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &st["groups"][0]["targets"][0];
+    assert!(
+        t["lag_deltas"].as_u64().unwrap() >= 1 && t["last_error"].is_string(),
+        "{st}"
+    );
+
+    s3.restart();
+    let o = cascade(&g, Some(&s3), &["export", "-c", "cascade.yaml", "--json"]);
+    assert!(o.status.success(), "a rerun finishes: {}", text(&o));
+    for (i, want) in points.iter().enumerate() {
+        let out = g.dir.join(format!("restored-{i}.img"));
+        let until = (i + 1).to_string();
+        let o = cascade(
+            &g,
+            Some(&s3),
+            &[
+                "restore",
+                "--from",
+                &s3.url("cg"),
+                "--to",
+                out.to_str().unwrap(),
+                "--until",
+                &until,
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            std::fs::read(&out).unwrap() == want[0],
+            "restore at delta {} is exact",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn unusable_targets_fail_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write(0, 0, &noise(1, 4096));
+    g.cycle();
+    std::fs::write(g.dir.join("not-a-dir"), b"x").unwrap();
+    name_target(&g, "kind: object\nurl: ../not-a-dir\n");
+    let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("cannot create object directory") && text(&o).contains("not-a-dir"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::create_dir(g.dir.join("a-dir")).unwrap();
+    std::fs::write(
+        g.dir.join("cascade-targets/vault.yaml"),
+        "kind: block\nvolumes:\n  v0: ../a-dir\n",
+    )
+    .unwrap();
+    let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("a-dir") && text(&o).contains("Is a directory"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(
+        g.dir.join("cascade-targets/vault.yaml"),
+        "kind: block\nvolumes:\n  v0: ../r.img\n  nope: ../x.img\n",
+    )
+    .unwrap();
+    let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
+    assert!(
+        text(&o).contains("vault.yaml") && text(&o).contains("`nope` is not a volume"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn restore_refuses_a_missing_or_damaged_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[4 << 20]);
+    big_history(&g);
+    name_target(&g, "kind: object\nurl: ../vault\n");
+    assert!(cascade(&g, None, &["export", "-c", "cascade.yaml"])
+        .status
+        .success());
+    let object = g.dir.join("vault/deltas/00000000000000000002.cjd");
+
+    let bytes = std::fs::read(&object).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    std::fs::write(&object, &flipped).unwrap();
+    let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("00000000000000000002.cjd") && text(&o).contains("manifest says"),
+        "{}",
+        text(&o)
+    );
+    assert!(!g.dir.join("out.img").exists(), "nothing written");
+
+    std::fs::remove_file(&object).unwrap();
+    let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("the manifest lists") && text(&o).contains("missing"),
+        "{}",
+        text(&o)
+    );
+    assert!(!g.dir.join("out.img").exists(), "nothing written");
+
+    // Delta 1 alone is intact and restores.
+    let o = cascade(
+        &g,
+        None,
+        &[
+            "restore", "--from", "vault", "--to", "out.img", "--until", "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
