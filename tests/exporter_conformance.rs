@@ -279,6 +279,27 @@ fn object_exporter_on_a_local_directory() {
         restored(&bucket, tmp.path())
     });
     assert!(g.dir.join("vault/manifest.json").exists());
+
+    // A bookmark placed after the newest delta reaches the replica with the next export.
+    let o = g.cascade(&[
+        "bookmark",
+        "-c",
+        "cascade.yaml",
+        "--cg",
+        "cg",
+        "--name",
+        "late",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(g
+        .cascade(&["export", "-c", "cascade.yaml"])
+        .status
+        .success());
+    let o = g.cascade(&[
+        "restore", "--from", "vault", "--to", "a.img", "b.img", "--until", "late",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(g.dir.join("a.img")).unwrap() == points[2][0]);
 }
 
 #[test]

@@ -33,6 +33,14 @@ pub trait Exporter: Send {
     /// Applies delta `delta` (= cursor + 1) and advances the cursor; returns the bytes
     /// of journal it carried.
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64>;
+
+    /// Records the journal's bookmarks up to the cursor at the target, for targets that
+    /// restore by bookmark name. Called after every export, so a bookmark placed after
+    /// the newest delta reaches the target without waiting for another delta.
+    fn sync_bookmarks(&mut self, journal: &Journal) -> Result<()> {
+        let _ = journal;
+        Ok(())
+    }
 }
 
 /// Deltas go to a target one after another: refuse a gap or a step back.
@@ -153,7 +161,7 @@ fn export_one(
         status.applied += 1;
         progress(&target.name, d, last);
     }
-    Ok(())
+    exporter.sync_bookmarks(journal)
 }
 
 /// The status saved by the last export of each target of `cg`.

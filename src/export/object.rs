@@ -243,16 +243,35 @@ impl Exporter for ObjectExporter {
             crc32c: crc,
             changed_bytes: entry.changed_bytes,
         });
-        m.bookmarks = journal
-            .bookmarks()
-            .iter()
-            .filter(|b| b.after_delta <= delta && b.after_delta > 0)
-            .cloned()
-            .collect();
+        m.bookmarks = bookmarks_upto(journal, delta);
         self.runtime.block_on(self.bucket.put_manifest(&m))?;
         self.manifest = Some(m);
         Ok(size)
     }
+
+    fn sync_bookmarks(&mut self, journal: &Journal) -> Result<()> {
+        let cursor = self.cursor()?;
+        let wanted = bookmarks_upto(journal, cursor);
+        let m = self.manifest()?;
+        if m.bookmarks == wanted {
+            return Ok(());
+        }
+        let mut m = m.clone();
+        m.bookmarks = wanted;
+        self.runtime.block_on(self.bucket.put_manifest(&m))?;
+        self.manifest = Some(m);
+        Ok(())
+    }
+}
+
+/// Bookmarks that name a delta the target holds.
+fn bookmarks_upto(journal: &Journal, delta: u64) -> Vec<BookmarkEntry> {
+    journal
+        .bookmarks()
+        .iter()
+        .filter(|b| b.after_delta > 0 && b.after_delta <= delta)
+        .cloned()
+        .collect()
 }
 
 /// The library is synchronous; object_store is async. Each user of a bucket drives it
