@@ -123,6 +123,15 @@ impl Config {
             return Err("consistency-groups: at least one consistency group is required".into());
         }
         let mut names = std::collections::HashSet::new();
+        // A target holds one journal's deltas; two groups feeding it would interleave.
+        let mut fed: std::collections::HashMap<&String, &String> = std::collections::HashMap::new();
+        for cg in &self.consistency_groups {
+            for t in &cg.targets {
+                if let Some(other) = fed.insert(t, &cg.name).filter(|o| **o != cg.name) {
+                    return Err(format!("target `{t}` is named by `{other}` and `{}`; a target replicates one consistency group", cg.name));
+                }
+            }
+        }
         for (i, cg) in self.consistency_groups.iter().enumerate() {
             let at = format!("consistency-groups[{i}]");
             check_name(&cg.name).map_err(|r| format!("{at}.name: {r}"))?;
@@ -204,7 +213,7 @@ impl Config {
     pub fn target(&self, name: &str) -> Result<&crate::export::Target> {
         self.targets.get(name).ok_or_else(|| {
             Error::NotFound(format!(
-                "no target `{name}` in {}",
+                "no consistency group names a target `{name}` (targets are files in {})",
                 self.targets_dir.display()
             ))
         })
@@ -264,6 +273,16 @@ mod tests {
             .to_string();
         assert!(
             e.contains("test.yaml") && e.contains("unknown field `pth`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_target_replicates_one_group() {
+        let two = format!("{GOOD}    targets: [vault]\n  - name: web\n    targets: [vault]\n    volumes:\n      - {{ id: w, driver: file, path: w.img }}\n");
+        let e = parse(&two).unwrap_err().to_string();
+        assert!(
+            e.contains("target `vault` is named by `db` and `web`"),
             "{e}"
         );
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where one volume goes: `ID=PATH`, or a bare `PATH` taken in journal volume order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,16 +293,29 @@ pub fn replay(
     Ok(report)
 }
 
+/// What makes two paths the same file: device, inode and birth time when it exists
+/// (an inode number alone is reused as soon as a file is deleted), else the absolute
+/// path.
+pub(crate) fn file_identity(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => {
+            let born = m
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("inode {}:{} born {born}", m.dev(), m.ino())
+        }
+        Err(_) => std::path::absolute(p)
+            .map_or_else(|_| p.display().to_string(), |a| a.display().to_string()),
+    }
+}
+
 /// Two volumes replayed into one file would leave neither right: refuse targets that
 /// are the same file (by device and inode) or the same path.
 fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let identity = |p: &PathBuf| match std::fs::metadata(p) {
-        Ok(m) => format!("inode {}:{}", m.dev(), m.ino()),
-        Err(_) => std::path::absolute(p)
-            .map_or_else(|_| p.display().to_string(), |a| a.display().to_string()),
-    };
-    let ids: Vec<String> = chosen.iter().map(|(_, p)| identity(p)).collect();
+    let ids: Vec<String> = chosen.iter().map(|(_, p)| file_identity(p)).collect();
     for (i, a) in ids.iter().enumerate() {
         if let Some(j) = ids[..i].iter().position(|b| b == a) {
             return Err(Error::InvalidArgument(format!(

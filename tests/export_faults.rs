@@ -70,7 +70,7 @@ fn s3_server_stopped_during_an_export() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "the export fails: {}", text(&o));
     assert!(
-        text(&o).contains("FAILED at delta") && text(&o).contains(&s3.url("cg")),
+        text(&o).contains("FAILED after delta") && text(&o).contains(&s3.url("cg")),
         "the error names the store: {}",
         text(&o)
     );

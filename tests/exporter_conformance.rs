@@ -101,9 +101,77 @@ fn block_exporter_on_image_files() {
     // Re-applying a delta after a crash that lost the cursor update is harmless.
     let journal = Journal::open(&g.journal()).unwrap();
     let state = cascade::export::targets_state(&cfg, cfg.group("cg").unwrap());
-    std::fs::write(state.join("replica.cursor"), "2\n").unwrap();
+    let cursor = state.join("replica.cursor");
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
+    c["delta"] = 2.into();
+    std::fs::write(&cursor, serde_json::to_vec(&c).unwrap()).unwrap();
     open(&cfg).apply(&journal, 3).unwrap();
     assert!(read_files(&paths, &[3 << 20, 1 << 20]) == points[2]);
+
+    // A cursor is not trusted for a file that did not receive the deltas.
+    std::fs::remove_file(&paths[0]).unwrap();
+    std::fs::write(&paths[0], vec![0u8; 3 << 20]).unwrap();
+    c["delta"] = 2.into();
+    std::fs::write(&cursor, serde_json::to_vec(&c).unwrap()).unwrap();
+    let err = open(&cfg).apply(&journal, 3).unwrap_err().to_string();
+    assert!(
+        err.contains("is not the file that received deltas 1..=2")
+            && err.contains("replica.cursor"),
+        "{err}"
+    );
+}
+
+/// A replica that is a source volume, or one file for two volumes, is refused; so is a
+/// target fed by another journal.
+#[test]
+fn a_replica_is_never_a_source_nor_shared_nor_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, _) = history(tmp.path());
+    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
+    std::fs::write(
+        g.dir.join("cascade-targets/replica.yaml"),
+        "kind: block\nvolumes:\n  v0: ../v0.img\n  v1: ../r1.img\n",
+    )
+    .unwrap();
+    let yaml = std::fs::read_to_string(&g.config)
+        .unwrap()
+        .replace("    volumes:\n", "    targets: [replica]\n    volumes:\n");
+    std::fs::write(&g.config, yaml).unwrap();
+    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("is the source volume `v0` itself"), "{out}");
+    std::fs::write(g.dir.join("r.img"), vec![0u8; 3 << 20]).unwrap();
+    std::fs::write(
+        g.dir.join("cascade-targets/replica.yaml"),
+        "kind: block\nvolumes:\n  v0: ../r.img\n  v1: ../r.img\n",
+    )
+    .unwrap();
+    let out =
+        String::from_utf8_lossy(&g.cascade(&["export", "-c", "cascade.yaml"]).stdout).into_owned();
+    assert!(
+        out.contains("`v0` and `v1` would both be written to"),
+        "{out}"
+    );
+
+    // An object replica filled from one journal refuses another journal's deltas.
+    std::fs::write(
+        g.dir.join("cascade-targets/replica.yaml"),
+        "kind: object\nurl: ../vault\n",
+    )
+    .unwrap();
+    assert!(g
+        .cascade(&["export", "-c", "cascade.yaml"])
+        .status
+        .success());
+    std::fs::remove_dir_all(g.dir.join("journals")).unwrap();
+    std::fs::remove_dir_all(g.dir.join("state")).unwrap();
+    for _ in 0..4 {
+        g.cycle();
+    }
+    let out =
+        String::from_utf8_lossy(&g.cascade(&["export", "-c", "cascade.yaml"]).stdout).into_owned();
+    assert!(out.contains("holds deltas 1..=3 of journal"), "{out}");
 }
 
 /// Loop devices over backing files, detached on drop.
@@ -211,7 +279,7 @@ fn a_failing_target_does_not_hold_up_another() {
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("cg/far (block): FAILED at delta 0") && out.contains("does not exist"),
+        out.contains("cg/far (block): FAILED after delta 0") && out.contains("does not exist"),
         "{out}"
     );
     assert!(

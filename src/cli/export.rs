@@ -45,7 +45,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 eprint!("\r{}/{t}: delta {d}/{n}", cg.name);
             }
         };
-        let results = cascade::export::export(&cfg, cg, a.target.as_deref(), &mut progress)?;
+        // One group that cannot export (no journal yet, say) does not stop the others.
+        let results = match cascade::export::export(&cfg, cg, a.target.as_deref(), &mut progress) {
+            Ok(r) => r,
+            Err(e) if a.cg.is_none() => {
+                failed = true;
+                println!("{}: FAILED: {e}", cg.name);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if tty {
             eprintln!();
         }
@@ -66,7 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     human_bytes(r.bytes)
                 ),
                 Some(e) => println!(
-                    "{}/{} ({}): FAILED at delta {}: {e}",
+                    "{}/{} ({}): FAILED after delta {}: {e}",
                     cg.name, r.target, r.kind, r.cursor
                 ),
             }

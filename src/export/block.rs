@@ -47,6 +47,38 @@ impl BlockExporter {
                 reason: format!("volumes: `{extra}` is not a volume of `{}`", cg.name),
             });
         }
+        // A replica that is a source volume, or one file for two volumes, would be
+        // overwritten by the export: refuse it before anything is written.
+        let sources: Vec<(String, String)> = cg
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                v.path
+                    .as_ref()
+                    .map(|p| (v.id.clone(), crate::replay::file_identity(p)))
+            })
+            .collect();
+        let mut seen: Vec<(&String, String)> = Vec::new();
+        for (id, path) in volumes {
+            let me = crate::replay::file_identity(path);
+            let bad = |reason: String| Error::Config {
+                file: target.file.clone(),
+                reason,
+            };
+            if let Some((src, _)) = sources.iter().find(|(_, s)| *s == me) {
+                return Err(bad(format!(
+                    "volumes.{id}: {} is the source volume `{src}` itself",
+                    path.display()
+                )));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, s)| *s == me) {
+                return Err(bad(format!(
+                    "volumes: `{other}` and `{id}` would both be written to {}",
+                    path.display()
+                )));
+            }
+            seen.push((id, me));
+        }
         Ok(BlockExporter {
             name: target.name.clone(),
             paths: volumes.clone(),
@@ -103,12 +135,32 @@ impl BlockExporter {
 
 impl Exporter for BlockExporter {
     fn cursor(&mut self) -> Result<u64> {
-        self.cursor.get()
+        Ok(self.cursor.get()?.delta)
     }
 
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
-        super::check_next(&self.name, self.cursor.get()?, delta)?;
+        let mut state = self.cursor.get()?;
+        super::check_next(&self.name, state.delta, delta)?;
+        super::check_journal(&self.name, state.journal.as_deref(), state.delta, journal)?;
         let devices = self.open(journal, delta)?;
+        for (id, d) in &devices {
+            let now = crate::replay::file_identity(&d.path);
+            match state.replicas.get(id) {
+                Some(was) if state.delta > 0 && *was != now => {
+                    return Err(Error::InvalidArgument(format!(
+                        "target `{}`: {} for volume `{id}` is not the file that received deltas 1..={} ({was}, now {now}); \
+                         to rebuild it from delta 1, remove {}",
+                        self.name,
+                        d.path.display(),
+                        state.delta,
+                        self.cursor.path().display()
+                    )))
+                }
+                _ => {
+                    state.replicas.insert(id.clone(), now);
+                }
+            }
+        }
         // Checked in full before the first write, like replay.
         journal.read_delta(delta)?.check_all()?;
         self.applier.apply(journal, delta, &devices)?;
@@ -117,7 +169,9 @@ impl Exporter for BlockExporter {
                 .sync_all()
                 .map_err(Error::io("cannot sync replica", &d.path))?;
         }
-        self.cursor.set(delta)?;
+        state.delta = delta;
+        state.journal = journal.id().map(String::from);
+        self.cursor.set(&state)?;
         Ok(journal.delta(delta)?.stored_bytes)
     }
 }

@@ -18,7 +18,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(Error::io("cannot sync", dir))
 }
 
-/// A cursor kept in a local file: the newest delta a target holds durably.
+/// What a local target holds: the newest delta applied durably, the journal it came
+/// from, and which files received it, so a cursor is never trusted for a replica it
+/// does not describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CursorState {
+    pub delta: u64,
+    pub journal: Option<String>,
+    /// Volume id → identity of the file written (device and inode).
+    pub replicas: std::collections::BTreeMap<String, String>,
+}
+
+/// A cursor kept in a local file.
 pub struct FileCursor {
     path: std::path::PathBuf,
 }
@@ -28,21 +39,27 @@ impl FileCursor {
         FileCursor { path }
     }
 
-    pub fn get(&self) -> Result<u64> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(s) => s.trim().parse().map_err(|_| {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self) -> Result<CursorState> {
+        match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
                 Error::InvalidArgument(format!(
-                    "cursor file {} is damaged: `{}`",
-                    self.path.display(),
-                    s.trim()
+                    "cursor file {} is damaged: {e}",
+                    self.path.display()
                 ))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CursorState::default()),
             Err(e) => Err(Error::io("cannot read cursor", &self.path)(e)),
         }
     }
 
-    pub fn set(&self, delta: u64) -> Result<()> {
-        write_atomic(&self.path, format!("{delta}\n").as_bytes())
+    pub fn set(&self, state: &CursorState) -> Result<()> {
+        write_atomic(
+            &self.path,
+            &serde_json::to_vec_pretty(state).expect("cursor serialises"),
+        )
     }
 }

@@ -17,6 +17,7 @@ pub mod object;
 pub mod target;
 
 pub use block::BlockExporter;
+pub use cursor::write_atomic;
 pub use object::ObjectExporter;
 pub use target::{Target, TargetSpec};
 
@@ -51,6 +52,17 @@ fn check_next(target: &str, cursor: u64, delta: u64) -> Result<()> {
     Err(Error::InvalidArgument(format!(
         "target `{target}` holds delta {cursor}; delta {delta} cannot be applied next"
     )))
+}
+
+/// A target fed by one journal must not be fed by another: its deltas would not fit.
+fn check_journal(target: &str, fed_by: Option<&str>, cursor: u64, journal: &Journal) -> Result<()> {
+    match (fed_by, journal.id()) {
+        (Some(was), Some(now)) if cursor > 0 && was != now => Err(Error::InvalidArgument(format!(
+            "target `{target}` holds deltas 1..={cursor} of journal {was}, not of {} (journal {now})",
+            journal.dir().display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Opens the exporter for `target` of `cg`, keeping any local state under `state`.
@@ -119,7 +131,8 @@ pub fn export(
                 TargetSpec::Block { .. } => "block".into(),
                 TargetSpec::Object { .. } => "object".into(),
             },
-            cursor: 0,
+            // Until the target answers, what it held after the last export.
+            cursor: load_status(cfg, cg, name).map_or(0, |s| s.cursor),
             applied: 0,
             bytes: 0,
             last_export: None,

@@ -1,11 +1,12 @@
-//! The virtual replica: the journal's deltas as objects in object storage (S3, GCS,
-//! Azure, a local directory) through the `object_store` crate, so that any exported
-//! point can be restored on a machine that has never seen the journal.
+//! The virtual replica: the journal's deltas as objects in object storage (S3 and
+//! S3-compatible stores, or a local directory) through the `object_store` crate, so
+//! that any exported point can be restored on a machine that has never seen the
+//! journal. Other `object_store` backends (GCS, Azure) need only their URL parsed here.
 //!
 //! Layout under the target's prefix:
 //! - `deltas/NNNNNNNNNNNNNNNNNNNN.cjd`: one object per delta, holding that delta's
-//!   journal records byte for byte (each still carries its CRC and the commit digest).
-//!   Large ones go up as multipart uploads with bounded concurrency.
+//!   journal records byte for byte (each still carries its CRC and the commit digest),
+//!   uploaded as multipart uploads of 16 MiB parts, at most 4 in flight.
 //! - `manifest.json`: what has been exported, with each object's size and CRC-32C.
 //!   It is written last, after the delta's object is complete, so a reader never sees
 //!   a half-exported delta; it is the target's cursor.
@@ -29,6 +30,9 @@ pub const MANIFEST: &str = "manifest.json";
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     pub format: u32,
+    /// The id of the journal these deltas come from.
+    #[serde(default)]
+    pub journal: Option<String>,
     pub deltas: Vec<ManifestDelta>,
     pub bookmarks: Vec<BookmarkEntry>,
 }
@@ -49,6 +53,9 @@ pub struct ManifestDelta {
 pub struct Bucket {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: ObjectPath,
+    /// For a local directory: its path. object_store does not fsync local files, so
+    /// the exporter does before it counts an object as written.
+    pub local: Option<std::path::PathBuf>,
     /// For messages: the URL as the user wrote it.
     pub url: String,
 }
@@ -59,46 +66,49 @@ impl Bucket {
     /// plain directory (created if missing).
     pub fn open(url: &str, o: &ObjectOptions) -> Result<Bucket> {
         let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
-        let (store, prefix): (Arc<dyn ObjectStore>, String) =
-            if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(bad("no bucket".into()));
-                }
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-                if let Some(e) = o
-                    .endpoint
-                    .clone()
-                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-                {
-                    b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
-                }
-                if let Some(r) = &o.region {
-                    b = b.with_region(r);
-                }
-                if o.allow_http {
-                    b = b.with_allow_http(true);
-                }
-                if let (Some(k), Some(s)) = (&o.access_key_id, &o.secret_access_key) {
-                    b = b
-                        .with_access_key_id(k.expose())
-                        .with_secret_access_key(s.expose());
-                }
-                (
-                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
-                    prefix.to_string(),
-                )
-            } else {
-                let dir = url.strip_prefix("file://").unwrap_or(url);
-                std::fs::create_dir_all(dir)
-                    .map_err(Error::io("cannot create object directory", dir))?;
-                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| bad(e.to_string()))?;
-                (Arc::new(local), String::new())
-            };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket".into()));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(e) = o
+                .endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            {
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+            }
+            if let Some(r) = &o.region {
+                b = b.with_region(r);
+            }
+            if o.allow_http {
+                b = b.with_allow_http(true);
+            }
+            if let (Some(k), Some(s)) = (&o.access_key_id, &o.secret_access_key) {
+                b = b
+                    .with_access_key_id(k.expose())
+                    .with_secret_access_key(s.expose());
+            }
+            let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
+            return Ok(Bucket {
+                store,
+                prefix: ObjectPath::from(prefix),
+                local: None,
+                url: url.to_string(),
+            });
+        }
+        if let Some((scheme, _)) = url.split_once("://").filter(|(s, _)| *s != "file") {
+            return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, file:///dir or a directory")));
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        std::fs::create_dir_all(dir).map_err(Error::io("cannot create object directory", dir))?;
+        let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Bucket {
-            store,
-            prefix: ObjectPath::from(prefix),
+            store: Arc::new(local),
+            prefix: ObjectPath::from(""),
+            local: Some(dir.into()),
             url: url.to_string(),
         })
     }
@@ -108,8 +118,24 @@ impl Bucket {
         Bucket {
             store,
             prefix: ObjectPath::from(prefix),
+            local: None,
             url: url.to_string(),
         }
+    }
+
+    /// Makes a written object durable where the store itself does not: a local file
+    /// and its directory are fsynced. Remote stores acknowledge only durable writes.
+    fn sync(&self, name: &str) -> Result<()> {
+        let Some(root) = &self.local else {
+            return Ok(());
+        };
+        let path = root.join(self.key(name).as_ref());
+        for p in [path.as_path(), path.parent().unwrap_or(root)] {
+            File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("cannot sync", p))?;
+        }
+        Ok(())
     }
 
     pub fn key(&self, name: &str) -> ObjectPath {
@@ -170,7 +196,7 @@ impl Bucket {
             .put(&self.key(MANIFEST), PutPayload::from(bytes))
             .await
             .map_err(|e| self.err("cannot write manifest", e))?;
-        Ok(())
+        self.sync(MANIFEST)
     }
 }
 
@@ -223,6 +249,8 @@ impl Exporter for ObjectExporter {
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
         let cursor = self.cursor()?;
         check_next(&self.name, cursor, delta)?;
+        let fed_by = self.manifest()?.journal.clone();
+        super::check_journal(&self.name, fed_by.as_deref(), cursor, journal)?;
         let entry = journal.delta(delta)?.clone();
         journal.read_delta(delta)?.check_all()?;
         let key = format!("deltas/{delta:020}.cjd");
@@ -244,6 +272,7 @@ impl Exporter for ObjectExporter {
             changed_bytes: entry.changed_bytes,
         });
         m.bookmarks = bookmarks_upto(journal, delta);
+        m.journal = journal.id().map(String::from);
         self.runtime.block_on(self.bucket.put_manifest(&m))?;
         self.manifest = Some(m);
         Ok(size)
@@ -346,6 +375,7 @@ async fn upload_range(
             w.finish()
                 .await
                 .map_err(|e| bucket.err("cannot complete upload", e))?;
+            bucket.sync(key)?;
             Ok((size, crc))
         }
         Err(e) => {

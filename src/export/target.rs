@@ -40,10 +40,32 @@ pub enum TargetSpec {
     },
 }
 
-/// A credential: usable, but its Debug and Display never show it.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+/// A credential: usable, but its Debug never shows it. YAML may read a key of digits
+/// as a number; it is taken as the string it was written as.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Secret, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a credential string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {

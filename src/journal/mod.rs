@@ -47,6 +47,7 @@ pub struct Tail {
 /// A journal opened for reading. Opening never modifies anything.
 pub struct Journal {
     dir: PathBuf,
+    id: Option<String>,
     index: Index,
     tail: Option<Tail>,
 }
@@ -56,8 +57,12 @@ impl Journal {
         check_journal_dir(dir)?;
         let mut index = Index::load(dir)?;
         let tail = catch_up(dir, &mut index)?;
+        let id = std::fs::read_to_string(dir.join(ID_FILE))
+            .ok()
+            .map(|s| s.trim().to_string());
         Ok(Journal {
             dir: dir.to_path_buf(),
+            id,
             index,
             tail,
         })
@@ -65,6 +70,12 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A random name given to the journal when it was created, so a replica can tell
+    /// the journal that fed it from another one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     pub fn deltas(&self) -> &[DeltaEntry] {
@@ -259,6 +270,9 @@ impl DeltaReader<'_> {
         })
     }
 }
+
+/// The file holding the journal's id.
+pub(crate) const ID_FILE: &str = "id";
 
 /// A journal is a directory; say which way a path is not one.
 pub(crate) fn check_journal_dir(dir: &Path) -> Result<()> {

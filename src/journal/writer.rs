@@ -37,6 +37,14 @@ impl JournalWriter {
     pub fn open(dir: &Path, segment_limit: u64) -> Result<JournalWriter> {
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
         let lock = crate::lock::lock(&dir.join("lock"), dir)?;
+        if !dir.join(super::ID_FILE).exists() {
+            let mut raw = [0u8; 16];
+            File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+                .map_err(Error::io("cannot read", "/dev/urandom"))?;
+            let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            crate::export::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
+        }
         let journal = Journal::open(dir)?;
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::io("cannot start zstd", dir))?;
