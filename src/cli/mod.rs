@@ -105,3 +105,26 @@ fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// The report of a replay or a restore, for people or as JSON. `what` says what was
+/// done ("replayed", "restored from URL").
+fn print_replay_report(r: &cascade::replay::ReplayReport, what: &str, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    println!(
+        "{what}: deltas 1..={}, {} written, {} zeroed",
+        r.until,
+        human_bytes(r.data_bytes),
+        human_bytes(r.zero_bytes)
+    );
+    for v in &r.volumes {
+        println!(
+            "  {:<16} -> {} ({})",
+            v.id,
+            v.path.display(),
+            human_bytes(v.size)
+        );
+    }
+}

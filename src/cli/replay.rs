@@ -1,4 +1,4 @@
-use super::{human_bytes, print_json};
+use super::human_bytes;
 use cascade::journal::{Journal, Point};
 use cascade::replay::{replay, ReplayTarget};
 use std::io::IsTerminal;
@@ -55,23 +55,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if tty {
         eprintln!();
     }
-    if a.json {
-        print_json(&r);
-    } else {
-        println!(
-            "replayed deltas 1..={}: {} written, {} zeroed",
-            r.until,
-            human_bytes(r.data_bytes),
-            human_bytes(r.zero_bytes)
-        );
-        for v in &r.volumes {
-            println!(
-                "  {:<16} -> {} ({})",
-                v.id,
-                v.path.display(),
-                human_bytes(v.size)
-            );
-        }
-    }
+    super::print_replay_report(&r, "replayed", a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,3 @@
-use super::{human_bytes, print_json};
 use cascade::journal::Point;
 use cascade::replay::ReplayTarget;
 use cascade::restore::{restore, Source};
@@ -60,24 +59,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if tty {
         eprintln!();
     }
-    if a.json {
-        print_json(&r);
-    } else {
-        println!(
-            "restored deltas 1..={} from {}: {} written, {} zeroed",
-            r.until,
-            a.from,
-            human_bytes(r.data_bytes),
-            human_bytes(r.zero_bytes)
-        );
-        for v in &r.volumes {
-            println!(
-                "  {:<16} -> {} ({})",
-                v.id,
-                v.path.display(),
-                human_bytes(v.size)
-            );
-        }
-    }
+    super::print_replay_report(&r, &format!("restored from {}", a.from), a.json);
     Ok(ExitCode::SUCCESS)
 }
