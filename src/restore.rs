@@ -68,8 +68,7 @@ pub fn restore(
     work_dir: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReplayReport> {
-    let rt = crate::export::object::runtime()?;
-    let bucket = rt.block_on(async { Bucket::open(&source.url, &source.options) })?;
+    let bucket = Bucket::open(&source.url, &source.options)?;
     restore_from(&bucket, until, targets, work_dir, progress)
 }
 

@@ -213,14 +213,7 @@ impl ObjectExporter {
             .spec
             .object_options()
             .expect("only object targets come here");
-        let runtime = runtime()?;
-        let bucket = runtime.block_on(async { Bucket::open(url, &options) })?;
-        Ok(ObjectExporter {
-            name: target.name.clone(),
-            bucket,
-            runtime,
-            manifest: None,
-        })
+        ObjectExporter::with_bucket(&target.name, Bucket::open(url, &options)?)
     }
 
     pub fn with_bucket(name: &str, bucket: Bucket) -> Result<ObjectExporter> {
