@@ -4,7 +4,7 @@
 //! before anything is written to a target.
 use crate::error::{Error, Result};
 use crate::export::object::{Bucket, Manifest};
-use crate::journal::{format_time, frame, Journal, Point};
+use crate::journal::{frame, Journal, Point};
 use crate::replay::{replay, ReplayReport, ReplayTarget};
 use futures_util::StreamExt;
 use std::io::Write;
@@ -18,38 +18,13 @@ pub struct Source {
 }
 
 /// The newest exported delta at `point`.
-pub fn resolve(m: &Manifest, point: &Point) -> Result<u64> {
-    let last = m.deltas.last().map_or(0, |d| d.delta);
-    match point {
-        Point::Delta(id) => m
-            .deltas
-            .iter()
-            .find(|d| d.delta == *id)
-            .map(|d| d.delta)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "delta {id} was not exported (exported: 1..={last})"
-                ))
-            }),
-        Point::Bookmark(name) => m
-            .bookmarks
-            .iter()
-            .find(|b| &b.name == name)
-            .map(|b| b.after_delta)
-            .ok_or_else(|| Error::NotFound(format!("no exported bookmark `{name}`"))),
-        Point::Time(t) => m
-            .deltas
-            .iter()
-            .rev()
-            .find(|d| d.time_ns <= *t)
-            .map(|d| d.delta)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no exported delta was taken at or before {}",
-                    format_time(*t)
-                ))
-            }),
-    }
+pub fn resolve(m: &Manifest, point: &Point, url: &str) -> Result<u64> {
+    let deltas: Vec<(u64, i64)> = m.deltas.iter().map(|d| (d.delta, d.time_ns)).collect();
+    point.resolve_in(
+        &deltas,
+        m.bookmarks.iter().map(|b| (b.name.as_str(), b.after_delta)),
+        url,
+    )
 }
 
 /// A scratch directory removed when dropped.
@@ -89,7 +64,7 @@ pub fn restore_from(
         )));
     }
     let n = match until {
-        Some(p) => resolve(&manifest, p)?,
+        Some(p) => resolve(&manifest, p, &bucket.url)?,
         None => manifest.deltas.last().expect("not empty").delta,
     };
     let scratch = Scratch(work_dir.join(format!(

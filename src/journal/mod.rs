@@ -125,47 +125,18 @@ impl Journal {
 
     /// The newest delta included at `point`.
     pub fn resolve(&self, point: &Point) -> Result<u64> {
-        match point {
-            Point::Delta(id) => self.delta(*id).map(|d| d.delta),
-            Point::Bookmark(name) => {
-                let b = self
-                    .index
-                    .bookmarks
-                    .iter()
-                    .find(|b| &b.name == name)
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "no bookmark `{name}` in {} ({} bookmarks)",
-                            self.dir.display(),
-                            self.index.bookmarks.len()
-                        ))
-                    })?;
-                if b.after_delta == 0 {
-                    return Err(Error::NotFound(format!(
-                        "bookmark `{name}` was placed before the first delta"
-                    )));
-                }
-                Ok(b.after_delta)
-            }
-            Point::Time(t) => self
-                .index
-                .deltas
-                .iter()
-                .rev()
-                .find(|d| d.time_ns <= *t)
-                .map(|d| d.delta)
-                .ok_or_else(|| {
-                    let first = self
-                        .index
-                        .deltas
-                        .first()
-                        .map_or("none".into(), |d| format_time(d.time_ns));
-                    Error::NotFound(format!(
-                        "no delta was taken at or before {} (the first is at {first})",
-                        format_time(*t)
-                    ))
-                }),
-        }
+        let deltas: Vec<(u64, i64)> = self
+            .index
+            .deltas
+            .iter()
+            .map(|d| (d.delta, d.time_ns))
+            .collect();
+        let bookmarks = self
+            .index
+            .bookmarks
+            .iter()
+            .map(|b| (b.name.as_str(), b.after_delta));
+        point.resolve_in(&deltas, bookmarks, &self.dir.display().to_string())
     }
 
     /// The volumes (ids and sizes) as of delta `id`.

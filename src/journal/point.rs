@@ -50,6 +50,52 @@ impl FromStr for Point {
     }
 }
 
+impl Point {
+    /// The newest delta included at this point, among `deltas` (id and time, in
+    /// order) and `bookmarks` (name and the delta it follows) kept in `place` (a
+    /// journal or a replica, for messages). Journals and object replicas both resolve
+    /// points here, so `--until` means the same for replay and restore.
+    pub fn resolve_in<'a>(
+        &self,
+        deltas: &[(u64, i64)],
+        mut bookmarks: impl Iterator<Item = (&'a str, u64)>,
+        place: &str,
+    ) -> Result<u64> {
+        let span = match (deltas.first(), deltas.last()) {
+            (Some(first), Some(last)) => format!("committed deltas are {}..={}", first.0, last.0),
+            _ => "it has no committed deltas".into(),
+        };
+        match self {
+            Point::Delta(id) => deltas
+                .iter()
+                .find(|d| d.0 == *id)
+                .map(|d| d.0)
+                .ok_or_else(|| {
+                    Error::NotFound(format!("delta {id} does not exist in {place} ({span})"))
+                }),
+            Point::Bookmark(name) => match bookmarks.find(|b| b.0 == name) {
+                None => Err(Error::NotFound(format!("no bookmark `{name}` in {place}"))),
+                Some((_, 0)) => Err(Error::NotFound(format!(
+                    "bookmark `{name}` was placed before the first delta"
+                ))),
+                Some((_, after)) => Ok(after),
+            },
+            Point::Time(t) => deltas
+                .iter()
+                .rev()
+                .find(|d| d.1 <= *t)
+                .map(|d| d.0)
+                .ok_or_else(|| {
+                    let first = deltas.first().map_or("none".into(), |d| format_time(d.1));
+                    Error::NotFound(format!(
+                        "no delta was taken at or before {} (the first is at {first})",
+                        format_time(*t)
+                    ))
+                }),
+        }
+    }
+}
+
 fn parse_time(s: &str) -> Option<i64> {
     if let Some(secs) = s.strip_prefix('@') {
         return secs.parse::<i64>().ok()?.checked_mul(1_000_000_000);
