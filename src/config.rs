@@ -38,6 +38,10 @@ pub struct ConsistencyGroup {
     /// Replica targets fed from this group's journal, by name (files in targets-dir).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Which deltas the journal keeps; beyond the policy, a delta stays until every
+    /// target holds it. Without a policy the journal keeps everything.
+    #[serde(default)]
+    pub journal_retention: crate::retention::Retention,
 }
 
 fn default_segment_mib() -> u64 {
@@ -149,6 +153,8 @@ impl Config {
             if cg.volumes.len() > u16::MAX as usize {
                 return Err(format!("{at}.volumes: at most {} volumes", u16::MAX));
             }
+            cg.journal_retention
+                .check(&format!("{at}.journal-retention"))?;
             if !(1..=4096).contains(&cg.segment_size_mib) {
                 return Err(format!(
                     "{at}.segment-size-mib: {} is outside 1..=4096",

@@ -12,13 +12,15 @@ use crate::diff::ChangeKind;
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::journal::record::VolumeInfo;
-use crate::journal::{Journal, JournalWriter, Tail};
+use crate::journal::{DeltaWriter, Journal, JournalWriter, Tail};
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Instant;
 
-const READ_CHUNK: usize = 1 << 20;
+pub const READ_CHUNK: usize = 1 << 20;
 /// How far ahead of the reader changed ranges are announced to the kernel.
 const PREFETCH_BYTES: u64 = 32 << 20;
 const PREFETCH_RANGES: usize = 256;
@@ -234,28 +236,52 @@ pub fn journal_delta(
             delta.zero(i as u16, old.size, v.size - old.size)?;
             report.changed_bytes += v.size - old.size;
         }
-        for change in Prefetch::new(driver.changes(base, new, i)?, &file) {
-            let change = change?;
-            report.changed_bytes += change.len;
-            match change.kind {
-                ChangeKind::Zero => delta.zero(i as u16, change.offset, change.len)?,
-                ChangeKind::Data => {
-                    let mut at = change.offset;
-                    while at < change.end() {
-                        let n = (change.end() - at).min(READ_CHUNK as u64) as usize;
-                        file.read_exact_at(&mut buf[..n], at)
-                            .map_err(Error::io("cannot read snapshot", &v.path))?;
-                        report.read_bytes += n as u64;
-                        delta.data(i as u16, at, &buf[..n])?;
-                        at += n as u64;
-                    }
-                }
-            }
-        }
+        let (changed, read) = journal_changes(
+            &mut delta,
+            i as u16,
+            &file,
+            &v.path,
+            driver.changes(base, new, i)?,
+            &mut buf,
+        )?;
+        report.changed_bytes += changed;
+        report.read_bytes += read;
         reports.push(report);
     }
     before_commit()?;
     Ok((delta.commit()?, reports))
+}
+
+/// Journals `changes` of one volume, reading Data ranges from `file` (at `path`, for
+/// messages) through `buf`; returns the bytes covered and the bytes read.
+pub fn journal_changes(
+    delta: &mut DeltaWriter<'_>,
+    volume: u16,
+    file: &File,
+    path: &Path,
+    changes: crate::diff::Changes<'_>,
+    buf: &mut [u8],
+) -> Result<(u64, u64)> {
+    let (mut changed, mut read) = (0, 0);
+    for change in Prefetch::new(changes, file) {
+        let change = change?;
+        changed += change.len;
+        match change.kind {
+            ChangeKind::Zero => delta.zero(volume, change.offset, change.len)?,
+            ChangeKind::Data => {
+                let mut at = change.offset;
+                while at < change.end() {
+                    let n = (change.end() - at).min(buf.len() as u64) as usize;
+                    file.read_exact_at(&mut buf[..n], at)
+                        .map_err(Error::io("cannot read snapshot", path))?;
+                    read += n as u64;
+                    delta.data(volume, at, &buf[..n])?;
+                    at += n as u64;
+                }
+            }
+        }
+    }
+    Ok((changed, read))
 }
 
 /// Runs the diff ahead of the reader and asks the kernel to prefetch the Data ranges

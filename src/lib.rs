@@ -13,6 +13,7 @@ pub mod journal;
 mod lock;
 pub mod replay;
 pub mod restore;
+pub mod retention;
 pub mod sys;
 pub mod volume;
 

@@ -1,5 +1,7 @@
-//! Replay: rebuilds volumes at a committed point by applying deltas 1..=N in order to
-//! target files or block devices.
+//! Replay: rebuilds volumes at a committed point N by applying deltas in order to
+//! target files or block devices, starting at the newest full delta at or before N
+//! (delta 1, a later full one, or the synthetic full a restore begins with): a full
+//! delta sets every byte, so nothing before it matters.
 //!
 //! Every delta up to N is read and checked (checksums, grammar, commit digest) before
 //! the first byte is written, and every target is checked for size before any is
@@ -47,6 +49,8 @@ pub struct ReplayedVolume {
 
 #[derive(Debug, Serialize)]
 pub struct ReplayReport {
+    /// The full delta the replay started from.
+    pub from: u64,
     pub until: u64,
     pub deltas: u64,
     pub data_bytes: u64,
@@ -176,7 +180,7 @@ pub fn replay(
     targets: &[ReplayTarget],
     progress: Progress<'_>,
 ) -> Result<ReplayReport> {
-    journal.delta(until)?;
+    let from = journal.full_base(until)?;
     let final_volumes = journal.volumes_at(until)?;
     let ids: Vec<&str> = final_volumes.iter().map(|v| v.id.as_str()).collect();
     let chosen = assign(targets, &ids)?;
@@ -185,7 +189,7 @@ pub fn replay(
     // Check everything before writing anything: every record of every delta, and the
     // largest size each volume reaches.
     let mut needed: HashMap<String, u64> = HashMap::new();
-    for d in 1..=until {
+    for d in from..=until {
         let begin = journal.read_delta(d)?.check_all()?;
         for v in begin.volumes {
             let n = needed.entry(v.id).or_default();
@@ -263,14 +267,15 @@ pub fn replay(
     }
 
     let mut report = ReplayReport {
+        from,
         until,
-        deltas: until,
+        deltas: until - from + 1,
         data_bytes: 0,
         zero_bytes: 0,
         volumes: Vec::new(),
     };
     let mut applier = Applier::new()?;
-    for d in 1..=until {
+    for d in from..=until {
         let (data, zero) = applier.apply(journal, d, &open)?;
         report.data_bytes += data;
         report.zero_bytes += zero;

@@ -1,7 +1,7 @@
-//! Restore from an object-store replica alone: download the deltas up to the point
-//! into a scratch journal, then replay it with every check replay makes. The manifest
-//! names each object's size and CRC-32C, so a missing or damaged object is refused
-//! before anything is written to a target.
+//! Restore from an object-store replica alone: download the newest full image at or
+//! before the point and the deltas after it into a scratch journal, then replay it
+//! with every check replay makes. The manifest names each object's size and CRC-32C,
+//! so a missing or damaged object is refused before anything is written to a target.
 use crate::error::{Error, Result};
 use crate::export::object::{Bucket, Manifest};
 use crate::journal::{frame, Journal, Point};
@@ -19,16 +19,27 @@ pub struct Source {
 
 /// The newest exported delta at `point`.
 pub fn resolve(m: &Manifest, point: &Point, url: &str) -> Result<u64> {
-    let deltas: Vec<(u64, i64)> = m.deltas.iter().map(|d| (d.delta, d.time_ns)).collect();
     point.resolve_in(
-        &deltas,
+        &m.points(),
         m.bookmarks.iter().map(|b| (b.name.as_str(), b.after_delta)),
         url,
     )
 }
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
+/// A scratch directory under a work directory, removed when dropped.
+pub(crate) struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn create(work: &Path, what: &str) -> Result<Scratch> {
+        let dir = work.join(format!(
+            "cascade-{what}-{}-{}",
+            std::process::id(),
+            crate::volume::now_ns()
+        ));
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create scratch space", &dir))?;
+        Ok(Scratch(dir))
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -57,7 +68,7 @@ pub fn restore_from(
 ) -> Result<ReplayReport> {
     let rt = crate::export::object::runtime()?;
     let manifest = rt.block_on(bucket.manifest())?;
-    if manifest.deltas.is_empty() {
+    if manifest.cursor() == 0 {
         return Err(Error::NotFound(format!(
             "{}: nothing has been exported there",
             bucket.url
@@ -65,16 +76,21 @@ pub fn restore_from(
     }
     let n = match until {
         Some(p) => resolve(&manifest, p, &bucket.url)?,
-        None => manifest.deltas.last().expect("not empty").delta,
+        None => manifest.cursor(),
     };
-    let scratch = Scratch(work_dir.join(format!(
-        "cascade-restore-{}-{}",
-        std::process::id(),
-        crate::volume::now_ns()
-    )));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(Error::io("cannot create scratch journal", &scratch.0))?;
-    for d in manifest.deltas.iter().take_while(|d| d.delta <= n) {
+    let chain = manifest.chain(n, &bucket.url)?;
+    let scratch = Scratch::create(work_dir, "restore")?;
+    // One segment per object, numbered by its delta id, starting at the full image.
+    crate::journal::start::Start {
+        delta: chain[0].delta,
+        seq: 0,
+        pos: frame::Pos {
+            segment: chain[0].delta,
+            offset: frame::HEADER_LEN,
+        },
+    }
+    .store(&scratch.0)?;
+    for d in chain {
         rt.block_on(download(bucket, d, &scratch.0))?;
     }
     let journal = Journal::open(&scratch.0)?;

@@ -37,18 +37,7 @@ fn history(dir: &Path) -> Group {
     g.cycle();
     g.write(0, 1 << 20, &noise(3, 256 << 10));
     g.cycle();
-    assert!(g
-        .cascade(&[
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--cg",
-            "cg",
-            "--name",
-            "nightly"
-        ])
-        .status
-        .success());
+    g.bookmark("nightly");
     g
 }
 

@@ -4,10 +4,12 @@ mod common;
 
 use cascade::config::Config;
 use cascade::export::object::Bucket;
+use cascade::export::target::ObjectPolicy;
 use cascade::export::{open_exporter, Exporter, ObjectExporter};
-use cascade::journal::Journal;
+use cascade::journal::{Journal, Point};
 use cascade::restore::restore_from;
 use common::group::{noise, Group};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A group with three committed deltas and the volume contents at each.
@@ -258,22 +260,9 @@ fn block_target_too_small_is_refused_before_writing() {
 fn a_failing_target_does_not_hold_up_another() {
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    for (name, dir) in [("near", "near"), ("far", "far")] {
-        std::fs::create_dir_all(g.dir.join(dir)).unwrap();
-        std::fs::write(
-            g.dir.join(format!("cascade-targets/{name}.yaml")),
-            format!("kind: block\nvolumes:\n  v0: ../{dir}/v0.img\n  v1: ../{dir}/v1.img\n"),
-        )
-        .unwrap();
-    }
-    for v in ["v0", "v1"] {
-        std::fs::write(g.dir.join(format!("near/{v}.img")), vec![0u8; 3 << 20]).unwrap();
-    }
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("    volumes:\n", "    targets: [far, near]\n    volumes:\n");
-    std::fs::write(&g.config, yaml).unwrap();
+    g.block_target("near", true);
+    g.block_target("far", false);
+    g.configure("    targets: [far, near]\n");
 
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
@@ -347,18 +336,16 @@ fn object_exporter_on_a_local_directory() {
         restored(&bucket, tmp.path())
     });
     assert!(g.dir.join("vault/manifest.json").exists());
+    let work = tmp.path().join("history");
+    history_suite(&work, &|policy: ObjectPolicy| {
+        let dir = work.join(format!("vault-{}", cascade::volume::now_ns()));
+        let bucket = Bucket::open(&dir.display().to_string(), &Default::default()).unwrap();
+        let e = ObjectExporter::with_bucket("dir", bucket.clone(), policy, &work).unwrap();
+        (Box::new(e) as Box<dyn Exporter>, bucket)
+    });
 
     // A bookmark placed after the newest delta reaches the replica with the next export.
-    let o = g.cascade(&[
-        "bookmark",
-        "-c",
-        "cascade.yaml",
-        "--cg",
-        "cg",
-        "--name",
-        "late",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    g.bookmark("late");
     assert!(g
         .cascade(&["export", "-c", "cascade.yaml"])
         .status
@@ -382,9 +369,24 @@ fn object_exporter_in_memory() {
     suite(
         &g,
         &points,
-        &|| Box::new(ObjectExporter::with_bucket("mem", bucket.clone()).unwrap()),
+        &|| {
+            Box::new(
+                ObjectExporter::with_bucket("mem", bucket.clone(), policy(0, None), tmp.path())
+                    .unwrap(),
+            )
+        },
         &|| restored(&bucket, tmp.path()),
     );
+    let work = tmp.path().join("history");
+    history_suite(&work, &|policy: ObjectPolicy| {
+        let bucket = Bucket::from_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "a/prefix",
+            "memory",
+        );
+        let e = ObjectExporter::with_bucket("mem", bucket.clone(), policy, &work).unwrap();
+        (Box::new(e) as Box<dyn Exporter>, bucket)
+    });
 }
 
 /// The object exporter against a real S3-compatible server on 127.0.0.1, with the
@@ -418,4 +420,150 @@ fn object_exporter_on_s3() {
         "{}",
         s3.log()
     );
+    let work = tmp.path().join("history");
+    history_suite(&work, &|policy: ObjectPolicy| {
+        let url = s3.url(&format!("history/{}", cascade::volume::now_ns()));
+        let bucket = Bucket::open(&url, &options).unwrap();
+        let e = ObjectExporter::with_bucket("s3", bucket.clone(), policy, &work).unwrap();
+        (Box::new(e) as Box<dyn Exporter>, bucket)
+    });
+}
+
+fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
+    ObjectPolicy {
+        synthetic_full_every: every,
+        retention: cascade::retention::Retention {
+            keep_deltas,
+            keep_age: None,
+        },
+    }
+}
+
+/// Every object in the replica's store, by key below its prefix.
+fn stored_keys(bucket: &Bucket) -> BTreeSet<String> {
+    let rt = cascade::export::object::runtime().unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let mut out = BTreeSet::new();
+        let mut list = bucket.store.list(Some(&bucket.prefix));
+        while let Some(m) = list.next().await {
+            let key = m.unwrap().location.to_string();
+            let rel = key
+                .strip_prefix(&format!("{}/", bucket.prefix))
+                .unwrap_or(&key)
+                .to_string();
+            out.insert(rel);
+        }
+        out
+    })
+}
+
+fn restore_at(bucket: &Bucket, dir: &Path, delta: u64) -> cascade::error::Result<Vec<Vec<u8>>> {
+    let out = tempfile::tempdir_in(dir).unwrap();
+    let targets = ["v0", "v1"].map(|v| {
+        format!("{v}={}", out.path().join(v).display())
+            .parse()
+            .unwrap()
+    });
+    restore_from(
+        bucket,
+        Some(&Point::Delta(delta)),
+        &targets,
+        out.path(),
+        &mut |_, _| {},
+    )?;
+    Ok(["v0", "v1"]
+        .iter()
+        .map(|v| std::fs::read(out.path().join(v)).unwrap())
+        .collect())
+}
+
+/// The replica's history, for every object store: synthetic full images make a
+/// restore independent of old deltas, and retention deletes exactly what no kept
+/// restore point needs. `make` gives an exporter on a fresh, empty replica.
+fn history_suite(work: &Path, make: &dyn Fn(ObjectPolicy) -> (Box<dyn Exporter>, Bucket)) {
+    std::fs::create_dir_all(work).unwrap();
+    let g = Group::new(&work.join("group"), &[3 << 20, 1 << 20]);
+    let mut points = Vec::new();
+    for i in 0..7u64 {
+        g.write((i % 2) as usize, i * 300_000, &noise(10 + i, 200_000));
+        if i == 4 {
+            g.punch(0, 0, 1 << 20);
+        }
+        g.cycle();
+        points.push(g.contents());
+    }
+    let journal = Journal::open(&g.journal()).unwrap();
+    let manifest = |b: &Bucket| {
+        cascade::export::object::runtime()
+            .unwrap()
+            .block_on(b.manifest())
+            .unwrap()
+    };
+
+    // Synthetic fulls alone (no retention): every third delta gets one, and a
+    // restore needs only the newest full at or before its point.
+    let (mut e, bucket) = make(policy(3, None));
+    for d in 1..=7 {
+        e.apply(&journal, d).unwrap();
+        let upkeep = e.finish(&journal).unwrap();
+        assert_eq!(
+            upkeep.synthetic_full,
+            (d == 4 || d == 7).then_some(d),
+            "delta {d}"
+        );
+    }
+    let m = manifest(&bucket);
+    assert_eq!(m.fulls.iter().map(|f| f.delta).collect::<Vec<_>>(), [4, 7]);
+    assert!(stored_keys(&bucket).contains("fulls/00000000000000000004.cjd"));
+    let rt = cascade::export::object::runtime().unwrap();
+    for old in 1..=4 {
+        rt.block_on(
+            bucket
+                .store
+                .delete(&bucket.key(&format!("deltas/{old:020}.cjd"))),
+        )
+        .unwrap();
+    }
+    for d in 4..=7 {
+        assert!(
+            restore_at(&bucket, work, d).unwrap() == points[d as usize - 1],
+            "restore at delta {d} from the synthetic full at 4"
+        );
+    }
+    let err = restore_at(&bucket, work, 3).unwrap_err().to_string();
+    assert!(
+        err.contains("deltas/00000000000000000001.cjd") && err.contains("missing"),
+        "{err}"
+    );
+
+    // Retention on top: keep the newest 2 points. After each export the store holds
+    // exactly what the manifest names, and every point it names restores exactly.
+    let (mut e, bucket) = make(policy(2, Some(2)));
+    for d in 1..=7 {
+        e.apply(&journal, d).unwrap();
+        e.finish(&journal).unwrap();
+        let m = manifest(&bucket);
+        let named: BTreeSet<String> = m
+            .deltas
+            .iter()
+            .chain(&m.fulls)
+            .map(|o| o.key.clone())
+            .chain(["manifest.json".to_string()])
+            .collect();
+        assert_eq!(stored_keys(&bucket), named, "after delta {d}");
+        let kept: Vec<u64> = m.points().iter().map(|p| p.0).collect();
+        let newest: Vec<u64> = (d.saturating_sub(1).max(1)..=d).collect();
+        assert!(kept.ends_with(&newest), "after delta {d}: {kept:?}");
+        for p in &kept {
+            assert!(
+                restore_at(&bucket, work, *p).unwrap() == points[*p as usize - 1],
+                "after delta {d}: restore at {p}"
+            );
+        }
+    }
+    let m = manifest(&bucket);
+    assert!(m.points().len() <= 3, "{:?}", m.points());
+    let err = restore_at(&bucket, work, 1).unwrap_err().to_string();
+    assert!(err.contains("delta 1 does not exist"), "{err}");
 }

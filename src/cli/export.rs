@@ -9,6 +9,11 @@ use std::process::ExitCode;
 /// Every target keeps its own durable cursor (the newest delta it holds), so a target
 /// that was offline catches up from where it stopped, and one that fails does not
 /// hold up the others. Exits 1 if any target failed; `cascade status` shows why.
+///
+/// After exporting, object targets build a synthetic full image when
+/// `synthetic-full-every` deltas have passed since the last one and apply their
+/// `retention`; then each group's journal is pruned by its `journal-retention`,
+/// never past what its slowest target holds (see `cascade journal prune`).
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, short)]
@@ -66,18 +71,29 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             match &r.last_error {
                 None => println!(
-                    "{}/{} ({}): at delta {}, {} applied, {}",
+                    "{}/{} ({}): at delta {}, {} applied, {}{}",
                     cg.name,
                     r.target,
                     r.kind,
                     r.cursor,
                     r.applied,
-                    human_bytes(r.bytes)
+                    human_bytes(r.bytes),
+                    upkeep(&r.upkeep)
                 ),
                 Some(e) => println!(
                     "{}/{} ({}): FAILED after delta {}: {e}",
                     cg.name, r.target, r.kind, r.cursor
                 ),
+            }
+        }
+        if cg.journal_retention.prunes() {
+            match cascade::export::prune_journal(&cfg, cg, false) {
+                Ok(p) if a.json => print_json(&serde_json::json!({ "cg": cg.name, "journal": p })),
+                Ok(p) => super::journal::print_prune(&p),
+                Err(e) => {
+                    failed = true;
+                    println!("{}: journal retention FAILED: {e}", cg.name);
+                }
             }
         }
     }
@@ -86,4 +102,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What an export did to a replica's history, for the one-line summary.
+fn upkeep(u: &cascade::export::Upkeep) -> String {
+    let mut s = String::new();
+    if let Some(d) = u.synthetic_full {
+        s += &format!("; synthetic full image at delta {d}");
+    }
+    if u.deleted_objects > 0 {
+        s += &format!(
+            "; retention deleted {} objects ({})",
+            u.deleted_objects,
+            human_bytes(u.deleted_bytes)
+        );
+    }
+    s
 }

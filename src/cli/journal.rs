@@ -33,6 +33,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a group's oldest deltas as its `journal-retention` policy allows, but
+    /// never one a target of the group does not hold yet (a target that has never
+    /// exported holds none). The newest delta always stays. `cascade export` does this
+    /// after every export; this runs it on its own, or shows what it would do.
+    ///
+    /// This is the one journal command that changes the journal: it takes the writer
+    /// lock, records the new first delta, then removes segments.
+    Prune {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The consistency group whose journal to prune.
+        #[arg(long)]
+        cg: String,
+        /// Say what would be removed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(c: Command) -> anyhow::Result<ExitCode> {
@@ -45,6 +64,49 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             json,
         } => show(journal, point, extents, json),
         Command::Verify { journal, json } => check(journal, json),
+        Command::Prune {
+            config,
+            cg,
+            dry_run,
+            json,
+        } => {
+            let cfg = cascade::config::Config::load(&config)?;
+            let p = cascade::export::prune_journal(&cfg, cfg.group(&cg)?, dry_run)?;
+            if json {
+                print_json(&p);
+            } else {
+                print_prune(&p);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One line on what journal retention did (or would do) to a group's journal.
+pub fn print_prune(p: &cascade::export::JournalPrune) {
+    let why = match (&p.policy_keeps_from, &p.slowest_target) {
+        (None, _) => "no journal-retention policy: the journal keeps everything".to_string(),
+        (Some(k), Some((t, c))) => {
+            format!("the policy keeps deltas from {k}; the slowest target, `{t}`, holds delta {c}")
+        }
+        (Some(k), None) => format!("the policy keeps deltas from {k}; the group has no targets"),
+    };
+    match &p.pruned {
+        Some(r) => println!(
+            "{}: journal pruned to start at delta {} ({} deltas, {} removed): {why}",
+            p.cg,
+            r.first_after,
+            r.deltas_removed,
+            human_bytes(r.bytes_freed)
+        ),
+        None if p.dry_run => println!(
+            "{}: journal would start at delta {} (dry run): {why}",
+            p.cg, p.first_delta
+        ),
+        None => println!(
+            "{}: journal starts at delta {}, nothing to prune: {why}",
+            p.cg, p.first_delta
+        ),
     }
 }
 

@@ -114,7 +114,8 @@ fn print_replay_report(r: &cascade::replay::ReplayReport, what: &str, json: bool
         return;
     }
     println!(
-        "{what}: deltas 1..={}, {} written, {} zeroed",
+        "{what}: deltas {}..={}, {} written, {} zeroed",
+        r.from,
         r.until,
         human_bytes(r.data_bytes),
         human_bytes(r.zero_bytes)

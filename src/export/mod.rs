@@ -12,12 +12,16 @@
 //! - A target is checked before anything is written to it (sizes, reachability), and
 //!   one target's failure never stops another's export.
 mod block;
+pub mod chain;
 mod cursor;
+mod journal_retention;
 pub mod object;
 pub mod target;
 
 pub use block::BlockExporter;
+pub use chain::Upkeep;
 pub use cursor::write_atomic;
+pub use journal_retention::{prune_journal, JournalPrune};
 pub use object::ObjectExporter;
 pub use target::{Target, TargetSpec};
 
@@ -35,12 +39,13 @@ pub trait Exporter: Send {
     /// of journal it carried.
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64>;
 
-    /// Records the journal's bookmarks up to the cursor at the target, for targets that
-    /// restore by bookmark name. Called after every export, so a bookmark placed after
-    /// the newest delta reaches the target without waiting for another delta.
-    fn sync_bookmarks(&mut self, journal: &Journal) -> Result<()> {
+    /// Called after every export, even one that applied nothing: records the
+    /// journal's bookmarks up to the cursor (so a bookmark placed after the newest
+    /// delta reaches the target without waiting for another delta), and keeps the
+    /// replica's history (synthetic fulls, retention) where the target has one.
+    fn finish(&mut self, journal: &Journal) -> Result<Upkeep> {
         let _ = journal;
-        Ok(())
+        Ok(Upkeep::default())
     }
 }
 
@@ -75,7 +80,7 @@ pub fn open_exporter(
         TargetSpec::Block { volumes } => {
             Ok(Box::new(BlockExporter::new(target, cg, volumes, state)?))
         }
-        TargetSpec::Object { .. } => Ok(Box::new(ObjectExporter::new(target)?)),
+        TargetSpec::Object { .. } => Ok(Box::new(ObjectExporter::new(target, state)?)),
     }
 }
 
@@ -92,6 +97,9 @@ pub struct TargetStatus {
     pub bytes: u64,
     pub last_export: Option<String>,
     pub last_error: Option<String>,
+    /// Synthetic full and retention work of the last export.
+    #[serde(default)]
+    pub upkeep: Upkeep,
 }
 
 /// Per-target state files live here: cursors of local targets, last status, locks.
@@ -137,6 +145,7 @@ pub fn export(
             bytes: 0,
             last_export: None,
             last_error: None,
+            upkeep: Upkeep::default(),
         };
         let result = export_one(target, cg, &state, &journal, last, &mut status, progress);
         status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
@@ -168,13 +177,23 @@ fn export_one(
             target.name, status.cursor
         )));
     }
+    if status.cursor < last && status.cursor + 1 < journal.first_delta() {
+        return Err(Error::NotFound(format!(
+            "target `{}` holds delta {} but the journal now begins at delta {}: the deltas it needs were pruned \
+             before it was named in the group; seed it with `cascade restore` from an object replica, or give it a fresh journal",
+            target.name,
+            status.cursor,
+            journal.first_delta()
+        )));
+    }
     for d in status.cursor + 1..=last {
         status.bytes += exporter.apply(journal, d)?;
         status.cursor = d;
         status.applied += 1;
         progress(&target.name, d, last);
     }
-    exporter.sync_bookmarks(journal)
+    status.upkeep = exporter.finish(journal)?;
+    Ok(())
 }
 
 /// The status saved by the last export of each target of `cg`.

@@ -7,10 +7,14 @@
 //! - `deltas/NNNNNNNNNNNNNNNNNNNN.cjd`: one object per delta, holding that delta's
 //!   journal records byte for byte (each still carries its CRC and the commit digest),
 //!   uploaded as multipart uploads of 16 MiB parts, at most 4 in flight.
+//! - `fulls/NNNNNNNNNNNNNNNNNNNN.cjd`: synthetic full images, each a full delta with the
+//!   id of the delta it was built at (see `chain.rs`), in the same record format.
 //! - `manifest.json`: what has been exported, with each object's size and CRC-32C.
 //!   It is written last, after the delta's object is complete, so a reader never sees
-//!   a half-exported delta; it is the target's cursor.
-use super::target::ObjectOptions;
+//!   a half-exported delta; it is the target's cursor. Retention rewrites it before
+//!   deleting the objects it no longer names.
+use super::chain::{self, Upkeep};
+use super::target::{ObjectOptions, ObjectPolicy};
 use super::{check_next, Exporter, Target};
 use crate::error::{Error, Result};
 use crate::journal::frame::{self, Pos};
@@ -20,6 +24,7 @@ use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Multipart part size, and how many parts may be in flight at once.
@@ -34,7 +39,60 @@ pub struct Manifest {
     #[serde(default)]
     pub journal: Option<String>,
     pub deltas: Vec<ManifestDelta>,
+    /// Synthetic full images, oldest first.
+    #[serde(default)]
+    pub fulls: Vec<ManifestDelta>,
     pub bookmarks: Vec<BookmarkEntry>,
+}
+
+impl Manifest {
+    /// The newest delta the replica holds.
+    pub fn cursor(&self) -> u64 {
+        let d = self.deltas.last().map_or(0, |d| d.delta);
+        d.max(self.fulls.last().map_or(0, |f| f.delta))
+    }
+
+    /// The points a restore can reach (ids and times, ascending): every full image
+    /// and every delta after the oldest one.
+    pub fn points(&self) -> Vec<(u64, i64)> {
+        let mut p: Vec<(u64, i64)> = self
+            .deltas
+            .iter()
+            .chain(&self.fulls)
+            .map(|d| (d.delta, d.time_ns))
+            .collect();
+        p.sort_unstable();
+        p.dedup_by_key(|p| p.0);
+        p
+    }
+
+    /// The objects a restore to delta `n` reads: the newest full image at or before
+    /// `n`, then every delta after it up to `n`.
+    pub fn chain(&self, n: u64, url: &str) -> Result<Vec<&ManifestDelta>> {
+        let base = self
+            .fulls
+            .iter()
+            .chain(self.deltas.iter().filter(|d| d.is_full()))
+            .filter(|d| d.delta <= n)
+            .max_by_key(|d| d.delta)
+            .ok_or_else(|| {
+                Error::NotFound(format!("{url}: no full image at or before delta {n}"))
+            })?;
+        let mut chain = vec![base];
+        for want in base.delta + 1..=n {
+            let d = self
+                .deltas
+                .iter()
+                .find(|d| d.delta == want)
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{url}: the manifest lacks delta {want}, needed to restore delta {n}"
+                    ))
+                })?;
+            chain.push(d);
+        }
+        Ok(chain)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +104,12 @@ pub struct ManifestDelta {
     pub size: u64,
     pub crc32c: u32,
     pub changed_bytes: u64,
+}
+
+impl ManifestDelta {
+    pub fn is_full(&self) -> bool {
+        self.flags & crate::journal::record::FLAG_FULL != 0
+    }
 }
 
 /// An object store and the prefix a target lives under.
@@ -146,7 +210,7 @@ impl Bucket {
         }
     }
 
-    fn err(&self, what: &str, e: object_store::Error) -> Error {
+    pub(super) fn err(&self, what: &str, e: object_store::Error) -> Error {
         match e {
             object_store::Error::NotFound { path, .. } => {
                 Error::NotFound(format!("{}: {what}: no object {path}", self.url))
@@ -190,7 +254,7 @@ impl Bucket {
         Ok(m)
     }
 
-    async fn put_manifest(&self, m: &Manifest) -> Result<()> {
+    pub(super) async fn put_manifest(&self, m: &Manifest) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
         self.store
             .put(&self.key(MANIFEST), PutPayload::from(bytes))
@@ -203,26 +267,44 @@ impl Bucket {
 pub struct ObjectExporter {
     name: String,
     bucket: Bucket,
+    policy: ObjectPolicy,
+    /// Scratch space for building synthetic fulls.
+    work: PathBuf,
     runtime: tokio::runtime::Runtime,
     manifest: Option<Manifest>,
 }
 
 impl ObjectExporter {
-    pub fn new(target: &Target) -> Result<ObjectExporter> {
+    /// The exporter of an object target; synthetic fulls are built under `work`.
+    pub fn new(target: &Target, work: &Path) -> Result<ObjectExporter> {
         let (url, options) = target
             .spec
             .object_options()
             .expect("only object targets come here");
-        ObjectExporter::with_bucket(&target.name, Bucket::open(url, &options)?)
+        let policy = target.spec.object_policy().expect("an object target");
+        ObjectExporter::with_bucket(&target.name, Bucket::open(url, &options)?, policy, work)
     }
 
-    pub fn with_bucket(name: &str, bucket: Bucket) -> Result<ObjectExporter> {
+    pub fn with_bucket(
+        name: &str,
+        bucket: Bucket,
+        policy: ObjectPolicy,
+        work: &Path,
+    ) -> Result<ObjectExporter> {
         Ok(ObjectExporter {
             name: name.to_string(),
             bucket,
+            policy,
+            work: work.to_path_buf(),
             runtime: runtime()?,
             manifest: None,
         })
+    }
+
+    fn put_manifest(&mut self, m: Manifest) -> Result<()> {
+        self.runtime.block_on(self.bucket.put_manifest(&m))?;
+        self.manifest = Some(m);
+        Ok(())
     }
 
     fn manifest(&mut self) -> Result<&mut Manifest> {
@@ -236,7 +318,7 @@ impl ObjectExporter {
 
 impl Exporter for ObjectExporter {
     fn cursor(&mut self) -> Result<u64> {
-        Ok(self.manifest()?.deltas.last().map_or(0, |d| d.delta))
+        Ok(self.manifest()?.cursor())
     }
 
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
@@ -264,35 +346,64 @@ impl Exporter for ObjectExporter {
             crc32c: crc,
             changed_bytes: entry.changed_bytes,
         });
-        m.bookmarks = bookmarks_upto(journal, delta);
+        m.bookmarks = bookmarks_for(&m, journal);
         m.journal = journal.id().map(String::from);
-        self.runtime.block_on(self.bucket.put_manifest(&m))?;
-        self.manifest = Some(m);
+        self.put_manifest(m)?;
         Ok(size)
     }
 
-    fn sync_bookmarks(&mut self, journal: &Journal) -> Result<()> {
-        let cursor = self.cursor()?;
-        let wanted = bookmarks_upto(journal, cursor);
+    fn finish(&mut self, journal: &Journal) -> Result<Upkeep> {
+        let mut upkeep = Upkeep::default();
         let m = self.manifest()?;
-        if m.bookmarks == wanted {
-            return Ok(());
+        let wanted = bookmarks_for(m, journal);
+        if m.bookmarks != wanted {
+            let mut m = m.clone();
+            m.bookmarks = wanted;
+            self.put_manifest(m)?;
         }
-        let mut m = m.clone();
-        m.bookmarks = wanted;
-        self.runtime.block_on(self.bucket.put_manifest(&m))?;
-        self.manifest = Some(m);
-        Ok(())
+        let every = self.policy.synthetic_full_every;
+        if chain::full_due(self.manifest()?, every) {
+            let volumes = journal.volumes_at(self.cursor()?)?;
+            let m = self.manifest()?.clone();
+            let full = chain::synthesize(&self.bucket, &self.runtime, &m, &volumes, &self.work)?;
+            tracing::info!(target = %self.name, delta = full.delta, bytes = full.size, "synthetic full image written");
+            upkeep.synthetic_full = Some(full.delta);
+            let mut m = m;
+            m.fulls.push(full);
+            self.put_manifest(m)?;
+        }
+        if self.policy.retention.prunes() {
+            let m = self.manifest()?.clone();
+            let (kept, pruned) = chain::prune(
+                &self.bucket,
+                &self.runtime,
+                &m,
+                &self.policy.retention,
+                crate::volume::now_ns(),
+            )?;
+            self.manifest = Some(kept);
+            upkeep.deleted_objects = pruned.deleted_objects;
+            upkeep.deleted_bytes = pruned.deleted_bytes;
+        }
+        Ok(upkeep)
     }
 }
 
-/// Bookmarks that name a delta the target holds.
-fn bookmarks_upto(journal: &Journal, delta: u64) -> Vec<BookmarkEntry> {
-    journal
-        .bookmarks()
-        .iter()
-        .filter(|b| b.after_delta > 0 && b.after_delta <= delta)
-        .cloned()
+/// The bookmarks a replica with manifest `m` should list: those it lists already and
+/// the journal's up to its cursor (the journal may have pruned older ones), minus any
+/// before its oldest restore point (retention pruned those).
+fn bookmarks_for(m: &Manifest, journal: &Journal) -> Vec<BookmarkEntry> {
+    let cursor = m.cursor();
+    let oldest = m.points().first().map_or(u64::MAX, |p| p.0);
+    let mut all: std::collections::BTreeMap<u64, BookmarkEntry> =
+        m.bookmarks.iter().map(|b| (b.seq, b.clone())).collect();
+    for b in journal.bookmarks() {
+        if b.after_delta > 0 && b.after_delta <= cursor {
+            all.insert(b.seq, b.clone());
+        }
+    }
+    all.into_values()
+        .filter(|b| b.after_delta >= oldest)
         .collect()
 }
 
@@ -312,7 +423,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Uploads the journal bytes `begin..end` (which may span segments) as one object,
 /// streaming in parts; returns its size and CRC-32C.
-async fn upload_range(
+pub(super) async fn upload_range(
     bucket: &Bucket,
     key: &str,
     journal: &Journal,

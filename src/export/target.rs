@@ -37,7 +37,27 @@ pub enum TargetSpec {
         access_key_id: Option<Secret>,
         #[serde(default)]
         secret_access_key: Option<Secret>,
+        /// After this many deltas past the newest full image, the export builds a
+        /// synthetic full at the cursor, so a restore downloads at most this many
+        /// deltas after one full. 0 turns synthetic fulls off.
+        #[serde(default = "default_synthetic_full_every")]
+        synthetic_full_every: u64,
+        /// Which restore points the replica keeps; objects no kept point needs are
+        /// deleted. Without a policy everything is kept.
+        #[serde(default)]
+        retention: crate::retention::Retention,
     },
+}
+
+fn default_synthetic_full_every() -> u64 {
+    32
+}
+
+/// How an object replica's history is kept: synthetic fulls and retention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectPolicy {
+    pub synthetic_full_every: u64,
+    pub retention: crate::retention::Retention,
 }
 
 /// A credential: usable, but its Debug never shows it. YAML may read a key of digits
@@ -90,6 +110,7 @@ impl TargetSpec {
                 allow_http,
                 access_key_id,
                 secret_access_key,
+                ..
             } => Some((
                 url,
                 ObjectOptions {
@@ -100,6 +121,23 @@ impl TargetSpec {
                     secret_access_key: secret_access_key.clone(),
                 },
             )),
+            TargetSpec::Block { .. } => None,
+        }
+    }
+}
+
+impl TargetSpec {
+    /// How an object target keeps its history.
+    pub fn object_policy(&self) -> Option<ObjectPolicy> {
+        match self {
+            TargetSpec::Object {
+                synthetic_full_every,
+                retention,
+                ..
+            } => Some(ObjectPolicy {
+                synthetic_full_every: *synthetic_full_every,
+                retention: retention.clone(),
+            }),
             TargetSpec::Block { .. } => None,
         }
     }
@@ -149,8 +187,10 @@ impl Target {
                 url,
                 access_key_id,
                 secret_access_key,
+                retention,
                 ..
             } => {
+                retention.check("retention").map_err(err)?;
                 if access_key_id.is_some() != secret_access_key.is_some() {
                     return Err(err("access-key-id and secret-access-key go together".into()));
                 }

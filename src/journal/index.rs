@@ -3,6 +3,7 @@
 //! segments, so it is appended without fsync and a torn tail is simply dropped.
 use super::frame::{self, FrameRead, Pos};
 use super::record::{Dec, Enc};
+use super::start::Start;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -123,20 +124,26 @@ pub struct Index {
     pub bookmarks: Vec<BookmarkEntry>,
     /// Entries read from the file (the rest were found by scanning segments).
     pub on_disk: usize,
-    /// The file holds bytes after its last sound entry.
+    /// The file holds bytes after its last sound entry, or entries retention pruned:
+    /// it needs rewriting.
     pub torn: bool,
+    /// Where the journal begins; entries before it were pruned.
+    pub start: Start,
 }
 
 impl Index {
     pub fn load(dir: &Path) -> Result<Index> {
         let path = index_path(dir);
+        let mut index = Index {
+            start: Start::load(dir)?,
+            ..Index::default()
+        };
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(index),
             Err(e) => return Err(Error::io("cannot open journal index", path)(e)),
         };
         let mut r = BufReader::new(file);
-        let mut index = Index::default();
         let mut payload = Vec::new();
         loop {
             match frame::read_frame(&mut r, &mut payload)
@@ -148,6 +155,8 @@ impl Index {
                     break;
                 }
                 FrameRead::Frame { kind, .. } => match Entry::decode(kind, &payload) {
+                    // Pruned, but the index was not rewritten before a crash.
+                    Ok(e) if e.end() <= index.start.pos => index.torn = true,
                     Ok(e) => {
                         index.push(e);
                         index.on_disk += 1;
@@ -181,7 +190,7 @@ impl Index {
     pub fn end(&self) -> Pos {
         let d = self.deltas.last().map(|d| d.end);
         let b = self.bookmarks.last().map(|b| b.end);
-        d.max(b).unwrap_or(Pos::START)
+        d.max(b).unwrap_or(self.start.pos)
     }
 
     /// Every entry in journal order.

@@ -14,8 +14,10 @@
 pub mod frame;
 pub mod index;
 mod point;
+mod prune;
 pub mod record;
 mod scan;
+pub mod start;
 mod tail;
 pub mod verify;
 mod writer;
@@ -23,6 +25,7 @@ mod writer;
 pub use frame::Pos;
 pub use index::{BookmarkEntry, DeltaEntry};
 pub use point::{format_time, Point};
+pub use prune::PruneReport;
 pub use writer::{DeltaWriter, JournalWriter};
 
 use crate::error::{Error, Result};
@@ -102,9 +105,38 @@ impl Journal {
         self.tail.take()
     }
 
+    /// The first delta the journal holds: 1, or later once retention pruned it.
+    pub fn first_delta(&self) -> u64 {
+        self.index.start.delta
+    }
+
+    pub fn start(&self) -> start::Start {
+        self.index.start
+    }
+
+    /// The newest full delta at or before `until`: where a replay onto targets of
+    /// unknown content starts.
+    pub fn full_base(&self, until: u64) -> Result<u64> {
+        self.delta(until)?;
+        self.index
+            .deltas
+            .iter()
+            .rev()
+            .skip_while(|d| d.delta > until)
+            .find(|d| d.flags & record::FLAG_FULL != 0)
+            .map(|d| d.delta)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} begins at delta {}, which is not a full delta (retention pruned the deltas before it),                      and no full delta lies between it and delta {until}: replaying onto a fresh target needs one;                      restore from an object replica instead",
+                    self.dir.display(),
+                    self.first_delta()
+                ))
+            })
+    }
+
     pub fn delta(&self, id: u64) -> Result<&DeltaEntry> {
-        // Delta ids are dense from 1, so the id is the position.
-        id.checked_sub(1)
+        // Delta ids are dense from the first, so the id gives the position.
+        id.checked_sub(self.first_delta())
             .and_then(|i| self.index.deltas.get(i as usize))
             .filter(|d| d.delta == id)
             .ok_or_else(|| {
@@ -119,7 +151,7 @@ impl Journal {
     fn span(&self) -> String {
         match self.last_delta() {
             0 => "the journal has no committed deltas".into(),
-            n => format!("committed deltas are 1..={n}"),
+            n => format!("committed deltas are {}..={n}", self.first_delta()),
         }
     }
 

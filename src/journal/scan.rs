@@ -29,8 +29,11 @@ impl Scanner {
     /// A scanner that expects what follows the entries of `index`.
     pub fn after(index: &Index) -> Scanner {
         Scanner::expecting(
-            index.deltas.last().map_or(0, |d| d.delta),
-            index.bookmarks.last().map_or(0, |b| b.seq),
+            index
+                .deltas
+                .last()
+                .map_or(index.start.delta - 1, |d| d.delta),
+            index.bookmarks.last().map_or(index.start.seq, |b| b.seq),
         )
     }
 

@@ -60,22 +60,27 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
             reason,
         })
     };
+    // Segments before the start hold only pruned deltas; a crash during pruning may
+    // have left some behind.
+    let start = index.start;
+    let first = start.pos.segment;
     if let Some((i, n)) = segments
         .iter()
+        .filter(|n| **n >= first)
         .enumerate()
-        .find(|(i, n)| **n != *i as u64 + 1)
+        .find(|(i, n)| **n != first + *i as u64)
     {
         report.problem = problem(
             Pos {
                 segment: *n,
                 offset: 0,
             },
-            format!("segment {} is missing", i + 1),
+            format!("segment {} is missing", first + i as u64),
         );
         return Ok(report);
     }
-    let mut scanner = Scanner::expecting(0, 0);
-    let mut cursor = FrameCursor::new(dir, Pos::START);
+    let mut scanner = Scanner::expecting(start.delta - 1, start.seq);
+    let mut cursor = FrameCursor::new(dir, start.pos);
     let mut decompressor =
         zstd::bulk::Decompressor::new().map_err(Error::io("cannot start zstd for", dir))?;
     let mut raw = Vec::new();

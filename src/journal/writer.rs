@@ -14,16 +14,16 @@ use std::path::Path;
 /// compression speed matters more than the last few percent of ratio.
 const ZSTD_LEVEL: i32 = 1;
 
-struct Segment {
-    n: u64,
+pub(super) struct Segment {
+    pub(super) n: u64,
     file: BufWriter<File>,
     len: u64,
 }
 
 pub struct JournalWriter {
-    journal: Journal,
+    pub(super) journal: Journal,
     _lock: File,
-    seg: Option<Segment>,
+    pub(super) seg: Option<Segment>,
     segment_limit: u64,
     dir_dirty: bool,
     recovered: Option<Tail>,
@@ -83,6 +83,24 @@ impl JournalWriter {
         Ok(w)
     }
 
+    /// Creates a journal whose first delta is `first` (a synthetic full, or a
+    /// scratch copy of part of another journal) in the empty or missing directory `dir`.
+    pub fn create_starting_at(dir: &Path, first: u64, segment_limit: u64) -> Result<JournalWriter> {
+        std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
+        if !frame::list_segments(dir)?.is_empty() {
+            return Err(Error::AlreadyExists(format!(
+                "{} already holds a journal",
+                dir.display()
+            )));
+        }
+        super::start::Start {
+            delta: first,
+            ..Default::default()
+        }
+        .store(dir)?;
+        JournalWriter::open(dir, segment_limit)
+    }
+
     pub fn journal(&self) -> &Journal {
         &self.journal
     }
@@ -93,10 +111,13 @@ impl JournalWriter {
     }
 
     pub fn next_delta_id(&self) -> u64 {
-        self.journal.last_delta() + 1
+        match self.journal.last_delta() {
+            0 => self.journal.first_delta(),
+            n => n + 1,
+        }
     }
 
-    fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         self.journal.dir()
     }
 
@@ -204,7 +225,7 @@ impl JournalWriter {
                     .map_err(Error::io("cannot sync journal segment", &path))?;
                 old.n + 1
             }
-            None => 1,
+            None => self.journal.start().pos.segment,
         };
         let path = frame::segment_path(self.dir(), next);
         let mut file = OpenOptions::new()
@@ -252,7 +273,7 @@ impl JournalWriter {
         full: bool,
     ) -> Result<DeltaWriter<'_>> {
         let delta = self.next_delta_id();
-        if delta == 1 && !full {
+        if self.journal.deltas().is_empty() && !full {
             return Err(Error::InvalidArgument(
                 "the first delta of a journal must be full".into(),
             ));
@@ -295,7 +316,7 @@ impl JournalWriter {
         }
         let b = Bookmark {
             seq: self.journal.bookmarks().last().map_or(0, |b| b.seq) + 1,
-            after_delta: self.journal.last_delta(),
+            after_delta: self.next_delta_id() - 1,
             time_ns,
             name: name.to_string(),
         };
@@ -445,7 +466,7 @@ impl Drop for DeltaWriter<'_> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("cannot sync journal directory", dir))

@@ -73,6 +73,48 @@ impl Group {
             .collect()
     }
 
+    /// A block replica target `NAME`: its file in `cascade-targets/`, and one zeroed
+    /// image per volume in `NAME/`, as large as the volume, unless `images` is false.
+    pub fn block_target(&self, name: &str, images: bool) {
+        std::fs::create_dir_all(self.dir.join("cascade-targets")).unwrap();
+        std::fs::create_dir_all(self.dir.join(name)).unwrap();
+        let mut yaml = String::from("kind: block\nvolumes:\n");
+        for (i, v) in self.volumes.iter().enumerate() {
+            yaml += &format!("  v{i}: ../{name}/v{i}.img\n");
+            if images {
+                let size = std::fs::metadata(v).unwrap().len();
+                std::fs::write(
+                    self.dir.join(format!("{name}/v{i}.img")),
+                    vec![0u8; size as usize],
+                )
+                .unwrap();
+            }
+        }
+        std::fs::write(self.dir.join(format!("cascade-targets/{name}.yaml")), yaml).unwrap();
+    }
+
+    /// Names `extra` (YAML lines for the group, such as `targets: [a, b]`) in the
+    /// group's config.
+    pub fn configure(&self, extra: &str) {
+        let yaml = std::fs::read_to_string(&self.config).unwrap();
+        let yaml = yaml.replace("    volumes:\n", &format!("{extra}    volumes:\n"));
+        std::fs::write(&self.config, yaml).unwrap();
+    }
+
+    /// Places bookmark `name` through the binary.
+    pub fn bookmark(&self, name: &str) {
+        let o = self.cascade(&[
+            "bookmark",
+            "-c",
+            "cascade.yaml",
+            "--cg",
+            "cg",
+            "--name",
+            name,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     /// Runs the `cascade` binary in the group's directory.
     pub fn cascade(&self, args: &[&str]) -> Output {
         cascade_in(&self.dir, args)

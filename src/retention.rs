@@ -1,0 +1,160 @@
+//! Retention policies: which restore points to keep. One policy type serves the
+//! journal (`journal-retention` of a consistency group) and object replicas
+//! (`retention` of an object target), so both read the same way in YAML:
+//!
+//! ```yaml
+//! retention:
+//!   keep-deltas: 48   # the newest 48 restore points, whatever their age
+//!   keep-age: 7d      # and every restore point younger than 7 days
+//! ```
+//!
+//! A point is kept when either rule keeps it; with no rule, everything is kept.
+//! Deleting is then bounded by what the kept points need (a full delta to start
+//! from, the cursors of targets that still read the journal), which the callers add.
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retention {
+    #[serde(default)]
+    pub keep_deltas: Option<u64>,
+    #[serde(default)]
+    pub keep_age: Option<Age>,
+}
+
+/// A duration written as a number and a unit: `90s`, `45m`, `36h`, `7d`, `2w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age {
+    pub ns: i64,
+}
+
+impl std::str::FromStr for Age {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Age, String> {
+        let bad = || format!("`{s}` is not an age: write a number and s, m, h, d or w, as in 7d");
+        let unit = s.chars().last().ok_or_else(bad)?;
+        let secs: i64 = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+        let ns = n
+            .checked_mul(secs)
+            .and_then(|v| v.checked_mul(1_000_000_000))
+            .filter(|v| *v > 0)
+            .ok_or_else(bad)?;
+        Ok(Age { ns })
+    }
+}
+
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Age, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Retention {
+    /// Checks the policy's numbers; `at` names it in messages.
+    pub fn check(&self, at: &str) -> Result<(), String> {
+        if self.keep_deltas == Some(0) {
+            return Err(format!(
+                "{at}.keep-deltas: 0 would keep no restore point; the least is 1"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the policy lets anything go at all.
+    pub fn prunes(&self) -> bool {
+        self.keep_deltas.is_some() || self.keep_age.is_some()
+    }
+
+    /// The oldest restore point the policy keeps among `points` (ids and times,
+    /// ascending), at time `now_ns`; None when there are no points.
+    pub fn oldest_kept(&self, points: &[(u64, i64)], now_ns: i64) -> Option<u64> {
+        let first = points.first()?.0;
+        if !self.prunes() {
+            return Some(first);
+        }
+        let by_count = self.keep_deltas.map_or(u64::MAX, |n| {
+            let n = (n as usize).min(points.len());
+            points[points.len() - n].0
+        });
+        let by_age = self.keep_age.map_or(u64::MAX, |age| {
+            points
+                .iter()
+                .find(|(_, t)| now_ns.saturating_sub(*t) < age.ns)
+                .map_or(u64::MAX, |p| p.0)
+        });
+        // Keep the newest point whatever the rules say: it is the replica's present.
+        let newest = points.last().expect("not empty").0;
+        Some(by_count.min(by_age).min(newest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000_000_000;
+
+    fn points() -> Vec<(u64, i64)> {
+        (1..=10).map(|i| (i, i as i64 * H)).collect()
+    }
+
+    #[test]
+    fn a_point_is_kept_when_either_rule_keeps_it() {
+        let now = 10 * H;
+        let count = Retention {
+            keep_deltas: Some(3),
+            keep_age: None,
+        };
+        assert_eq!(count.oldest_kept(&points(), now), Some(8));
+        let age = Retention {
+            keep_deltas: None,
+            keep_age: Some("5h".parse().unwrap()),
+        };
+        // Younger than 5 h at 10 h: points 6..=10.
+        assert_eq!(age.oldest_kept(&points(), now), Some(6));
+        let both = Retention {
+            keep_deltas: Some(3),
+            keep_age: Some("5h".parse().unwrap()),
+        };
+        assert_eq!(both.oldest_kept(&points(), now), Some(6));
+        let old = Retention {
+            keep_deltas: Some(2),
+            keep_age: Some("1h".parse().unwrap()),
+        };
+        assert_eq!(old.oldest_kept(&points(), 100 * H), Some(9));
+        assert_eq!(
+            Retention::default().oldest_kept(&points(), now),
+            Some(1),
+            "no rule keeps everything"
+        );
+        let none_young = Retention {
+            keep_deltas: None,
+            keep_age: Some("1h".parse().unwrap()),
+        };
+        assert_eq!(
+            none_young.oldest_kept(&points(), 100 * H),
+            Some(10),
+            "the newest point always stays"
+        );
+        assert_eq!(count.oldest_kept(&[], now), None);
+    }
+
+    #[test]
+    fn ages_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!("90s".parse::<Age>().unwrap().ns, 90_000_000_000);
+        assert_eq!("2w".parse::<Age>().unwrap().ns, 14 * 24 * H);
+        for bad in ["", "7", "d", "7x", "-1d", "0h", "99999999999999w"] {
+            let e = bad.parse::<Age>().unwrap_err();
+            assert!(e.contains("is not an age"), "{bad}: {e}");
+        }
+    }
+}
