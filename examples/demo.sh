@@ -2,7 +2,9 @@
 # `make demo`: the main job on the embedded default. Two image-file volumes, a full
 # cycle, changes, an incremental cycle, a bookmark, more changes, a third cycle; then
 # every committed point is replayed onto fresh replica files and compared with the
-# checksums the volumes had when that point was taken.
+# checksums the volumes had when that point was taken. Then both replicas are
+# exported (the object one builds a synthetic full image, the journal is pruned to
+# its retention) and restored from the object replica alone.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CASCADE:-$top/target/release/cascade}
@@ -62,8 +64,11 @@ for v in system data; do
   if cmp -s "$v.img" "replica/$v.img"; then echo "block replica $v.img: equal to the volume"; else echo "block replica $v.img: DIFFERENT"; fail=1; fi
 done
 
-say "restore from the object replica alone, at the bookmark and at the newest point"
-for p in before-upgrade 3; do
+say "the journal after export: retention kept the newest 2 deltas, all targets hold them"
+"$bin" journal ls journals/demo
+
+say "restore from the object replica alone: delta 1 (gone from the journal), the bookmark, the newest point (from the synthetic full)"
+for p in 1 before-upgrade 3; do
   case $p in before-upgrade) n=2 ;; *) n=$p ;; esac
   rm -f o-system.img o-data.img
   "$bin" restore --from vault --to system=o-system.img data=o-data.img --until "$p" >/dev/null

@@ -62,6 +62,40 @@ fn missing_and_garbled_config() {
     );
 }
 
+/// Retention policies that make no sense are refused with the field named, before
+/// anything is pruned.
+#[test]
+fn bad_retention_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = history(tmp.path());
+    let config = std::fs::read_to_string(&g.config).unwrap();
+    g.configure("    journal-retention:\n      keep-deltas: 0\n");
+    let o = g.cascade(&["journal", "prune", "-c", "cascade.yaml", "--cg", "cg"]);
+    fails(&o, 2, &["cascade.yaml", "journal-retention.keep-deltas: 0"]);
+    std::fs::write(&g.config, &config).unwrap();
+    g.configure("    journal-retention:\n      keep-age: 7x\n");
+    let o = g.cascade(&["journal", "prune", "-c", "cascade.yaml", "--cg", "cg"]);
+    fails(&o, 2, &["cascade.yaml", "`7x` is not an age"]);
+
+    std::fs::write(&g.config, &config).unwrap();
+    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
+    std::fs::write(
+        g.dir.join("cascade-targets/vault.yaml"),
+        "kind: object\nurl: ../vault\nretention:\n  keep-deltas: 0\n",
+    )
+    .unwrap();
+    g.configure("    targets: [vault]\n");
+    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
+    fails(&o, 2, &["vault.yaml", "retention.keep-deltas: 0"]);
+    assert!(!g.dir.join("vault").exists(), "nothing was exported");
+    let j = cascade::journal::Journal::open(&g.journal()).unwrap();
+    assert_eq!(
+        (j.first_delta(), j.last_delta()),
+        (1, 2),
+        "nothing was pruned"
+    );
+}
+
 #[test]
 fn unknown_group_and_volume() {
     let tmp = tempfile::tempdir().unwrap();

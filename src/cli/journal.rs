@@ -41,6 +41,7 @@ pub enum Command {
     /// This is the one journal command that changes the journal: it takes the writer
     /// lock, records the new first delta, then removes segments.
     Prune {
+        /// The cascade config file (YAML).
         #[arg(long, short)]
         config: PathBuf,
         /// The consistency group whose journal to prune.
@@ -49,6 +50,7 @@ pub enum Command {
         /// Say what would be removed, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// One JSON object: the policy's bound, the slowest target, what was removed.
         #[arg(long)]
         json: bool,
     },
@@ -93,10 +95,11 @@ pub fn print_prune(p: &cascade::export::JournalPrune) {
     };
     match &p.pruned {
         Some(r) => println!(
-            "{}: journal pruned to start at delta {} ({} deltas, {} removed): {why}",
+            "{}: journal pruned to start at delta {} ({} delta{}, {} removed): {why}",
             p.cg,
             r.first_after,
             r.deltas_removed,
+            if r.deltas_removed == 1 { "" } else { "s" },
             human_bytes(r.bytes_freed)
         ),
         None if p.dry_run => println!(
