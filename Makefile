@@ -35,8 +35,12 @@ lint:
 test: deps s3s-fs lint
 	$(CARGO) test --all-targets
 
-bench: deps build
-	bash tests/bench/bench.sh
+# The benchmarks also compare with restic, upload to s3s-fs, and time the limit program.
+BENCH_APT_PACKAGES := restic
+bench: deps s3s-fs build
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+	$(CARGO) build --release --example multipart-put
+	bash tests/bench/bench.sh $(BENCH)
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Performance bench for cascade: five measurements, each against a peer tool or a
+# Performance bench for cascade: eight measurements, each against a peer tool or a
 # limit, printed as a table with PASS/MISS against the aim from the issue.
 #
 #   1. full-scan diff of two 1 GiB images (warm cache)  vs  cat A B > /dev/null
@@ -9,11 +9,17 @@
 #      with a warm page cache (a) and a cold one for both (b)
 #   4. replay of the journal onto a file                vs  dd of the same bytes, fsynced
 #   5. peak RSS of a full cycle on a 4 GiB volume       vs  128 MiB
+#   6-8. the object replica (tests/bench/export.sh): export to S3 vs a plain object_store
+#      upload, restore from S3 vs dd, an incremental export vs restic backup
 #
-# Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time.
-# Scratch space: a fresh directory under ${BENCH_DIR:-/var/tmp/cascade-bench}, about
-# 13 GiB at peak, removed at the end. Exits 0 whether or not the aims are met; non-zero
-# only when something fails to run.
+#   bash tests/bench/bench.sh [core] [export]     (default both: 1-5 are `core`, 6-8 `export`;
+#                                                  `make bench BENCH=export` passes them)
+#
+# Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time,
+# restic, s3s-fs (`make s3s-fs`) and the multipart-put example (`make bench` installs
+# and builds them all). Scratch space: a fresh directory under
+# ${BENCH_DIR:-/var/tmp/cascade-bench}, about 13 GiB at peak, removed at the end.
+# Exits 0 whether or not the aims are met; non-zero only when something fails to run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,6 +33,7 @@ BLOCK=$((64 << 10))
 RUN= LOOP= MNT=
 cleanup() {
     set +e
+    stop_s3
     if [[ -n $MNT ]] && mountpoint -q "$MNT"; then umount "$MNT"; fi
     if [[ -n $LOOP ]]; then losetup -d "$LOOP"; fi
     if [[ -n $RUN ]]; then rm -rf "$RUN"; fi
@@ -299,11 +306,20 @@ bench_memory() {
     ratio=$(calc "$ours / 128")
     row "5 peak RSS, full cycle 4 GiB" "$ours MiB" "limit: 128 MiB" "$ratio" "< 1.00x of limit" \
         "$(lt "$ours" 128 && echo 1 || echo 0)"
+    rm -rf "$d"
 }
+
+# 6-8: the object replica.
+# shellcheck source=tests/bench/export.sh
+source "$ROOT/tests/bench/export.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
+    local parts=${*:-core export} p
+    for p in $parts; do
+        [[ $p == core || $p == export ]] || die "unknown part \`$p\`: give core, export or both"
+    done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
         command -v "$t" > /dev/null || die "missing $t"
@@ -315,11 +331,16 @@ main() {
     RUN=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
     local t0
     t0=$(now)
-    bench_diff
-    bench_incremental
-    bench_reflink
-    bench_replay
-    bench_memory
+    if [[ " $parts " == *" core "* ]]; then
+        bench_diff
+        bench_incremental
+        bench_reflink
+        bench_replay
+        bench_memory
+    fi
+    if [[ " $parts " == *" export "* ]]; then
+        bench_export
+    fi
 
     echo
     printf "$ROW_FMT\n" benchmark cascade "peer / limit" ratio aim result
