@@ -8,7 +8,7 @@
 //! touched, so bad input fails without leaving half-written replicas. Memory is two
 //! 1 MiB buffers whatever the volume size.
 use crate::error::{Error, Result};
-use crate::journal::record::{Record, MAX_EXTENT};
+use crate::journal::record::{Record, VolumeInfo, MAX_EXTENT};
 use crate::journal::Journal;
 use crate::sys;
 use serde::Serialize;
@@ -106,71 +106,87 @@ impl Applier {
         d: u64,
         targets: &HashMap<String, Target>,
     ) -> Result<(u64, u64)> {
-        let (mut data, mut zero) = (0, 0);
+        let mut total = (0, 0);
         let mut reader = journal.read_delta(d)?;
-        let mut slots: Vec<Option<&Target>> = Vec::new();
+        let mut slots = Vec::new();
         while let Some(rec) = reader.next_record()? {
-            match rec {
-                Record::Begin(b) => {
-                    slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect();
-                    // A file target takes each delta's volume size, so bytes past a
-                    // shrunken end do not come back when the volume grows again.
-                    for (v, t) in b.volumes.iter().zip(&slots) {
-                        if let Some(t) = t.filter(|t| !t.device) {
-                            t.file
-                                .set_len(v.size)
-                                .map_err(Error::io("cannot size replay target", &t.path))?;
-                        }
-                    }
+            match self.record(rec, targets, &mut slots)? {
+                Ok((data, zero)) => {
+                    total.0 += data;
+                    total.1 += zero;
                 }
-                Record::Data {
-                    volume,
-                    offset,
-                    length,
-                    compressed,
-                    ..
-                } => {
-                    let Some(t) = slots[volume as usize] else {
-                        continue;
-                    };
-                    let out = &mut self.raw[..length as usize];
-                    match self.dec.decompress_to_buffer(compressed, out) {
-                        Ok(n) if n == length as usize => {}
-                        Ok(n) => {
-                            return Err(reader
-                                .corrupt(format!("data decompresses to {n} bytes, not {length}")))
-                        }
-                        Err(e) => {
-                            return Err(reader.corrupt(format!("data does not decompress: {e}")))
-                        }
-                    }
-                    t.file
-                        .write_all_at(out, offset)
-                        .map_err(Error::io("cannot write replay target", &t.path))?;
-                    data += length as u64;
-                    self.unflushed += length as u64;
-                    if self.unflushed >= WRITEBACK_EVERY {
-                        // Only a hint: the final fsync is what makes the target durable.
-                        let _ = sys::start_writeback(&t.file);
-                        self.unflushed = 0;
-                    }
-                }
-                Record::Zero {
-                    volume,
-                    offset,
-                    length,
-                    ..
-                } => {
-                    let Some(t) = slots[volume as usize] else {
-                        continue;
-                    };
-                    zero_range(t, offset, length, &self.zeros)?;
-                    zero += length;
-                }
-                Record::Commit(_) | Record::Bookmark(_) => {}
+                Err(why) => return Err(reader.corrupt(why)),
             }
         }
-        Ok((data, zero))
+        Ok(total)
+    }
+
+    /// Applies one record; `slots` maps the delta's volumes to targets (set by its
+    /// Begin). Returns the bytes written and zeroed, or why the record is corrupt
+    /// (the caller knows where it is).
+    pub(crate) fn record<'t>(
+        &mut self,
+        rec: Record<'_>,
+        targets: &'t HashMap<String, Target>,
+        slots: &mut Vec<Option<&'t Target>>,
+    ) -> Result<std::result::Result<(u64, u64), String>> {
+        match rec {
+            Record::Begin(b) => {
+                *slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect();
+                // A file target takes each delta's volume size, so bytes past a
+                // shrunken end do not come back when the volume grows again.
+                for (v, t) in b.volumes.iter().zip(slots.iter()) {
+                    if let Some(t) = t.filter(|t| !t.device) {
+                        t.file
+                            .set_len(v.size)
+                            .map_err(Error::io("cannot size replay target", &t.path))?;
+                    }
+                }
+            }
+            Record::Data {
+                volume,
+                offset,
+                length,
+                compressed,
+                ..
+            } => {
+                let Some(t) = slots[volume as usize] else {
+                    return Ok(Ok((0, 0)));
+                };
+                let out = &mut self.raw[..length as usize];
+                match self.dec.decompress_to_buffer(compressed, out) {
+                    Ok(n) if n == length as usize => {}
+                    Ok(n) => {
+                        return Ok(Err(format!("data decompresses to {n} bytes, not {length}")))
+                    }
+                    Err(e) => return Ok(Err(format!("data does not decompress: {e}"))),
+                }
+                t.file
+                    .write_all_at(out, offset)
+                    .map_err(Error::io("cannot write replay target", &t.path))?;
+                self.unflushed += length as u64;
+                if self.unflushed >= WRITEBACK_EVERY {
+                    // Only a hint: the final fsync is what makes the target durable.
+                    let _ = sys::start_writeback(&t.file);
+                    self.unflushed = 0;
+                }
+                return Ok(Ok((length as u64, 0)));
+            }
+            Record::Zero {
+                volume,
+                offset,
+                length,
+                ..
+            } => {
+                let Some(t) = slots[volume as usize] else {
+                    return Ok(Ok((0, 0)));
+                };
+                zero_range(t, offset, length, &self.zeros)?;
+                return Ok(Ok((0, length)));
+            }
+            Record::Commit(_) | Record::Bookmark(_) => {}
+        }
+        Ok(Ok((0, 0)))
     }
 }
 
@@ -281,21 +297,30 @@ pub fn replay(
         report.zero_bytes += zero;
         progress(d, until);
     }
-    for (id, path) in &chosen {
+    report.volumes = sync_targets(&chosen, &open, &final_volumes)?;
+    Ok(report)
+}
+
+/// Makes every chosen target durable; describes each with its volume's size at the
+/// point (`volumes`, which holds every chosen id).
+pub(crate) fn sync_targets(
+    chosen: &[(String, PathBuf)],
+    open: &HashMap<String, Target>,
+    volumes: &[VolumeInfo],
+) -> Result<Vec<ReplayedVolume>> {
+    let mut out = Vec::new();
+    for (id, path) in chosen {
         let t = &open[id];
         t.file
             .sync_all()
             .map_err(Error::io("cannot sync replay target", &t.path))?;
-        report.volumes.push(ReplayedVolume {
+        out.push(ReplayedVolume {
             id: id.clone(),
             path: path.clone(),
-            size: final_volumes
-                .iter()
-                .find(|v| &v.id == id)
-                .map_or(needed[id], |v| v.size),
+            size: volumes.iter().find(|v| &v.id == id).map_or(0, |v| v.size),
         });
     }
-    Ok(report)
+    Ok(out)
 }
 
 /// What makes two paths the same file: device, inode and birth time when it exists
@@ -319,7 +344,7 @@ pub(crate) fn file_identity(p: &Path) -> String {
 
 /// Two volumes replayed into one file would leave neither right: refuse targets that
 /// are the same file (by device and inode) or the same path.
-fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
+pub(crate) fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
     let ids: Vec<String> = chosen.iter().map(|(_, p)| file_identity(p)).collect();
     for (i, a) in ids.iter().enumerate() {
         if let Some(j) = ids[..i].iter().position(|b| b == a) {
@@ -335,7 +360,7 @@ fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
 }
 
 /// Pairs targets with journal volumes: all by id, or all by position.
-fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     if targets.is_empty() {
         return Err(Error::InvalidArgument(
             "give at least one --to target".into(),

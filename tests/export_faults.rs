@@ -168,14 +168,27 @@ fn restore_refuses_a_missing_or_damaged_object() {
     let mut flipped = bytes.clone();
     flipped[bytes.len() / 2] ^= 0x10;
     std::fs::write(&object, &flipped).unwrap();
+    // Into a new file the restore streams: the damaged record is found as it arrives,
+    // and the file it had started is removed.
     let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("00000000000000000002.cjd") && text(&o).contains("checksum mismatch"),
+        "{}",
+        text(&o)
+    );
+    assert!(!g.dir.join("out.img").exists(), "nothing written");
+    // Onto an existing file everything is downloaded and checked first: the file is
+    // untouched.
+    std::fs::write(g.dir.join("old.img"), b"keep me").unwrap();
+    let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "old.img"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
         text(&o).contains("00000000000000000002.cjd") && text(&o).contains("manifest says"),
         "{}",
         text(&o)
     );
-    assert!(!g.dir.join("out.img").exists(), "nothing written");
+    assert_eq!(std::fs::read(g.dir.join("old.img")).unwrap(), b"keep me");
 
     std::fs::remove_file(&object).unwrap();
     let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);

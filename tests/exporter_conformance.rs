@@ -307,19 +307,29 @@ fn a_failing_target_does_not_hold_up_another() {
     assert!(far == points[2]);
 }
 
-/// Reads an object replica back the way a user would: a restore from it alone.
+/// Reads an object replica back the way a user would: a restore from it alone, both
+/// into new files (streamed) and onto existing files holding other bytes (downloaded
+/// and checked first), which must agree.
 fn restored(bucket: &Bucket, dir: &Path) -> Vec<Vec<u8>> {
     let out = tempfile::tempdir_in(dir).unwrap();
-    let targets = ["v0", "v1"].map(|v| {
-        format!("{v}={}", out.path().join(v).display())
-            .parse()
-            .unwrap()
-    });
-    restore_from(bucket, None, &targets, out.path(), &mut |_, _| {}).unwrap();
-    ["v0", "v1"]
-        .iter()
-        .map(|v| std::fs::read(out.path().join(v)).unwrap())
-        .collect()
+    let restore = |prefix: &str| {
+        let targets = ["v0", "v1"].map(|v| {
+            format!("{v}={}", out.path().join(format!("{prefix}{v}")).display())
+                .parse()
+                .unwrap()
+        });
+        restore_from(bucket, None, &targets, out.path(), &mut |_, _| {}).unwrap();
+        ["v0", "v1"]
+            .iter()
+            .map(|v| std::fs::read(out.path().join(format!("{prefix}{v}"))).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let streamed = restore("new-");
+    for v in ["v0", "v1"] {
+        std::fs::write(out.path().join(format!("old-{v}")), vec![0xeeu8; 5 << 20]).unwrap();
+    }
+    assert!(restore("old-") == streamed, "both ways of restoring agree");
+    streamed
 }
 
 #[test]

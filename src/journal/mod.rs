@@ -26,13 +26,13 @@ pub use frame::Pos;
 pub use index::{BookmarkEntry, DeltaEntry};
 pub use point::{format_time, Point};
 pub use prune::PruneReport;
+pub(crate) use scan::Scanner;
 pub use writer::{DeltaWriter, JournalWriter};
 
 use crate::error::{Error, Result};
 use frame::{FrameCursor, Step};
 use index::Index;
 use record::{Begin, Record};
-use scan::Scanner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,223 @@
+//! A restore into new files that streams: objects are fetched in order, part by part,
+//! while this thread parses their records, checks each one (checksum, grammar, commit
+//! digest, then the whole object's size and CRC-32C) and applies it. Downloading and
+//! writing overlap, and no scratch copy is written. Any failure removes the files
+//! the restore created, so a bad object still leaves nothing half-written.
+use super::{check_whole, corrupt_object, parts};
+use crate::error::{Error, Result};
+use crate::export::object::{Bucket, ManifestDelta};
+use crate::journal::frame::{self, FrameRead, Pos};
+use crate::journal::index::Entry;
+use crate::journal::record::{Begin, Record};
+use crate::journal::Scanner;
+use crate::replay::{
+    assign, refuse_shared_targets, sync_targets, Applier, ReplayReport, ReplayTarget, Target,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::PathBuf;
+
+pub fn restore_into_new_files(
+    bucket: &Bucket,
+    rt: &tokio::runtime::Runtime,
+    chain: &[&ManifestDelta],
+    targets: &[ReplayTarget],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ReplayReport> {
+    let last = *chain.last().expect("a chain is never empty");
+    let volumes = rt.block_on(first_begin(bucket, last))?.volumes;
+    let ids: Vec<&str> = volumes.iter().map(|v| v.id.as_str()).collect();
+    let chosen = assign(targets, &ids)?;
+    refuse_shared_targets(&chosen)?;
+
+    let mut created = Created(Vec::new());
+    let mut open: HashMap<String, Target> = HashMap::new();
+    for (id, path) in &chosen {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(Error::io("cannot create restore target", path))?;
+        created.0.push(path.clone());
+        open.insert(
+            id.clone(),
+            Target {
+                file,
+                device: false,
+                path: path.clone(),
+            },
+        );
+    }
+
+    // The fetcher runs ahead by a few parts; dropping the receiver stops it.
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let objects: Vec<ManifestDelta> = chain.iter().map(|d| (*d).clone()).collect();
+    let fetch_from = bucket.clone();
+    let fetcher = rt.spawn(async move {
+        for d in objects {
+            let mut parts = std::pin::pin!(parts(fetch_from.clone(), d));
+            while let Some(part) = parts.next().await {
+                let stop = part.is_err();
+                if tx.send(part).await.is_err() || stop {
+                    return;
+                }
+            }
+        }
+    });
+    let mut incoming = Incoming {
+        rx,
+        part: bytes::Bytes::new(),
+        failed: None,
+        crc: 0,
+        size: 0,
+    };
+    let mut report = ReplayReport {
+        from: chain[0].delta,
+        until: last.delta,
+        deltas: chain.len() as u64,
+        data_bytes: 0,
+        zero_bytes: 0,
+        volumes: Vec::new(),
+    };
+    let mut applier = Applier::new()?;
+    let mut scanner = Scanner::expecting(chain[0].delta - 1, 0);
+    let mut payload = Vec::new();
+    for d in chain {
+        incoming.crc = 0;
+        incoming.size = 0;
+        let mut slots = Vec::new();
+        let mut offset = 0u64;
+        let mut committed = false;
+        let mut object = (&mut incoming).take(d.size);
+        let corrupt = |at: u64, why: String| corrupt_object(bucket, d, at, why);
+        loop {
+            let (kind, crc) = match frame::read_frame(&mut object, &mut payload) {
+                Err(e) => {
+                    return Err(object
+                        .get_mut()
+                        .failed
+                        .take()
+                        .unwrap_or_else(|| Error::io("cannot read", bucket.url.clone())(e)))
+                }
+                Ok(FrameRead::End) => break,
+                Ok(FrameRead::Broken(why)) => return Err(corrupt(offset, why)),
+                Ok(FrameRead::Frame { kind, crc }) => (kind, crc),
+            };
+            let at = offset;
+            if committed {
+                return Err(corrupt(at, "a record follows the delta's commit".into()));
+            }
+            offset += frame::FRAME_LEN + payload.len() as u64;
+            match scanner.feed(pos(d, at), pos(d, offset), kind, crc, &payload) {
+                Ok(Some(Entry::Delta(_))) => committed = true,
+                Ok(_) => {}
+                Err(why) => return Err(corrupt(at, why)),
+            }
+            let rec = Record::decode(kind, &payload).map_err(|why| corrupt(at, why))?;
+            match applier.record(rec, &open, &mut slots)? {
+                Ok((data, zero)) => {
+                    report.data_bytes += data;
+                    report.zero_bytes += zero;
+                }
+                Err(why) => return Err(corrupt(at, why)),
+            }
+        }
+        if !committed {
+            return Err(corrupt(
+                offset,
+                "the object ends before its delta's commit".into(),
+            ));
+        }
+        check_whole(bucket, d, incoming.size, incoming.crc)?;
+        progress(d.delta, last.delta);
+    }
+    fetcher.abort();
+    report.volumes = sync_targets(&chosen, &open, &volumes)?;
+    created.0.clear();
+    Ok(report)
+}
+
+/// Where a record is, for the grammar checker: objects are numbered by delta id.
+fn pos(d: &ManifestDelta, offset: u64) -> Pos {
+    Pos {
+        segment: d.delta,
+        offset,
+    }
+}
+
+/// The Begin record that opens object `d`: its volumes are the restore's.
+async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
+    let key = bucket.key(&d.key);
+    let get = |r: std::ops::Range<u64>| {
+        let key = key.clone();
+        async move {
+            bucket
+                .store
+                .get_range(&key, r)
+                .await
+                .map_err(|e| super::object_error(bucket, &key, e))
+        }
+    };
+    let head = get(0..frame::FRAME_LEN.min(d.size)).await?;
+    let len = head.get(0..4).map_or(0, |b| {
+        u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64
+    });
+    let whole = get(0..(frame::FRAME_LEN + len).min(d.size)).await?;
+    let mut payload = Vec::new();
+    let bad = |why: String| corrupt_object(bucket, d, 0, why);
+    match frame::read_frame(&mut whole.as_ref(), &mut payload)
+        .map_err(Error::io("cannot read", bucket.url.clone()))?
+    {
+        FrameRead::Frame { kind, .. } => match Record::decode(kind, &payload).map_err(bad)? {
+            Record::Begin(b) => Ok(b),
+            _ => Err(bad("the object does not start with a Begin record".into())),
+        },
+        FrameRead::Broken(why) => Err(bad(why)),
+        FrameRead::End => Err(bad("the object is empty".into())),
+    }
+}
+
+/// The fetched parts as one byte stream, with the CRC-32C and size of what was read.
+struct Incoming {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+    part: bytes::Bytes,
+    /// The fetch error behind a failed read, to report it as it was.
+    failed: Option<Error>,
+    crc: u32,
+    size: u64,
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.part.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(p)) => self.part = p,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.part.len());
+        let chunk = self.part.split_to(n);
+        buf[..n].copy_from_slice(&chunk);
+        self.crc = crc32c::crc32c_append(self.crc, &chunk);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Files this restore created; removed unless the restore finished.
+struct Created(Vec<PathBuf>);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
