@@ -5,7 +5,7 @@
 //! ```yaml
 //! retention:
 //!   keep-deltas: 48   # the newest 48 restore points, whatever their age
-//!   keep-age: 7d      # and every restore point younger than 7 days
+//!   keep-age: 7d      # and every point taken in the 7 days before the newest one
 //! ```
 //!
 //! A point is kept when either rule keeps it; with no rule, everything is kept.
@@ -75,8 +75,8 @@ impl Retention {
     }
 
     /// The oldest restore point the policy keeps among `points` (ids and times,
-    /// ascending), at time `now_ns`; None when there are no points.
-    pub fn oldest_kept(&self, points: &[(u64, i64)], now_ns: i64) -> Option<u64> {
+    /// ascending); None when there are no points.
+    pub fn oldest_kept(&self, points: &[(u64, i64)]) -> Option<u64> {
         let first = points.first()?.0;
         if !self.prunes() {
             return Some(first);
@@ -85,14 +85,20 @@ impl Retention {
             let n = (n as usize).min(points.len());
             points[points.len() - n].0
         });
+        // Ages count back from the newest point, not from the clock: when cycles stop
+        // (a source offline for longer than keep-age) or the clock jumps ahead, the
+        // history stays. A point is young when it and every later point are.
+        let (newest, newest_t) = *points.last().expect("not empty");
         let by_age = self.keep_age.map_or(u64::MAX, |age| {
-            points
+            match points
                 .iter()
-                .find(|(_, t)| now_ns.saturating_sub(*t) < age.ns)
-                .map_or(u64::MAX, |p| p.0)
+                .rposition(|(_, t)| newest_t.saturating_sub(*t) >= age.ns)
+            {
+                Some(i) => points[i + 1].0,
+                None => first,
+            }
         });
         // Keep the newest point whatever the rules say: it is the replica's present.
-        let newest = points.last().expect("not empty").0;
         Some(by_count.min(by_age).min(newest))
     }
 }
@@ -109,43 +115,52 @@ mod tests {
 
     #[test]
     fn a_point_is_kept_when_either_rule_keeps_it() {
-        let now = 10 * H;
         let count = Retention {
             keep_deltas: Some(3),
             keep_age: None,
         };
-        assert_eq!(count.oldest_kept(&points(), now), Some(8));
-        let age = Retention {
+        assert_eq!(count.oldest_kept(&points()), Some(8));
+        let age = |a: &str| Retention {
             keep_deltas: None,
-            keep_age: Some("5h".parse().unwrap()),
+            keep_age: Some(a.parse().unwrap()),
         };
-        // Younger than 5 h at 10 h: points 6..=10.
-        assert_eq!(age.oldest_kept(&points(), now), Some(6));
+        // Within 5 h of the newest point (10 h): points 6..=10.
+        assert_eq!(age("5h").oldest_kept(&points()), Some(6));
         let both = Retention {
             keep_deltas: Some(3),
             keep_age: Some("5h".parse().unwrap()),
         };
-        assert_eq!(both.oldest_kept(&points(), now), Some(6));
-        let old = Retention {
-            keep_deltas: Some(2),
-            keep_age: Some("1h".parse().unwrap()),
-        };
-        assert_eq!(old.oldest_kept(&points(), 100 * H), Some(9));
+        assert_eq!(both.oldest_kept(&points()), Some(6));
         assert_eq!(
-            Retention::default().oldest_kept(&points(), now),
+            Retention::default().oldest_kept(&points()),
             Some(1),
             "no rule keeps everything"
         );
-        let none_young = Retention {
-            keep_deltas: None,
-            keep_age: Some("1h".parse().unwrap()),
-        };
         assert_eq!(
-            none_young.oldest_kept(&points(), 100 * H),
+            age("1s").oldest_kept(&points()),
             Some(10),
             "the newest point always stays"
         );
-        assert_eq!(count.oldest_kept(&[], now), None);
+        assert_eq!(count.oldest_kept(&[]), None);
+    }
+
+    /// Ages count from the newest point, not the clock: while cycles are paused (a
+    /// source offline longer than keep-age, a clock that jumped ahead) nothing ages
+    /// out; once a new point arrives, ages count back from it. A point stamped in the
+    /// future does not hold the history after it hostage.
+    #[test]
+    fn ages_count_back_from_the_newest_point() {
+        let age = Retention {
+            keep_deltas: None,
+            keep_age: Some("5h".parse().unwrap()),
+        };
+        let mut paused = points();
+        paused.push((11, 1000 * H));
+        assert_eq!(age.oldest_kept(&paused), Some(11));
+        assert_eq!(age.oldest_kept(&points()), Some(6), "no clock involved");
+        let mut skewed = points();
+        skewed[2].1 = 500 * H; // point 3 claims a time far ahead
+        assert_eq!(age.oldest_kept(&skewed), Some(6));
     }
 
     #[test]

@@ -158,6 +158,42 @@ fn the_slowest_target_bounds_the_journal() {
         .collect();
     assert_eq!(seqs, [2], "bookmark numbering goes on across a prune");
 
+    // Once every bookmark is pruned, numbering still goes on from the start file, and
+    // the journal rescans cleanly without its index.
+    for i in 8..10 {
+        points.push(change_and_cycle(&g, i));
+    }
+    let out = ok(&g, &["export", "-c", "cascade.yaml", "--target", "near"]);
+    assert!(out.contains("`vault`, holds delta 8"), "{out}");
+    ok(&g, &["export", "-c", "cascade.yaml"]);
+    let j = Journal::open(&g.journal()).unwrap();
+    assert_eq!((j.first_delta(), j.bookmarks().len()), (9, 0));
+    // The name `after-5` is free again in the journal; the vault still lists the old
+    // one (no retention there), and from now on the name means the new point.
+    g.bookmark("after-5");
+    std::fs::remove_file(g.journal().join("index.cji")).unwrap();
+    points.push(change_and_cycle(&g, 10));
+    ok(&g, &["export", "-c", "cascade.yaml"]);
+    ok(
+        &g,
+        &[
+            "restore", "--from", "vault", "--until", "after-5", "--to", "n0.img", "n1.img",
+        ],
+    );
+    assert!(
+        std::fs::read(g.dir.join("n0.img")).unwrap() == points[9][0],
+        "a reused bookmark name means the newer point"
+    );
+    let j = Journal::open(&g.journal()).unwrap();
+    assert_eq!(
+        j.bookmarks()
+            .iter()
+            .map(|b| (b.seq, b.after_delta))
+            .collect::<Vec<_>>(),
+        [(3, 10)]
+    );
+    assert!(ok(&g, &["journal", "verify", "journals/cg", "--json"]).contains("\"ok\":true"));
+
     // A target named after the deltas it needs were pruned is refused, clearly.
     g.block_target("late", true);
     let yaml = std::fs::read_to_string(&g.config)
@@ -168,9 +204,32 @@ fn the_slowest_target_bounds_the_journal() {
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("cg/late (block): FAILED") && out.contains("now begins at delta 7"),
+        out.contains("cg/late (block): FAILED") && out.contains("now begins at delta 10"),
         "{out}"
     );
+}
+
+/// The cut stops exactly after the slowest target's cursor, even when the policy
+/// would go further.
+#[test]
+fn the_cut_stops_right_after_the_slowest_cursor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = group(tmp.path());
+    for i in 0..5 {
+        change_and_cycle(&g, i);
+    }
+    ok(&g, &["export", "-c", "cascade.yaml"]);
+    for i in 5..9 {
+        change_and_cycle(&g, i);
+    }
+    let out = ok(&g, &["export", "-c", "cascade.yaml", "--target", "near"]);
+    assert!(
+        out.contains("journal pruned to start at delta 6")
+            && out
+                .contains("policy keeps deltas from 8; the slowest target, `vault`, holds delta 5"),
+        "{out}"
+    );
+    assert_eq!(Journal::open(&g.journal()).unwrap().first_delta(), 6);
 }
 
 /// A journal pruned to a full delta is whole again: replay onto fresh files works.

@@ -87,7 +87,8 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
 /// One line on what journal retention did (or would do) to a group's journal.
 pub fn print_prune(p: &cascade::export::JournalPrune) {
     let why = match (&p.policy_keeps_from, &p.slowest_target) {
-        (None, _) => "no journal-retention policy: the journal keeps everything".to_string(),
+        _ if !p.policy => "no journal-retention policy: the journal keeps everything".to_string(),
+        (None, _) => "the journal has no deltas yet".to_string(),
         (Some(k), Some((t, c))) => {
             format!("the policy keeps deltas from {k}; the slowest target, `{t}`, holds delta {c}")
         }

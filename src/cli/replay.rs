@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 /// Rebuild volumes from a journal at a committed point.
 ///
-/// Applies deltas 1..=N in order to the targets. A target is a file or block device;
+/// Applies deltas in order to the targets, from the newest full delta at or before N
+/// (delta 1 unless retention pruned the journal) to N. A target is a file or block device;
 /// a file that does not exist is created. Everything is checked before anything is
 /// written: every record checksum up to the point, and that each target can hold its
 /// volume (a smaller one is refused).

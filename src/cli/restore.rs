@@ -7,9 +7,16 @@ use std::process::ExitCode;
 
 /// Rebuild volumes at an exported point from an object-store replica alone.
 ///
-/// Needs nothing but the object store: the manifest says what was exported, the delta
-/// objects are downloaded into a scratch journal (checked against the manifest's sizes
-/// and CRCs, and every record against its own checksum) and replayed onto the targets.
+/// Needs nothing but the object store: the manifest says what was exported; the
+/// restore reads the newest full image at or before the point and the deltas after
+/// it. Every object must exist with the size the manifest gives before anything is
+/// written, and every record is checked against its checksum.
+///
+/// Into files that do not exist yet, the restore streams: each record is applied as it
+/// arrives, to PATH.partial, renamed to PATH once complete and fsynced; any failure
+/// removes the partial files. Onto existing files or block devices, every object is
+/// first downloaded into a scratch journal under --work-dir and checked completely
+/// (sizes, CRC-32C, every record), so a damaged replica never changes a target.
 /// Credentials come from the standard AWS environment variables (AWS_ACCESS_KEY_ID,
 /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...).
 #[derive(clap::Args)]

@@ -148,8 +148,8 @@ impl Exporter for BlockExporter {
             match state.replicas.get(id) {
                 Some(was) if state.delta > 0 && *was != now => {
                     return Err(Error::InvalidArgument(format!(
-                        "target `{}`: {} for volume `{id}` is not the file that received deltas 1..={} ({was}, now {now}); \
-                         to rebuild it from delta 1, remove {}",
+                        "target `{}`: {} for volume `{id}` is not the file that received deltas up to {} ({was}, now {now}); \
+                         to rebuild it from the start of the journal, remove {}",
                         self.name,
                         d.path.display(),
                         state.delta,

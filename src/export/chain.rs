@@ -110,8 +110,8 @@ pub fn synthesize(
 /// The manifest after `policy`: the restore points it keeps, and what they need (the
 /// newest full image at or before the oldest of them, and the deltas after that).
 /// Returns the new manifest and the newest delta id nothing needs any more.
-pub fn retained(m: &Manifest, policy: &Retention, now_ns: i64) -> Option<(Manifest, u64)> {
-    let oldest = policy.oldest_kept(&m.points(), now_ns)?;
+pub fn retained(m: &Manifest, policy: &Retention) -> Option<(Manifest, u64)> {
+    let oldest = policy.oldest_kept(&m.points())?;
     let base = m
         .fulls
         .iter()
@@ -136,10 +136,9 @@ pub fn prune(
     rt: &tokio::runtime::Runtime,
     m: &Manifest,
     policy: &Retention,
-    now_ns: i64,
 ) -> Result<(Manifest, Upkeep)> {
     let mut upkeep = Upkeep::default();
-    let Some((kept, base)) = retained(m, policy, now_ns) else {
+    let Some((kept, base)) = retained(m, policy) else {
         return Ok((m.clone(), upkeep));
     };
     if kept != *m {

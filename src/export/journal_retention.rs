@@ -15,7 +15,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalPrune {
     pub cg: String,
-    /// The oldest delta the policy keeps (None: the group has no policy).
+    /// Whether the group has a journal-retention policy.
+    pub policy: bool,
+    /// The oldest delta the policy keeps (None: no policy, or no deltas yet).
     pub policy_keeps_from: Option<u64>,
     /// The target holding the oldest delta, and that delta.
     pub slowest_target: Option<(String, u64)>,
@@ -36,10 +38,7 @@ fn plan(cfg: &Config, cg: &ConsistencyGroup, journal: &Journal) -> JournalPrune 
     let policy_keeps_from = cg
         .journal_retention
         .prunes()
-        .then(|| {
-            cg.journal_retention
-                .oldest_kept(&points, crate::volume::now_ns())
-        })
+        .then(|| cg.journal_retention.oldest_kept(&points))
         .flatten();
     let slowest_target = cg
         .targets
@@ -56,6 +55,7 @@ fn plan(cfg: &Config, cg: &ConsistencyGroup, journal: &Journal) -> JournalPrune 
     };
     JournalPrune {
         cg: cg.name.clone(),
+        policy: cg.journal_retention.prunes(),
         policy_keeps_from,
         slowest_target,
         first_delta: keep_from,
@@ -68,6 +68,7 @@ fn plan(cfg: &Config, cg: &ConsistencyGroup, journal: &Journal) -> JournalPrune 
 /// only says what would go.
 pub fn prune_journal(cfg: &Config, cg: &ConsistencyGroup, dry_run: bool) -> Result<JournalPrune> {
     let dir = cfg.journal_path(cg);
+    crate::journal::check_journal_dir(&dir)?;
     if dry_run {
         let mut p = plan(cfg, cg, &Journal::open(&dir)?);
         p.dry_run = true;

@@ -180,7 +180,7 @@ fn export_one(
     if status.cursor < last && status.cursor + 1 < journal.first_delta() {
         return Err(Error::NotFound(format!(
             "target `{}` holds delta {} but the journal now begins at delta {}: the deltas it needs were pruned \
-             before it was named in the group; seed it with `cascade restore` from an object replica, or give it a fresh journal",
+             before it was named in the group, so this journal cannot bring it up to date",
             target.name,
             status.cursor,
             journal.first_delta()

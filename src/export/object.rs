@@ -275,14 +275,24 @@ pub struct ObjectExporter {
 }
 
 impl ObjectExporter {
-    /// The exporter of an object target; synthetic fulls are built under `work`.
-    pub fn new(target: &Target, work: &Path) -> Result<ObjectExporter> {
+    /// The exporter of an object target; synthetic fulls are built in a directory
+    /// of its own under `state`, emptied here (the caller holds the target's lock, so
+    /// whatever is there was left by a run that died).
+    pub fn new(target: &Target, state: &Path) -> Result<ObjectExporter> {
         let (url, options) = target
             .spec
             .object_options()
             .expect("only object targets come here");
         let policy = target.spec.object_policy().expect("an object target");
-        ObjectExporter::with_bucket(&target.name, Bucket::open(url, &options)?, policy, work)
+        let work = state.join(format!("{}.work", target.name));
+        match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot clear scratch space", &work)(e))
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&work).map_err(Error::io("cannot create scratch space", &work))?;
+        ObjectExporter::with_bucket(&target.name, Bucket::open(url, &options)?, policy, &work)
     }
 
     pub fn with_bucket(
@@ -374,13 +384,8 @@ impl Exporter for ObjectExporter {
         }
         if self.policy.retention.prunes() {
             let m = self.manifest()?.clone();
-            let (kept, pruned) = chain::prune(
-                &self.bucket,
-                &self.runtime,
-                &m,
-                &self.policy.retention,
-                crate::volume::now_ns(),
-            )?;
+            let (kept, pruned) =
+                chain::prune(&self.bucket, &self.runtime, &m, &self.policy.retention)?;
             self.manifest = Some(kept);
             upkeep.deleted_objects = pruned.deleted_objects;
             upkeep.deleted_bytes = pruned.deleted_bytes;
@@ -391,7 +396,7 @@ impl Exporter for ObjectExporter {
 
 /// The bookmarks a replica with manifest `m` should list: those it lists already and
 /// the journal's up to its cursor (the journal may have pruned older ones), minus any
-/// before its oldest restore point (retention pruned those).
+/// before its oldest restore point (retention pruned those), one per name.
 fn bookmarks_for(m: &Manifest, journal: &Journal) -> Vec<BookmarkEntry> {
     let cursor = m.cursor();
     let oldest = m.points().first().map_or(u64::MAX, |p| p.0);
@@ -402,8 +407,14 @@ fn bookmarks_for(m: &Manifest, journal: &Journal) -> Vec<BookmarkEntry> {
             all.insert(b.seq, b.clone());
         }
     }
+    // A name the journal reused after pruning its first bookmark of that name now
+    // means the newer point, as it does in the journal.
+    let mut named: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for b in all.values() {
+        named.insert(b.name.clone(), b.seq);
+    }
     all.into_values()
-        .filter(|b| b.after_delta >= oldest)
+        .filter(|b| b.after_delta >= oldest && named[&b.name] == b.seq)
         .collect()
 }
 

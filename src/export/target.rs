@@ -188,9 +188,14 @@ impl Target {
                 access_key_id,
                 secret_access_key,
                 retention,
+                synthetic_full_every,
                 ..
             } => {
                 retention.check("retention").map_err(err)?;
+                if retention.prunes() && *synthetic_full_every == 0 {
+                    tracing::warn!(target_file = %file.display(),
+                        "retention without synthetic fulls (synthetic-full-every: 0) can delete only what lies before a full delta of the journal, which is rare");
+                }
                 if access_key_id.is_some() != secret_access_key.is_some() {
                     return Err(err("access-key-id and secret-access-key go together".into()));
                 }

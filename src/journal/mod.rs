@@ -107,7 +107,12 @@ impl Journal {
 
     /// The first delta the journal holds: 1, or later once retention pruned it.
     pub fn first_delta(&self) -> u64 {
-        self.index.start.delta
+        // The index's own first entry wins: a reader that read `start` just before a
+        // prune replaced it still finds its deltas.
+        self.index
+            .deltas
+            .first()
+            .map_or(self.index.start.delta, |d| d.delta)
     }
 
     pub fn start(&self) -> start::Start {
@@ -127,7 +132,9 @@ impl Journal {
             .map(|d| d.delta)
             .ok_or_else(|| {
                 Error::NotFound(format!(
-                    "{} begins at delta {}, which is not a full delta (retention pruned the deltas before it),                      and no full delta lies between it and delta {until}: replaying onto a fresh target needs one;                      restore from an object replica instead",
+                    "{} begins at delta {}, which is not a full delta (retention pruned the deltas before it), \
+                     and no full delta lies between it and delta {until}: replaying onto a fresh target needs one; \
+                     restore from an object replica instead",
                     self.dir.display(),
                     self.first_delta()
                 ))

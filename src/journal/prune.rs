@@ -47,11 +47,13 @@ impl JournalWriter {
             segments_removed: 0,
             bytes_freed: 0,
         };
+        let old = journal.start();
         if first <= before {
+            // Segments left below the start by a prune that crashed go now.
+            self.remove_segments_below(old.pos.segment, &mut report)?;
             return Ok(report);
         }
         let pos = journal.delta(first)?.begin;
-        let old = journal.start();
         let pruned_bookmarks: Vec<u64> = journal
             .bookmarks()
             .iter()
@@ -72,17 +74,7 @@ impl JournalWriter {
         report.deltas_removed = first - before;
         report.bookmarks_removed = pruned_bookmarks.len() as u64;
 
-        for n in frame::list_segments(&dir)?
-            .into_iter()
-            .filter(|n| *n < pos.segment)
-        {
-            let path = frame::segment_path(&dir, n);
-            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-            std::fs::remove_file(&path)
-                .map_err(Error::io("cannot remove pruned journal segment", &path))?;
-            report.segments_removed += 1;
-            report.bytes_freed += len;
-        }
+        self.remove_segments_below(pos.segment, &mut report)?;
         // The first kept segment may open with the end of a pruned delta; give its
         // blocks back to the file system (the header stays, readers check it).
         let path = frame::segment_path(&dir, pos.segment);
@@ -108,5 +100,21 @@ impl JournalWriter {
         }
         sync_dir(&dir)?;
         Ok(report)
+    }
+
+    fn remove_segments_below(&self, segment: u64, report: &mut PruneReport) -> Result<()> {
+        let dir = self.dir();
+        for n in frame::list_segments(dir)?
+            .into_iter()
+            .filter(|n| *n < segment)
+        {
+            let path = frame::segment_path(dir, n);
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            std::fs::remove_file(&path)
+                .map_err(Error::io("cannot remove pruned journal segment", &path))?;
+            report.segments_removed += 1;
+            report.bytes_freed += len;
+        }
+        Ok(())
     }
 }

@@ -315,7 +315,12 @@ impl JournalWriter {
             )));
         }
         let b = Bookmark {
-            seq: self.journal.bookmarks().last().map_or(0, |b| b.seq) + 1,
+            seq: self
+                .journal
+                .bookmarks()
+                .last()
+                .map_or(self.journal.start().seq, |b| b.seq)
+                + 1,
             after_delta: self.next_delta_id() - 1,
             time_ns,
             name: name.to_string(),

@@ -1,8 +1,10 @@
 //! A restore into new files that streams: objects are fetched in order, part by part,
 //! while this thread parses their records, checks each one (checksum, grammar, commit
 //! digest, then the whole object's size and CRC-32C) and applies it. Downloading and
-//! writing overlap, and no scratch copy is written. Any failure removes the files
-//! the restore created, so a bad object still leaves nothing half-written.
+//! writing overlap, and no scratch copy is written. Targets are written as
+//! `PATH.partial` and renamed into place once fsynced; any failure removes them, so a
+//! bad object leaves nothing half-written, and a killed restore leaves only files
+//! named as unfinished.
 use super::{check_whole, corrupt_object, parts};
 use crate::error::{Error, Result};
 use crate::export::object::{Bucket, ManifestDelta};
@@ -32,21 +34,25 @@ pub fn restore_into_new_files(
     let chosen = assign(targets, &ids)?;
     refuse_shared_targets(&chosen)?;
 
+    // Written as PATH.partial and renamed into place once durable: a restore killed
+    // half-way leaves files that say so, never a PATH with half its bytes.
     let mut created = Created(Vec::new());
     let mut open: HashMap<String, Target> = HashMap::new();
     for (id, path) in &chosen {
+        let partial = partial_path(path);
         let file = OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(Error::io("cannot create restore target", path))?;
-        created.0.push(path.clone());
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(Error::io("cannot create restore target", &partial))?;
+        created.0.push(partial.clone());
         open.insert(
             id.clone(),
             Target {
                 file,
                 device: false,
-                path: path.clone(),
+                path: partial,
             },
         );
     }
@@ -135,8 +141,26 @@ pub fn restore_into_new_files(
     }
     fetcher.abort();
     report.volumes = sync_targets(&chosen, &open, &volumes)?;
+    for (id, path) in &chosen {
+        std::fs::rename(&open[id].path, path)
+            .map_err(Error::io("cannot rename into place", path))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("cannot sync", dir))?;
+    }
     created.0.clear();
     Ok(report)
+}
+
+/// Where a target is written until the restore is complete.
+fn partial_path(path: &std::path::Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
 }
 
 /// Where a record is, for the grammar checker: objects are numbered by delta id.
