@@ -69,12 +69,16 @@ pub struct Volume {
     /// `file` driver: the image file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `lvm-thin` driver: the thin logical volume, as `VG/LV`.
+    #[serde(default)]
+    pub lv: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverKind {
     File,
+    LvmThin,
 }
 
 impl Config {
@@ -192,7 +196,32 @@ impl Config {
                             "{at}.path: the file driver needs the path of the image file"
                         ))
                     }
+                    DriverKind::File if v.lv.is_some() => {
+                        return Err(format!("{at}.lv: the file driver takes a path, not an LV"))
+                    }
                     DriverKind::File => {}
+                    DriverKind::LvmThin => {
+                        let lv = v.lv.as_deref().ok_or_else(|| {
+                            format!("{at}.lv: the lvm-thin driver needs the thin LV as VG/LV")
+                        })?;
+                        let ok = lv.split_once('/').is_some_and(|(vg, name)| {
+                            [vg, name].iter().all(|p| {
+                                !p.is_empty()
+                                    && p.chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
+                            })
+                        });
+                        if !ok {
+                            return Err(format!(
+                                "{at}.lv: `{lv}` is not VG/LV (letters, digits, + _ . - on each side)"
+                            ));
+                        }
+                        if v.path.is_some() {
+                            return Err(format!(
+                                "{at}.path: the lvm-thin driver takes lv: VG/LV, not a path"
+                            ));
+                        }
+                    }
                 }
             }
         }

@@ -7,10 +7,10 @@
 //! snapshot tagged with the journal's last delta exists (it is the next base, finished
 //! by `advance` again if the crash interrupted it); snapshots with other tags are
 //! leftovers, removed at the start of the next cycle.
+use crate::command;
 use crate::config::{Config, ConsistencyGroup};
 use crate::diff::ChangeKind;
 use crate::error::{Error, Result};
-use crate::hooks;
 use crate::journal::record::VolumeInfo;
 use crate::journal::{DeltaWriter, Journal, JournalWriter, Tail};
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
@@ -177,7 +177,7 @@ struct Frozen<'a> {
 impl<'a> Frozen<'a> {
     fn new(cg: &'a ConsistencyGroup) -> Result<Frozen<'a>> {
         if let Some(freeze) = &cg.hooks.freeze {
-            hooks::run(freeze)?;
+            command::run(freeze)?;
         }
         Ok(Frozen {
             thaw: cg.hooks.thaw.as_ref(),
@@ -187,7 +187,7 @@ impl<'a> Frozen<'a> {
     /// Runs the thaw hook now. Without a successful thaw the capture cannot be called
     /// consistent, so its error fails the cycle.
     fn thaw(&mut self) -> Result<()> {
-        self.thaw.take().map_or(Ok(()), |t| hooks::run(t))
+        self.thaw.take().map_or(Ok(()), |t| command::run(t))
     }
 }
 

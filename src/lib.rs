@@ -3,12 +3,12 @@
 //! arguments and calls in here, so every behaviour is reachable from tests.
 #![deny(unsafe_code)]
 
+pub mod command;
 pub mod config;
 pub mod cycle;
 pub mod diff;
 pub mod error;
 pub mod export;
-pub mod hooks;
 pub mod journal;
 mod lock;
 pub mod replay;

@@ -17,8 +17,10 @@
 //!   unchanged bytes as changed (cost), never the reverse (loss).
 //! - `retire(tag)` removes a snapshot; retiring one that does not exist is not an error.
 mod file;
+mod lvm_thin;
 
 pub use file::{now_ns, FileDriver};
+pub use lvm_thin::LvmThinDriver;
 
 use crate::config::{ConsistencyGroup, DriverKind};
 use crate::diff::Changes;
@@ -101,5 +103,6 @@ impl SnapshotSet {
 pub fn driver_for(cg: &ConsistencyGroup, state_dir: &Path) -> Result<Box<dyn VolumeDriver>> {
     match cg.volumes[0].driver {
         DriverKind::File => Ok(Box::new(FileDriver::new(cg, state_dir))),
+        DriverKind::LvmThin => Ok(Box::new(LvmThinDriver::new(cg, state_dir))),
     }
 }

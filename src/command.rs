@@ -1,25 +1,33 @@
-//! External commands (freeze/thaw hooks), run through duct so a failure's stderr and
-//! command line reach the error message.
+//! External commands (freeze/thaw hooks, lvm2 and thin-provisioning-tools), run through
+//! duct so a failure's command line and stderr reach the error message.
 use crate::error::{Error, Result};
 
 /// Runs `argv` to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(argv: &[String]) -> Result<()> {
+    output(argv, &[]).map(|_| ())
+}
+
+/// Runs `argv` with extra environment `env` and returns its stdout; a non-zero exit
+/// is an error carrying the command line and its stderr.
+pub fn output(argv: &[String], env: &[(&str, &str)]) -> Result<String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::InvalidArgument("empty command".into()))?;
     let command = argv.join(" ");
-    let out = duct::cmd(program, args)
+    let mut cmd = duct::cmd(program, args)
         .stderr_capture()
-        .stdout_null()
-        .unchecked()
-        .run()
-        .map_err(|e| Error::Command {
-            command: command.clone(),
-            status: "could not start".into(),
-            stderr: e.to_string(),
-        })?;
+        .stdout_capture()
+        .unchecked();
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run().map_err(|e| Error::Command {
+        command: command.clone(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(Error::Command {
             command,
