@@ -5,7 +5,7 @@ CARGO ?= cargo
 APT_PACKAGES := xfsprogs rsync time util-linux coreutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps s3s-fs demo test lint bench clean
+.PHONY: all build deps s3s-fs vm-deps demo test lint bench clean
 
 all: build
 
@@ -25,6 +25,11 @@ deps:
 s3s-fs:
 	bash tests/s3/install-s3s-fs.sh
 
+# The VM the LVM tests run in (qemu, Debian's kernel, lvm2, thin-provisioning-tools,
+# virtme-ng): the host kernel has no device-mapper. Installs only what is missing.
+vm-deps:
+	bash tests/vm/install.sh
+
 demo: build
 	bash examples/demo.sh
 
@@ -32,12 +37,12 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps s3s-fs lint
-	$(CARGO) test --all-targets
+test: deps s3s-fs vm-deps lint
+	CASCADE_REQUIRE_VM=1 $(CARGO) test --all-targets
 
 # The benchmarks also compare with restic, upload to s3s-fs, and time the limit program.
 BENCH_APT_PACKAGES := restic
-bench: deps s3s-fs build
+bench: deps s3s-fs vm-deps build
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(CARGO) build --release --example multipart-put
 	bash tests/bench/bench.sh $(BENCH)

@@ -62,6 +62,27 @@ fn missing_and_garbled_config() {
     );
 }
 
+/// LVM volumes named wrongly are refused at load, with the field named.
+#[test]
+fn bad_lvm_volumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = "state-dir: s\njournal-dir: j\nconsistency-groups:\n  - name: a\n    volumes:\n";
+    for (volumes, want) in [
+        ("      - { id: v, driver: lvm-thin }\n", "volumes[0].lv: the lvm-thin driver needs the thin LV as VG/LV"),
+        ("      - { id: v, driver: lvm-thin, lv: novg }\n", "volumes[0].lv: `novg` is not VG/LV"),
+        ("      - { id: v, driver: lvm-thin, lv: vg/a b }\n", "is not VG/LV"),
+        (
+            "      - { id: v, driver: lvm-thin, lv: vg/v }\n      - { id: w, driver: file, path: w.img }\n",
+            "volumes[1].driver: all volumes of a consistency group use one driver",
+        ),
+    ] {
+        std::fs::write(tmp.path().join("lvm.yaml"), format!("{head}{volumes}")).unwrap();
+        let o = cascade_in(tmp.path(), &["cycle", "--config", "lvm.yaml", "--cg", "a"]);
+        fails(&o, 2, &["lvm.yaml", want]);
+    }
+    assert!(!tmp.path().join("s").exists(), "nothing was created");
+}
+
 /// Retention policies that make no sense are refused with the field named, before
 /// anything is pruned.
 #[test]

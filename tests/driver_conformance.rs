@@ -10,7 +10,6 @@ use cascade::journal::JournalWriter;
 use cascade::volume::{driver_for, SnapshotSet, VolumeDriver};
 use common::group::{noise, Group};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 const SIZE: u64 = 8 << 20;
 
@@ -88,11 +87,28 @@ fn check_changes(
     total
 }
 
-fn suite(dir: &Path, expect_reflink: bool) {
-    let g = Group::new(dir, &[SIZE, SIZE / 2]);
+/// How a driver path shows in its snapshots, and how to make volume 1 disappear.
+struct DriverPath {
+    reflinked: bool,
+    live: bool,
+    /// Removes volume 1; a snapshot must then fail naming this.
+    remove_v1: Box<dyn Fn(&Group)>,
+    v1_name: &'static str,
+}
+
+fn file_path(reflink: bool) -> DriverPath {
+    DriverPath {
+        reflinked: reflink,
+        live: !reflink,
+        remove_v1: Box::new(|g| std::fs::remove_file(&g.volumes[1]).unwrap()),
+        v1_name: "v1.img",
+    }
+}
+
+fn suite(g: &Group, p: DriverPath) {
     g.write(0, 0, &noise(1, 3 << 20));
     g.write(1, 1 << 20, &noise(2, 1 << 20));
-    let (_, d) = driver(&g);
+    let (_, d) = driver(g);
     let d = d.as_ref();
     let mut w = JournalWriter::open(&g.journal(), 64 << 20).unwrap();
 
@@ -105,7 +121,7 @@ fn suite(dir: &Path, expect_reflink: bool) {
     assert!(
         s1.volumes
             .iter()
-            .all(|v| v.reflinked == expect_reflink && v.live != expect_reflink),
+            .all(|v| v.reflinked == p.reflinked && v.live == p.live),
         "{:?}",
         s1.volumes
     );
@@ -152,10 +168,10 @@ fn suite(dir: &Path, expect_reflink: bool) {
     assert_eq!(d.snapshots().unwrap(), [2]);
     d.retire(1).unwrap();
     assert_eq!(d.snapshots().unwrap(), [2]);
-    std::fs::remove_file(&g.volumes[1]).unwrap();
+    (p.remove_v1)(g);
     let err = d.snapshot(3).unwrap_err().to_string();
     assert!(
-        err.contains("v1.img"),
+        err.contains(p.v1_name),
         "the error names the missing volume: {err}"
     );
     assert_eq!(
@@ -178,7 +194,7 @@ fn file_driver_copy_path() {
         );
         return;
     }
-    suite(tmp.path(), false);
+    suite(&Group::new(tmp.path(), &[SIZE, SIZE / 2]), file_path(false));
 }
 
 #[test]
@@ -186,7 +202,10 @@ fn file_driver_reflink_path() {
     let Some(xfs) = common::xfs::XfsMount::new(512) else {
         return;
     };
-    suite(&xfs.path("group"), true);
+    suite(
+        &Group::new(&xfs.path("group"), &[SIZE, SIZE / 2]),
+        file_path(true),
+    );
 }
 
 /// On the reflink path a cycle reads only what changed: 1% of a 64 MiB volume.
@@ -203,4 +222,27 @@ fn reflink_cycle_reads_only_the_change() {
     }
     let r = g.cycle();
     assert_eq!(r.volumes[0].read_bytes, 10 * (64 << 10), "{r:?}");
+}
+
+/// The same contract for LVM thin volumes, inside the VM (real lvm2, thin_delta).
+#[test]
+fn lvm_thin_driver() {
+    let Some(scratch) = common::vm::in_vm("lvm_thin_driver") else {
+        return;
+    };
+    let vg = common::vm::ThinVg::new(&scratch, "cconf", 128);
+    let paths = vec![vg.thin_lv("v0", SIZE >> 20), vg.thin_lv("v1", SIZE >> 21)];
+    let entries = ["v0", "v1"].map(|v| format!("{{ id: {v}, driver: lvm-thin, lv: cconf/{v} }}"));
+    let g = Group::with_volumes(&scratch.join("group"), &entries, paths);
+    suite(
+        &g,
+        DriverPath {
+            reflinked: false,
+            live: false,
+            remove_v1: Box::new(|_| {
+                common::vm::sh("lvremove -q -y cconf/v1");
+            }),
+            v1_name: "cconf/v1",
+        },
+    );
 }

@@ -2,7 +2,7 @@
 //! tests that drive the library or the binary.
 use cascade::config::Config;
 use cascade::cycle::{run_cycle, CycleReport};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -36,6 +36,23 @@ impl Group {
         }
     }
 
+    /// A group `cg` of given volume entries (YAML flow mappings, as in
+    /// `{ id: v0, driver: lvm-thin, lv: vg/v0 }`) whose bytes are at `paths`.
+    pub fn with_volumes(dir: &Path, entries: &[String], paths: Vec<PathBuf>) -> Group {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut yaml = String::from("state-dir: state\njournal-dir: journals\nconsistency-groups:\n  - name: cg\n    volumes:\n");
+        for e in entries {
+            yaml += &format!("      - {e}\n");
+        }
+        let config = dir.join("cascade.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Group {
+            dir: dir.to_path_buf(),
+            config,
+            volumes: paths,
+        }
+    }
+
     pub fn config(&self) -> Config {
         Config::load(&self.config).unwrap()
     }
@@ -55,6 +72,8 @@ impl Group {
             .open(&self.volumes[volume])
             .unwrap();
         f.write_all_at(bytes, offset).unwrap();
+        // On a block device, a snapshot must see the write.
+        f.sync_data().unwrap();
     }
 
     /// Punches a hole, as a discard would.
@@ -63,7 +82,12 @@ impl Group {
             .write(true)
             .open(&self.volumes[volume])
             .unwrap();
-        cascade::sys::punch_hole(&f, offset, len).unwrap();
+        if f.metadata().unwrap().file_type().is_block_device() {
+            cascade::sys::zero_device_range(&f, offset, len).unwrap();
+        } else {
+            cascade::sys::punch_hole(&f, offset, len).unwrap();
+        }
+        f.sync_data().unwrap();
     }
 
     pub fn contents(&self) -> Vec<Vec<u8>> {

@@ -1,0 +1,122 @@
+//! Tests that need LVM run inside a small VM (tests/vm/run.sh: Debian's kernel with
+//! device-mapper over the host's root file system), because the host kernel has no
+//! device-mapper. A test calls [`in_vm`] first: on the host it boots the VM, runs the
+//! same test binary there with only that test selected, and asserts it passed; inside
+//! the VM it returns the scratch directory and the test goes on.
+//!
+//! The VM is installed by `make test` (tests/vm/install.sh), which also sets
+//! CASCADE_REQUIRE_VM so that a VM that cannot start fails the test: CI must run these.
+//! A plain `cargo test` on a machine without the VM skips them, loudly.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const IN_VM: &str = "CASCADE_IN_VM";
+const SCRATCH: &str = "CASCADE_VM_SCRATCH";
+
+/// `None` on the host, after the test ran and passed inside the VM; inside the VM,
+/// `Some(scratch)`: a directory writable from the VM, removed by the host afterwards.
+pub fn in_vm(test: &str) -> Option<PathBuf> {
+    if std::env::var_os(IN_VM).is_some() {
+        return Some(PathBuf::from(
+            std::env::var_os(SCRATCH).expect("set by the host"),
+        ));
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let scratch = tempfile::Builder::new()
+        .prefix("cascade-vm-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let started = std::time::Instant::now();
+    let status = Command::new(format!("{root}/tests/vm/run.sh"))
+        .arg("--rwdir")
+        .arg(scratch.path())
+        .arg("--")
+        .arg("env")
+        .arg(format!("{IN_VM}=1"))
+        .arg(format!("{SCRATCH}={}", scratch.path().display()))
+        .arg(format!("CARGO_MANIFEST_DIR={root}"))
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run tests/vm/run.sh: {e}"));
+    // 125: the VM could not start (no vng, no kernel, modules missing).
+    if status.code() == Some(125) && std::env::var_os("CASCADE_REQUIRE_VM").is_none() {
+        eprintln!(
+            "SKIPPED: {test}: the LVM test VM cannot start here (`make vm-deps` installs it)"
+        );
+        return None;
+    }
+    eprintln!(
+        "{test}: ran inside the VM in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "{test} failed inside the VM: {status}");
+    None
+}
+
+/// Runs a shell command inside the VM (from a test already there); panics with its
+/// output when it fails.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A volume group on a loop device over a sparse file, with a thin pool `pool`
+/// (64 KiB chunks); removed with its loop device when dropped.
+pub struct ThinVg {
+    pub vg: String,
+    loop_dev: String,
+}
+
+impl ThinVg {
+    pub fn new(scratch: &std::path::Path, vg: &str, pool_mib: u64) -> ThinVg {
+        let backing = scratch.join(format!("{vg}.img"));
+        sh(&format!(
+            "truncate -s {}M {}",
+            pool_mib + 64,
+            backing.display()
+        ));
+        let loop_dev = sh(&format!("losetup -f --show {}", backing.display()))
+            .trim()
+            .to_string();
+        sh(&format!(
+            "pvcreate -q {loop_dev} && vgcreate -q {vg} {loop_dev} && \
+             lvcreate -q -L {pool_mib}M -c 64k -T {vg}/pool"
+        ));
+        ThinVg {
+            vg: vg.to_string(),
+            loop_dev,
+        }
+    }
+
+    /// A thin LV of `mib` MiB in the pool; its device path.
+    pub fn thin_lv(&self, name: &str, mib: u64) -> PathBuf {
+        sh(&format!("lvcreate -q -V {mib}M -n {name} {}/pool", self.vg));
+        PathBuf::from(format!("/dev/{}/{name}", self.vg))
+    }
+}
+
+impl Drop for ThinVg {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!("vgremove -q -f {} && losetup -d {}", self.vg, self.loop_dev),
+            ])
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .status();
+    }
+}
