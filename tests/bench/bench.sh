@@ -12,7 +12,10 @@
 #   6-8. the object replica (tests/bench/export.sh): export to S3 vs a plain object_store
 #      upload, restore from S3 vs dd, an incremental export vs restic backup
 #
-#   bash tests/bench/bench.sh [core] [export]     (default both: 1-5 are `core`, 6-8 `export`;
+#   9-10. the lvm-thin driver in the VM (tests/bench/lvm.sh): bytes read and cycle time of an
+#      incremental cycle vs the bytes changed and the file driver's full-scan cycle
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm]   (default all: 1-5 `core`, 6-8 `export`, 9-10 `lvm`;
 #                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time,
@@ -312,13 +315,15 @@ bench_memory() {
 # 6-8: the object replica.
 # shellcheck source=tests/bench/export.sh
 source "$ROOT/tests/bench/export.sh"
+# shellcheck source=tests/bench/lvm.sh
+source "$ROOT/tests/bench/lvm.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export} p
+    local parts=${*:-core export lvm} p
     for p in $parts; do
-        [[ $p == core || $p == export ]] || die "unknown part \`$p\`: give core, export or both"
+        [[ $p == core || $p == export || $p == lvm ]] || die "unknown part \`$p\`: give core, export, lvm or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -340,6 +345,9 @@ main() {
     fi
     if [[ " $parts " == *" export "* ]]; then
         bench_export
+    fi
+    if [[ " $parts " == *" lvm "* ]]; then
+        bench_lvm
     fi
 
     echo
