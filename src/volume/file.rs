@@ -124,31 +124,11 @@ impl VolumeDriver for FileDriver {
     }
 
     fn snapshots(&self) -> Result<Vec<u64>> {
-        let mut tags = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tags),
-            Err(e) => return Err(Error::io("cannot list snapshots in", &self.dir)(e)),
-        };
-        for e in entries {
-            let e = e.map_err(Error::io("cannot list snapshots in", &self.dir))?;
-            if let Some(tag) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
-                tags.push(tag);
-            }
-        }
-        tags.sort_unstable();
-        Ok(tags)
+        super::tags_in(&self.dir, "")
     }
 
     fn open_snapshot(&self, tag: u64) -> Result<SnapshotSet> {
-        let manifest = self.tag_dir(tag).join(MANIFEST);
-        let bytes = std::fs::read(&manifest)
-            .map_err(Error::io("cannot read snapshot manifest", &manifest))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Io {
-            what: "snapshot manifest is damaged",
-            path: manifest,
-            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        super::read_set(self.tag_dir(tag).join(MANIFEST))
     }
 
     fn open_volume(&self, snap: &SnapshotSet, volume: usize) -> Result<File> {

@@ -269,46 +269,18 @@ impl VolumeDriver for LvmThinDriver {
     }
 
     fn snapshots(&self) -> Result<Vec<u64>> {
-        let mut tags = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tags),
-            Err(e) => return Err(Error::io("cannot list snapshots in", &self.dir)(e)),
-        };
-        for e in entries {
-            let e = e.map_err(Error::io("cannot list snapshots in", &self.dir))?;
-            let name = e.file_name();
-            if let Some(tag) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                tags.push(tag);
-            }
-        }
-        tags.sort_unstable();
         // A set whose LVs are gone (removed by hand) is no snapshot.
-        let mut present = Vec::new();
-        for tag in tags {
-            if self
-                .open_snapshot(tag)
-                .is_ok_and(|s| s.volumes.iter().all(|v| v.path.exists()))
-            {
-                present.push(tag);
-            }
-        }
-        Ok(present)
+        Ok(super::tags_in(&self.dir, ".json")?
+            .into_iter()
+            .filter(|tag| {
+                self.open_snapshot(*tag)
+                    .is_ok_and(|s| s.volumes.iter().all(|v| v.path.exists()))
+            })
+            .collect())
     }
 
     fn open_snapshot(&self, tag: u64) -> Result<SnapshotSet> {
-        let path = self.manifest(tag);
-        let bytes =
-            std::fs::read(&path).map_err(Error::io("cannot read snapshot manifest", &path))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Io {
-            what: "snapshot manifest is damaged",
-            path,
-            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        super::read_set(self.manifest(tag))
     }
 
     fn changes<'a>(

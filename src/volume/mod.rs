@@ -92,6 +92,40 @@ pub trait VolumeDriver: Send + Sync {
     fn retire(&self, tag: u64) -> Result<()>;
 }
 
+/// Snapshot tags named by the entries of `dir` (`TAG` followed by `suffix`), ascending;
+/// none if `dir` does not exist.
+fn tags_in(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
+    let mut tags = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tags),
+        Err(e) => return Err(Error::io("cannot list snapshots in", dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(Error::io("cannot list snapshots in", dir))?;
+        if let Some(tag) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            tags.push(tag);
+        }
+    }
+    tags.sort_unstable();
+    Ok(tags)
+}
+
+/// A snapshot set recorded as JSON at `path`.
+fn read_set(path: PathBuf) -> Result<SnapshotSet> {
+    let bytes = std::fs::read(&path).map_err(Error::io("cannot read snapshot manifest", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+        what: "snapshot manifest is damaged",
+        path,
+        cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
 impl SnapshotSet {
     /// Whether any volume still reads from the live volume.
     pub fn is_live(&self) -> bool {
