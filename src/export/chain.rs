@@ -30,12 +30,7 @@ pub struct Upkeep {
 
 /// The newest delta with a full image (a synthetic one, or a full delta).
 fn newest_full(m: &Manifest) -> u64 {
-    m.fulls
-        .iter()
-        .chain(m.deltas.iter().filter(|d| d.is_full()))
-        .map(|d| d.delta)
-        .max()
-        .unwrap_or(0)
+    m.full_at(u64::MAX).map_or(0, |d| d.delta)
 }
 
 /// Whether `every` deltas have gone by since the newest full image.
@@ -112,13 +107,7 @@ pub fn synthesize(
 /// Returns the new manifest and the newest delta id nothing needs any more.
 pub fn retained(m: &Manifest, policy: &Retention) -> Option<(Manifest, u64)> {
     let oldest = policy.oldest_kept(&m.points())?;
-    let base = m
-        .fulls
-        .iter()
-        .chain(m.deltas.iter().filter(|d| d.is_full()))
-        .map(|d| d.delta)
-        .filter(|d| *d <= oldest)
-        .max()?;
+    let base = m.full_at(oldest)?.delta;
     let mut kept = m.clone();
     kept.deltas
         .retain(|d| d.delta > base || (d.delta == base && d.is_full()));

@@ -66,18 +66,21 @@ impl Manifest {
         p
     }
 
-    /// The objects a restore to delta `n` reads: the newest full image at or before
-    /// `n`, then every delta after it up to `n`.
-    pub fn chain(&self, n: u64, url: &str) -> Result<Vec<&ManifestDelta>> {
-        let base = self
-            .fulls
+    /// The newest full image (a synthetic one, or a full delta) at or before `n`.
+    pub fn full_at(&self, n: u64) -> Option<&ManifestDelta> {
+        self.fulls
             .iter()
             .chain(self.deltas.iter().filter(|d| d.is_full()))
             .filter(|d| d.delta <= n)
             .max_by_key(|d| d.delta)
-            .ok_or_else(|| {
-                Error::NotFound(format!("{url}: no full image at or before delta {n}"))
-            })?;
+    }
+
+    /// The objects a restore to delta `n` reads: the newest full image at or before
+    /// `n`, then every delta after it up to `n`.
+    pub fn chain(&self, n: u64, url: &str) -> Result<Vec<&ManifestDelta>> {
+        let base = self.full_at(n).ok_or_else(|| {
+            Error::NotFound(format!("{url}: no full image at or before delta {n}"))
+        })?;
         let mut chain = vec![base];
         for want in base.delta + 1..=n {
             let d = self
