@@ -16,6 +16,9 @@ pub struct Config {
     /// One YAML file per replica target; default `cascade-targets` beside the config.
     #[serde(default = "default_targets_dir")]
     pub targets_dir: PathBuf,
+    /// Settings of `cascade run`, the daemon.
+    #[serde(default)]
+    pub daemon: crate::schedule::DaemonConfig,
     /// The targets the groups name, loaded and checked with the config.
     #[serde(skip)]
     pub targets: std::collections::BTreeMap<String, crate::export::Target>,
@@ -42,6 +45,10 @@ pub struct ConsistencyGroup {
     /// target holds it. Without a policy the journal keeps everything.
     #[serde(default)]
     pub journal_retention: crate::retention::Retention,
+    /// When `cascade run` cycles this group; without one the daemon only exports
+    /// and prunes what other cycles journal.
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 fn default_segment_mib() -> u64 {
@@ -130,6 +137,7 @@ impl Config {
         if self.consistency_groups.is_empty() {
             return Err("consistency-groups: at least one consistency group is required".into());
         }
+        self.daemon.check()?;
         let mut names = std::collections::HashSet::new();
         // A target holds one journal's deltas; two groups feeding it would interleave.
         let mut fed: std::collections::HashMap<&String, &String> = std::collections::HashMap::new();
@@ -159,6 +167,9 @@ impl Config {
             }
             cg.journal_retention
                 .check(&format!("{at}.journal-retention"))?;
+            if let Some(s) = &cg.schedule {
+                s.check(&format!("{at}.schedule"))?;
+            }
             if !(1..=4096).contains(&cg.segment_size_mib) {
                 return Err(format!(
                     "{at}.segment-size-mib: {} is outside 1..=4096",

@@ -64,6 +64,13 @@ pub enum Error {
     #[error("{path} is locked by another cascade process")]
     Locked { path: PathBuf },
 
+    /// A daemon already runs on this state directory.
+    #[error("a cascade daemon{} already runs on state directory {}; one daemon serves a state directory (stop it, or use another state-dir)", .pid.map_or(String::new(), |p| format!(" (pid {p})")), .state_dir.display())]
+    DaemonRunning {
+        state_dir: PathBuf,
+        pid: Option<u32>,
+    },
+
     /// An object store request that failed (network, credentials, server).
     #[error("object store {url}: {what}: {reason}")]
     ObjectStore {
@@ -95,7 +102,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Locked { .. } | Error::Io { .. } | Error::Command { .. }
+            Error::Locked { .. }
+                | Error::DaemonRunning { .. }
+                | Error::Io { .. }
+                | Error::Command { .. }
         )
     }
 }

@@ -14,6 +14,7 @@ mod lock;
 pub mod replay;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod sys;
 pub mod volume;
 

@@ -7,7 +7,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose);
+    cli::init_logging(
+        args.verbose,
+        args.log_format,
+        matches!(args.command, cli::Command::Run(_)),
+    );
     // The library does blocking file I/O; keep it off the async worker threads.
     let outcome = tokio::task::spawn_blocking(move || cli::run(args.command)).await;
     match outcome {

@@ -6,6 +6,7 @@ mod export;
 mod journal;
 mod replay;
 mod restore;
+mod run;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines for people (human) or one JSON object per line (json), on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,6 +44,7 @@ pub enum Command {
     Export(export::Args),
     Restore(restore::Args),
     Status(status::Args),
+    Run(run::Args),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -51,21 +56,38 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Status(a) => status::run(a),
+        Command::Run(a) => run::run(a),
     }
 }
 
-pub fn init_logging(verbose: u8) {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Logs go to stderr. The daemon logs at info by default (its log is its record);
+/// other verbs only warn, since their report is on stdout.
+pub fn init_logging(verbose: u8, format: LogFormat, daemon: bool) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 if !daemon => "warn",
+        0 | 1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// The one place exit codes are decided.
@@ -76,7 +98,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
         Some(Error::NotFound(_)) => 3,
         Some(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => 4,
         Some(Error::TargetTooSmall { .. }) => 5,
-        Some(Error::Locked { .. }) => 6,
+        Some(Error::Locked { .. } | Error::DaemonRunning { .. }) => 6,
         _ => 1,
     };
     ExitCode::from(code)

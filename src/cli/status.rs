@@ -1,84 +1,160 @@
 use super::{human_bytes, print_json};
 use cascade::config::Config;
-use cascade::journal::Journal;
+use cascade::schedule::{daemon_pid, group_report, GroupReport};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Show each consistency group's journal (its first and last delta, after retention,
-/// and its stored bytes) and, per target, the cursor, the lag in deltas and bytes, and
-/// the last error. Cursors are as of each target's last export.
+/// Show whether the daemon runs and, per consistency group: its schedule, the last
+/// cycle (when, result, delta, duration, error) and the next one, the journal's span
+/// after retention and its stored bytes, and per target the cursor and the lag in
+/// deltas, bytes and time, with the last export error.
+///
+/// The lag in time is the age of the oldest delta the target does not hold yet: how
+/// far back a restore from that target would land. Cursors are as of each target's
+/// last export. The next cycle is the daemon's plan when it runs (a tick or a
+/// retry), otherwise the schedule's next tick.
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, short)]
     config: PathBuf,
+    /// One JSON object (per refresh with --watch).
     #[arg(long)]
     json: bool,
+    /// Refresh every SECONDS (default 2) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    watch: Option<f64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&a.config)?;
-    let mut groups = Vec::new();
-    for cg in &cfg.consistency_groups {
-        let journal = Journal::open(&cfg.journal_path(cg)).ok();
-        let last = journal.as_ref().map_or(0, |j| j.last_delta());
-        let first = journal.as_ref().map_or(0, |j| j.first_delta());
-        let journal_bytes: u64 = journal
-            .as_ref()
-            .map_or(0, |j| j.deltas().iter().map(|d| d.stored_bytes).sum());
-        let mut targets = Vec::new();
-        for name in &cg.targets {
-            let st = cascade::export::load_status(&cfg, cg, name);
-            let cursor = st.as_ref().map_or(0, |s| s.cursor);
-            let lag_bytes: u64 = journal.as_ref().map_or(0, |j| {
-                j.deltas()
-                    .iter()
-                    .filter(|d| d.delta > cursor)
-                    .map(|d| d.stored_bytes)
-                    .sum()
-            });
-            targets.push(serde_json::json!({
-                "target": name,
-                "cursor": cursor,
-                "lag_deltas": last.saturating_sub(cursor),
-                "lag_bytes": lag_bytes,
-                "last_export": st.as_ref().and_then(|s| s.last_export.clone()),
-                "last_error": st.as_ref().and_then(|s| s.last_error.clone()),
-            }));
+    let every = match a.watch {
+        Some(s) if !(0.1..=86_400.0).contains(&s) => {
+            return Err(cascade::Error::InvalidArgument(format!(
+                "--watch {s}: give a refresh interval between 0.1 and 86400 seconds"
+            ))
+            .into())
         }
-        groups.push(serde_json::json!({
-            "cg": cg.name,
-            "first_delta": first,
-            "last_delta": last,
-            "journal_bytes": journal_bytes,
-            "targets": targets,
-        }));
+        w => w.map(Duration::from_secs_f64),
+    };
+    let clear = every.is_some() && !a.json && std::io::stdout().is_terminal();
+    loop {
+        // Read the config each time, so a watch follows the daemon's reloads.
+        let cfg = Config::load(&a.config)?;
+        let daemon = daemon_pid(&cfg.state_dir);
+        let groups: Vec<GroupReport> = cfg
+            .consistency_groups
+            .iter()
+            .map(|cg| group_report(&cfg, cg))
+            .collect();
+        if a.json {
+            print_json(&serde_json::json!({
+                "time": chrono::Utc::now(),
+                "daemon_pid": daemon,
+                "groups": groups,
+            }));
+        } else {
+            if clear {
+                print!("\x1b[2J\x1b[H");
+            }
+            print_text(daemon, &groups);
+        }
+        match every {
+            Some(d) => std::thread::sleep(d),
+            None => return Ok(ExitCode::SUCCESS),
+        }
     }
-    if a.json {
-        print_json(&serde_json::json!({ "groups": groups }));
-        return Ok(ExitCode::SUCCESS);
+}
+
+fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
+    let now = chrono::Utc::now();
+    match daemon {
+        Some(pid) => println!("daemon: running (pid {pid})"),
+        None => println!("daemon: not running"),
     }
-    for g in &groups {
-        let name = g["cg"].as_str().unwrap_or("");
-        match g["last_delta"].as_u64().unwrap_or(0) {
+    for g in groups {
+        let name = &g.cg;
+        match g.last_delta {
             0 => println!("cg {name}: no committed delta yet"),
             last => println!(
                 "cg {name}: last delta {last}; the journal holds deltas {}..={last} ({})",
-                g["first_delta"],
-                human_bytes(g["journal_bytes"].as_u64().unwrap_or(0)),
+                g.first_delta,
+                human_bytes(g.journal_bytes),
             ),
         }
-        for t in g["targets"].as_array().into_iter().flatten() {
-            let error = t["last_error"]
-                .as_str()
+        if let Some(e) = &g.journal_error {
+            println!("  journal: {e}");
+        }
+        let s = &g.state;
+        match &g.schedule {
+            None => println!("  schedule: none (cycled only by `cascade cycle`)"),
+            Some(sched) => {
+                println!("  schedule: {sched}");
+                if let (Some(started), Some(result)) = (s.last_started, s.last_result) {
+                    let took = s.last_duration_ms.map_or(String::new(), |ms| {
+                        format!(" in {:.1} s", ms as f64 / 1000.0)
+                    });
+                    let delta = s
+                        .last_delta
+                        .map_or(String::new(), |d| format!(", delta {d}"));
+                    println!(
+                        "  last cycle: {} ({} ago): {}{delta}{took}",
+                        started.format("%Y-%m-%d %H:%M:%S UTC"),
+                        ago(now - started),
+                        result.as_str()
+                    );
+                }
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e} ({} failures in a row)", s.failures);
+                }
+                let next = if daemon.is_some() {
+                    s.next.or(g.next_tick)
+                } else {
+                    g.next_tick
+                };
+                if let Some(n) = next {
+                    let by = if daemon.is_some() {
+                        ""
+                    } else {
+                        " (when the daemon runs)"
+                    };
+                    println!(
+                        "  next cycle: {} (in {}){by}",
+                        n.format("%Y-%m-%d %H:%M:%S UTC"),
+                        ago(n - now)
+                    );
+                }
+            }
+        }
+        for t in &g.targets {
+            let error = t
+                .last_error
+                .as_ref()
                 .map_or(String::new(), |e| format!("  last error: {e}"));
-            println!(
-                "  {:<16} cursor {:>6}  lag {} deltas, {}{error}",
-                t["target"].as_str().unwrap_or(""),
-                t["cursor"],
-                t["lag_deltas"],
-                human_bytes(t["lag_bytes"].as_u64().unwrap_or(0)),
-            );
+            let behind = if t.lag_deltas == 0 {
+                "current".to_string()
+            } else {
+                format!(
+                    "lag {} deltas, {}, {}",
+                    t.lag_deltas,
+                    human_bytes(t.lag_bytes),
+                    ago(chrono::TimeDelta::milliseconds(
+                        (t.lag_seconds * 1000.0) as i64
+                    ))
+                )
+            };
+            println!("  {:<16} cursor {:>6}  {behind}{error}", t.target, t.cursor);
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// A duration for people: 42 s, 3 min, 5 h, 2 d.
+fn ago(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }

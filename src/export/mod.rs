@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::journal::Journal;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub trait Exporter: Send {
     /// The newest delta the replica holds durably.
@@ -100,6 +101,10 @@ pub struct TargetStatus {
     /// Synthetic full and retention work of the last export.
     #[serde(default)]
     pub upkeep: Upkeep,
+    /// The export was asked to stop and ended at a delta boundary before the
+    /// journal's end (its history upkeep was left for the next export).
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// Per-target state files live here: cursors of local targets, last status, locks.
@@ -116,7 +121,6 @@ pub fn export(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<Vec<TargetStatus>> {
     let journal = Journal::open(&cfg.journal_path(cg))?;
-    let last = journal.last_delta();
     let names: Vec<&String> = match only {
         Some(n) => vec![cg.targets.iter().find(|t| *t == n).ok_or_else(|| {
             Error::NotFound(format!(
@@ -127,36 +131,52 @@ pub fn export(
         })?],
         None => cg.targets.iter().collect(),
     };
+    let never = AtomicBool::new(false);
+    names
+        .into_iter()
+        .map(|name| export_target(cfg, cg, name, &journal, progress, &never))
+        .collect()
+}
+
+/// Brings one target of `cg` up to the newest delta of `journal`, and saves its
+/// status. The target's own failure is recorded in the status, not returned. When
+/// `stop` is set the export ends at the next delta boundary, skipping the upkeep of
+/// the replica's history; the cursor then names the last delta applied.
+pub fn export_target(
+    cfg: &Config,
+    cg: &ConsistencyGroup,
+    name: &str,
+    journal: &Journal,
+    progress: &mut dyn FnMut(&str, u64, u64),
+    stop: &AtomicBool,
+) -> Result<TargetStatus> {
+    let target = cfg.target(name)?;
     let state = targets_state(cfg, cg);
     std::fs::create_dir_all(&state)
         .map_err(Error::io("cannot create target state directory", &state))?;
-    let mut out = Vec::new();
-    for name in names {
-        let target = cfg.target(name)?;
-        let mut status = TargetStatus {
-            target: name.clone(),
-            kind: match target.spec {
-                TargetSpec::Block { .. } => "block".into(),
-                TargetSpec::Object { .. } => "object".into(),
-            },
-            // Until the target answers, what it held after the last export.
-            cursor: load_status(cfg, cg, name).map_or(0, |s| s.cursor),
-            applied: 0,
-            bytes: 0,
-            last_export: None,
-            last_error: None,
-            upkeep: Upkeep::default(),
-        };
-        let result = export_one(target, cg, &state, &journal, last, &mut status, progress);
-        status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
-        if let Err(e) = result {
-            tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
-            status.last_error = Some(e.to_string());
-        }
-        save_status(&state, &status)?;
-        out.push(status);
+    let mut status = TargetStatus {
+        target: name.to_string(),
+        kind: match target.spec {
+            TargetSpec::Block { .. } => "block".into(),
+            TargetSpec::Object { .. } => "object".into(),
+        },
+        // Until the target answers, what it held after the last export.
+        cursor: load_status(cfg, cg, name).map_or(0, |s| s.cursor),
+        applied: 0,
+        bytes: 0,
+        last_export: None,
+        last_error: None,
+        upkeep: Upkeep::default(),
+        stopped: false,
+    };
+    let result = export_one(target, cg, &state, journal, &mut status, progress, stop);
+    status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
+    if let Err(e) = result {
+        tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
+        status.last_error = Some(e.to_string());
     }
-    Ok(out)
+    save_status(&state, &status)?;
+    Ok(status)
 }
 
 fn export_one(
@@ -164,10 +184,11 @@ fn export_one(
     cg: &ConsistencyGroup,
     state: &Path,
     journal: &Journal,
-    last: u64,
     status: &mut TargetStatus,
     progress: &mut dyn FnMut(&str, u64, u64),
+    stop: &AtomicBool,
 ) -> Result<()> {
+    let last = journal.last_delta();
     let _lock = crate::lock::lock(&state.join(format!("{}.lock", target.name)), &target.file)?;
     let mut exporter = open_exporter(target, cg, state)?;
     status.cursor = exporter.cursor()?;
@@ -187,6 +208,10 @@ fn export_one(
         )));
     }
     for d in status.cursor + 1..=last {
+        if stop.load(Ordering::Relaxed) {
+            status.stopped = true;
+            return Ok(());
+        }
         status.bytes += exporter.apply(journal, d)?;
         status.cursor = d;
         status.applied += 1;

@@ -1,0 +1,265 @@
+//! The daemon's supervisor: takes the state directory's lock, starts a task per group
+//! and per target, serves metrics, and handles signals (stop, reload).
+use super::metrics::Metrics;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub struct DaemonOptions {
+    pub config: PathBuf,
+    /// Overrides `daemon.metrics-listen` of the config.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What every task of the daemon shares.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    /// The running config; replaced on a successful reload.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Becomes true when the daemon stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// The same, for blocking code (an export checks it between deltas).
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One group's rendezvous between its cycle task and its target tasks.
+pub(crate) struct GroupHandle {
+    /// Held by whoever writes the journal inside the daemon (a cycle, a prune).
+    pub writer: tokio::sync::Mutex<()>,
+    /// The newest delta a cycle of the daemon committed; wakes the exporters.
+    pub committed: watch::Sender<u64>,
+}
+
+/// A task: a group's cycles (no target) or one target's exports.
+type Key = (String, Option<String>);
+
+/// The lock file of a state directory; it holds the running daemon's pid.
+fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon.lock")
+}
+
+/// The pid of the daemon running on `state_dir`, if one is.
+pub fn daemon_pid(state_dir: &Path) -> Option<u32> {
+    let mut f = File::open(lock_path(state_dir)).ok()?;
+    match f.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => {
+            let mut s = String::new();
+            f.read_to_string(&mut s).ok()?;
+            s.trim().parse().ok()
+        }
+    }
+}
+
+/// Locks `state_dir` for this daemon, or says which daemon has it.
+fn lock_state(state_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(Error::io("cannot create state directory", state_dir))?;
+    let path = lock_path(state_dir);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io("cannot open lock", &path))?;
+    if f.try_lock().is_err() {
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        return Err(Error::DaemonRunning {
+            state_dir: state_dir.to_path_buf(),
+            pid: s.trim().parse().ok(),
+        });
+    }
+    f.set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| writeln!(f, "{}", std::process::id()))
+        .and_then(|_| f.sync_all())
+        .map_err(Error::io("cannot write lock", &path))?;
+    Ok(f)
+}
+
+pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
+    let cfg = Arc::new(Config::load(&opts.config)?);
+    let _lock = lock_state(&cfg.state_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let listen = match opts.metrics_listen {
+        Some(a) => Some(a),
+        None => cfg
+            .daemon
+            .metrics_listen
+            .as_deref()
+            .map(super::parse_listen)
+            .transpose()
+            .map_err(Error::InvalidArgument)?,
+    };
+    if let Some(addr) = listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(Error::io("cannot listen for metrics on", addr.to_string()))?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(super::http::serve(l, metrics.clone()));
+    }
+    let mut term =
+        signal(SignalKind::terminate()).map_err(Error::io("cannot handle", "SIGTERM"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::io("cannot handle", "SIGINT"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::io("cannot handle", "SIGHUP"))?;
+
+    let (config_tx, config_rx) = watch::channel(cfg.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = Ctx {
+        config: config_rx,
+        shutdown: shutdown_rx,
+        stop: Arc::new(AtomicBool::new(false)),
+        metrics,
+    };
+    let mut sup = Supervisor {
+        ctx: ctx.clone(),
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        handles: HashMap::new(),
+    };
+    sup.start_missing(&cfg);
+    tracing::info!(config = %opts.config.display(), pid = std::process::id(),
+        groups = cfg.consistency_groups.len(), "cascade daemon started");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let current = config_tx.borrow().clone();
+                if let Some(new) = reload(&opts.config, &current, &ctx.metrics) {
+                    config_tx.send_replace(new.clone());
+                    sup.start_missing(&new);
+                }
+            }
+            Some(done) = sup.tasks.join_next_with_id() => sup.ended(done),
+        }
+    }
+
+    tracing::info!("stopping: running cycles finish, exports stop at a delta boundary");
+    ctx.stop.store(true, Ordering::Relaxed);
+    shutdown_tx.send_replace(true);
+    loop {
+        tokio::select! {
+            next = sup.tasks.join_next() => if next.is_none() { break },
+            _ = term.recv() => exit_now(),
+            _ = int.recv() => exit_now(),
+        }
+    }
+    tracing::info!("cascade daemon stopped");
+    Ok(())
+}
+
+/// A second stop signal: leave without waiting. A cycle cut short leaves an
+/// uncommitted tail and a snapshot, which the next cycle removes; an export resumes
+/// from its durable cursor.
+fn exit_now() -> ! {
+    tracing::warn!("second stop signal: exiting at once; the next start recovers");
+    std::process::exit(130)
+}
+
+/// Loads the config again; on any problem keeps the running one and says why.
+fn reload(path: &Path, current: &Config, metrics: &Metrics) -> Option<Arc<Config>> {
+    let refuse = |why: String| {
+        tracing::error!(config = %path.display(), error = %why,
+            "config reload refused; the running config stays in force");
+        metrics.reloaded(false);
+        None
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return refuse(e.to_string()),
+    };
+    if new.state_dir != current.state_dir {
+        return refuse(format!(
+            "state-dir changed from {} to {}; the daemon holds the old one's lock, so restart it to move",
+            current.state_dir.display(),
+            new.state_dir.display()
+        ));
+    }
+    if new.daemon != current.daemon {
+        tracing::warn!(
+            "daemon settings (metrics-listen) take effect at the next start, not on reload"
+        );
+    }
+    metrics.reloaded(true);
+    metrics.retain(|g, t| {
+        new.group(g)
+            .is_ok_and(|cg| t.is_none_or(|t| cg.targets.iter().any(|x| x == t)))
+    });
+    tracing::info!(config = %path.display(), groups = new.consistency_groups.len(), "config reloaded");
+    Some(Arc::new(new))
+}
+
+struct Supervisor {
+    ctx: Ctx,
+    tasks: JoinSet<()>,
+    running: HashMap<tokio::task::Id, Key>,
+    handles: HashMap<String, Arc<GroupHandle>>,
+}
+
+impl Supervisor {
+    /// Starts the tasks the config asks for that are not running. Tasks whose group
+    /// or target left the config end by themselves.
+    fn start_missing(&mut self, cfg: &Config) {
+        let have: HashSet<Key> = self.running.values().cloned().collect();
+        for cg in &cfg.consistency_groups {
+            let handle = self
+                .handles
+                .entry(cg.name.clone())
+                .or_insert_with(|| {
+                    Arc::new(GroupHandle {
+                        writer: tokio::sync::Mutex::new(()),
+                        committed: watch::channel(0).0,
+                    })
+                })
+                .clone();
+            let key = (cg.name.clone(), None);
+            if !have.contains(&key) {
+                let job = super::group_job::run(cg.name.clone(), handle.clone(), self.ctx.clone());
+                let id = self.tasks.spawn(job).id();
+                self.running.insert(id, key);
+            }
+            for t in &cg.targets {
+                let key = (cg.name.clone(), Some(t.clone()));
+                if !have.contains(&key) {
+                    let job = super::target_job::run(
+                        cg.name.clone(),
+                        t.clone(),
+                        handle.clone(),
+                        self.ctx.clone(),
+                    );
+                    let id = self.tasks.spawn(job).id();
+                    self.running.insert(id, key);
+                }
+            }
+        }
+    }
+
+    /// A task ended: its group or target left the config, or it panicked, in which
+    /// case it is started again so one bad job does not end the daemon's care of it.
+    fn ended(&mut self, done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match &done {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let key = self.running.remove(&id);
+        if let (Err(e), Some((cg, target))) = (done, key) {
+            tracing::error!(cg = %cg, target = ?target, error = %e, "a daemon task panicked; starting it again");
+            let cfg = self.ctx.config.borrow().clone();
+            self.start_missing(&cfg);
+        }
+    }
+}

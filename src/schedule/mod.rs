@@ -1,0 +1,39 @@
+//! The daemon, `cascade run`: every consistency group cycles on its own cron
+//! schedule, every target is kept caught up with its group's journal, and retention
+//! prunes by policy.
+//!
+//! Shape:
+//! - one task per group runs its cycles ([`group_job`]); at most one cycle of a group
+//!   runs at a time, because the task runs them one after another, and a tick that
+//!   comes while a cycle still runs is skipped and counted. Groups run concurrently.
+//! - one task per target runs its exports ([`target_job`]), woken by its group's
+//!   commits (and by a poll of the journal index, for cycles and bookmarks made by the
+//!   CLI), so a slow or failing target never holds up a cycle or another target.
+//! - the journal's writers inside the daemon (a cycle, a prune) take the group's
+//!   writer mutex, so they queue instead of refusing each other with "locked".
+//! - blocking work (cycles, exports) runs on tokio's blocking pool, inside a tracing
+//!   span naming the group and target; a panic there fails that one job.
+//! - failures are retried with exponential backoff ([`backoff`]), and reported in
+//!   `STATE/CG/schedule.json`, the targets' status files and the metrics.
+//!
+//! Stopping (SIGTERM, Ctrl-C): no new cycle or export starts; a running cycle is
+//! finished (it commits, or fails and leaves nothing), and a running export stops at
+//! the next delta boundary. A second signal exits at once; the journal's own crash
+//! safety then applies. SIGHUP reloads the config and keeps the running one if the
+//! new one does not load.
+mod backoff;
+pub mod cron;
+mod daemon;
+mod group_job;
+pub mod group_state;
+mod http;
+pub mod metrics;
+pub mod report;
+mod settings;
+mod target_job;
+
+pub use cron::{Missed, Schedule};
+pub use daemon::{daemon_pid, run_daemon, DaemonOptions};
+pub use group_state::{GroupState, Outcome};
+pub use report::{group_report, GroupReport};
+pub use settings::{parse_listen, DaemonConfig, DEFAULT_METRICS_PORT};

@@ -1,0 +1,162 @@
+//! One target's exports under the daemon: whenever its group's journal changes (a
+//! commit by the group's task, or a cycle or bookmark made by the CLI, seen by a poll
+//! of the journal index), bring the target up to date; then prune the journal by its
+//! retention policy, which the slowest target bounds.
+//!
+//! A failed export is retried with backoff; the target's status file and the metrics
+//! say why. Other targets and the cycles go on regardless.
+use super::backoff::backoff;
+use super::daemon::{Ctx, GroupHandle};
+use crate::config::Config;
+use crate::journal::Journal;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the journal index is looked at for changes the daemon did not make.
+const POLL: Duration = Duration::from_secs(5);
+
+/// What identifies one state of a journal's index: it changes with every commit,
+/// bookmark and prune.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(cfg: &Config, name: &str) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let cg = cfg.group(name).ok()?;
+    let m = std::fs::metadata(crate::journal::index::index_path(&cfg.journal_path(cg))).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
+    let mut committed = handle.committed.subscribe();
+    let mut exported: Stamp = None;
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let cfg = ctx.config.borrow_and_update().clone();
+        let in_group = cfg
+            .group(&cg_name)
+            .is_ok_and(|cg| cg.targets.contains(&target));
+        if !in_group {
+            return;
+        }
+        let now_stamp = stamp(&cfg, &cg_name);
+        let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
+        if now_stamp.is_some() && (now_stamp != exported || failures > 0) && retry_due {
+            match export(&cfg, &cg_name, &target, &handle, &ctx).await {
+                Outcome::Done => {
+                    exported = now_stamp;
+                    failures = 0;
+                    retry_at = None;
+                }
+                Outcome::Failed => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    tracing::warn!(cg = %cg_name, target = %target, failures,
+                        retry_in_s = wait.as_secs(), "export failed; retrying with backoff");
+                    retry_at = Some(Instant::now() + wait);
+                }
+                Outcome::Stopped => return,
+            }
+            super::group_job::refresh(&cfg, &cg_name, &ctx).await;
+            continue;
+        }
+        let wait = retry_at.filter(|_| failures > 0).map_or(POLL, |t| {
+            t.saturating_duration_since(Instant::now()).min(POLL)
+        });
+        tokio::select! {
+            _ = committed.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.shutdown.changed() => return,
+            _ = ctx.config.changed() => {}
+        }
+    }
+}
+
+enum Outcome {
+    Done,
+    Failed,
+    Stopped,
+}
+
+/// One export of `target`, then the group's journal retention.
+async fn export(
+    cfg: &Arc<Config>,
+    cg_name: &str,
+    target: &str,
+    handle: &GroupHandle,
+    ctx: &Ctx,
+) -> Outcome {
+    let span = tracing::info_span!("export", cg = %cg_name, target = %target);
+    let (c, n, t, s, stop) = (
+        cfg.clone(),
+        cg_name.to_string(),
+        target.to_string(),
+        span.clone(),
+        ctx.stop.clone(),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        s.in_scope(|| {
+            let cg = c.group(&n)?;
+            let journal = Journal::open(&c.journal_path(cg))?;
+            crate::export::export_target(&c, cg, &t, &journal, &mut |_, _, _| {}, &stop)
+        })
+    })
+    .await;
+    let status = match result {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => {
+            tracing::error!(parent: &span, error = %e, "export failed");
+            ctx.metrics.target(cg_name, target, |m| m.errors += 1);
+            return Outcome::Failed;
+        }
+        Err(panic) => {
+            tracing::error!(parent: &span, error = %panic, "the export panicked");
+            ctx.metrics.target(cg_name, target, |m| m.errors += 1);
+            return Outcome::Failed;
+        }
+    };
+    ctx.metrics.target(cg_name, target, |m| {
+        m.exported_deltas += status.applied;
+        m.exported_bytes += status.bytes;
+        m.errors += u64::from(status.last_error.is_some());
+    });
+    if let Some(e) = &status.last_error {
+        tracing::error!(parent: &span, cursor = status.cursor, error = %e, "export failed");
+        return Outcome::Failed;
+    }
+    if status.stopped {
+        tracing::info!(parent: &span, cursor = status.cursor, applied = status.applied,
+            "export stopped at a delta boundary for shutdown");
+        return Outcome::Stopped;
+    }
+    if status.applied > 0 || status.upkeep.synthetic_full.is_some() {
+        tracing::info!(parent: &span, cursor = status.cursor, applied = status.applied,
+            bytes = status.bytes, synthetic_full = ?status.upkeep.synthetic_full,
+            deleted_objects = status.upkeep.deleted_objects, "export done");
+    }
+    prune(cfg, cg_name, handle, &span).await;
+    Outcome::Done
+}
+
+/// Journal retention after an export; skipped quietly when there is no policy.
+async fn prune(cfg: &Arc<Config>, cg_name: &str, handle: &GroupHandle, span: &tracing::Span) {
+    if !cfg
+        .group(cg_name)
+        .is_ok_and(|cg| cg.journal_retention.prunes())
+    {
+        return;
+    }
+    let _writer = handle.writer.lock().await;
+    let (c, n, s) = (cfg.clone(), cg_name.to_string(), span.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        s.in_scope(|| crate::export::prune_journal(&c, c.group(&n)?, false))
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => {}
+        // A cycle run from the CLI holds the journal; the next export prunes.
+        Ok(Err(crate::Error::Locked { .. })) => {}
+        Ok(Err(e)) => tracing::error!(parent: span, error = %e, "journal retention failed"),
+        Err(panic) => tracing::error!(parent: span, error = %panic, "journal retention panicked"),
+    }
+}
