@@ -107,6 +107,7 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(Error::io("cannot listen for metrics on", addr.to_string()))?;
+        let addr = l.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(super::http::serve(l, metrics.clone()));
     }

@@ -1,0 +1,519 @@
+//! The daemon, `cascade run`, as a service manager sees it: scheduled cycles and
+//! exports, kill -9 in the middle of a cycle, SIGTERM in the middle of an export, a
+//! second daemon, config reloads, missed ticks, and one failing group or target next
+//! to healthy ones.
+mod common;
+
+use cascade::journal::Journal;
+use common::daemon::Daemon;
+use common::group::{noise, Group};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+const EVERY_SECOND: &str = "    schedule:\n      cron: \"* * * * * *\"\n";
+/// A schedule that does not fire during a test (and whose last tick is long past).
+const YEARLY: &str = "    schedule:\n      cron: \"0 0 1 1 *\"\n";
+
+fn last_delta(g: &Group) -> u64 {
+    Journal::open(&g.journal()).map_or(0, |j| j.last_delta())
+}
+
+fn status(g: &Group) -> Value {
+    let o = g.cascade(&["status", "-c", "cascade.yaml", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn target_cursor(g: &Group, target: &str) -> u64 {
+    status(g)["groups"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == target)
+        .and_then(|t| t["cursor"].as_u64())
+        .unwrap_or(0)
+}
+
+/// An object target `NAME` in a local directory `NAME-store/`.
+fn dir_target(g: &Group, name: &str, extra: &str) {
+    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
+    std::fs::write(
+        g.dir.join(format!("cascade-targets/{name}.yaml")),
+        format!("kind: object\nurl: ../{name}-store\n{extra}"),
+    )
+    .unwrap();
+}
+
+/// Restores `until` from an object target's directory into fresh files.
+fn restore(g: &Group, store: &str, until: u64) -> Vec<Vec<u8>> {
+    let out = tempfile::tempdir_in(&g.dir).unwrap();
+    let to: Vec<String> = (0..g.volumes.len())
+        .map(|i| format!("v{i}={}", out.path().join(format!("v{i}")).display()))
+        .collect();
+    let mut args = vec!["restore", "--from", store, "--until"];
+    let until = until.to_string();
+    args.push(&until);
+    args.push("--to");
+    args.extend(to.iter().map(String::as_str));
+    let o = g.cascade(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (0..g.volumes.len())
+        .map(|i| std::fs::read(out.path().join(format!("v{i}"))).unwrap())
+        .collect()
+}
+
+/// Replays the journal up to `until` into fresh files.
+fn replay(g: &Group, until: u64) -> Vec<Vec<u8>> {
+    let out = tempfile::tempdir_in(&g.dir).unwrap();
+    let to: Vec<String> = (0..g.volumes.len())
+        .map(|i| format!("v{i}={}", out.path().join(format!("v{i}")).display()))
+        .collect();
+    let until = until.to_string();
+    let mut args = vec!["replay", "journals/cg", "--until", &until, "--to"];
+    args.extend(to.iter().map(String::as_str));
+    let o = g.cascade(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (0..g.volumes.len())
+        .map(|i| std::fs::read(out.path().join(format!("v{i}"))).unwrap())
+        .collect()
+}
+
+fn verify(g: &Group) {
+    let o = g.cascade(&["journal", "verify", "journals/cg"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn metrics(d: &Daemon) -> String {
+    let addr = d.find("serving Prometheus metrics")[0]["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    text
+}
+
+/// The value of one series in a metrics page.
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn scheduled_cycles_are_exported_continuously_and_replay_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[4 << 20, 2 << 20]);
+    g.block_target("replica", true);
+    dir_target(&g, "vault", "");
+    g.configure(&format!("    targets: [replica, vault]\n{EVERY_SECOND}"));
+    let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "127.0.0.1:0"]);
+
+    // Writes land between cycles; each point the daemon committed is checked below.
+    for round in 0..3u64 {
+        let before = last_delta(&g);
+        g.write(0, round << 20, &noise(round + 1, 700_000));
+        g.write(1, round * 300_000, &noise(round + 10, 90_000));
+        d.until("a cycle after the writes", Duration::from_secs(30), || {
+            last_delta(&g) >= before + 2
+        });
+    }
+    let last = last_delta(&g);
+    d.until("both targets to catch up", Duration::from_secs(30), || {
+        target_cursor(&g, "replica") >= last && target_cursor(&g, "vault") >= last
+    });
+    let page = metrics(&d);
+    assert!(series(&page, "cascade_cycles_total{cg=\"cg\",result=\"ok\"}") >= last as f64);
+    assert!(series(&page, "cascade_changed_bytes_total{cg=\"cg\"}") >= 6.0 * (1 << 20) as f64);
+    assert!(
+        series(
+            &page,
+            "cascade_exported_deltas_total{cg=\"cg\",target=\"vault\"}"
+        ) >= 1.0
+    );
+
+    let st = status(&g);
+    let cg = &st["groups"][0];
+    assert_eq!(st["daemon_pid"].as_u64(), Some(d.pid() as u64), "{st}");
+    assert_eq!(cg["last_result"], "ok", "{st}");
+    assert!(
+        cg["next"].is_string() && cg["schedule"] == "* * * * * * (UTC)",
+        "{st}"
+    );
+
+    // Every cycle and export ran in a span naming its group (and target).
+    let spans: Vec<_> = d
+        .find("cycle committed")
+        .iter()
+        .map(|e| e["span"].clone())
+        .collect();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["name"] == "cycle" && s["cg"] == "cg"),
+        "{spans:?}"
+    );
+    let exports = d.find("export done");
+    assert!(
+        exports.iter().any(|e| e["span"]["target"] == "vault"),
+        "{}",
+        d.log_text()
+    );
+
+    assert!(d.stop().success());
+    verify(&g);
+    let now = g.contents();
+    let last = last_delta(&g);
+    assert!(last >= 6, "{last} cycles");
+    assert!(
+        replay(&g, last) == now,
+        "the newest point replays to the volumes"
+    );
+    let replica: Vec<_> = (0..2)
+        .map(|i| std::fs::read(g.dir.join(format!("replica/v{i}.img"))).unwrap())
+        .collect();
+    assert!(replica == now, "the block replica holds the volumes");
+    assert!(
+        restore(&g, "vault-store", last) == now,
+        "the object replica restores them"
+    );
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[160 << 20]);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&g.volumes[0])
+        .unwrap();
+    std::io::copy(
+        &mut std::fs::File::open("/dev/urandom").unwrap().take(160 << 20),
+        &mut f,
+    )
+    .unwrap();
+    f.sync_all().unwrap();
+    g.configure(EVERY_SECOND);
+
+    let d = Daemon::start(&g.dir, "first", &[]);
+    // The first (full) cycle is journalling once a segment holds data that no
+    // committed delta covers.
+    let segments = g.journal();
+    d.until(
+        "the full cycle to be journalling",
+        Duration::from_secs(120),
+        || {
+            last_delta(&g) == 0
+                && std::fs::read_dir(&segments).is_ok_and(|rd| {
+                    rd.flatten().any(|e| {
+                        e.file_name().to_string_lossy().ends_with(".cjs")
+                            && e.metadata().is_ok_and(|m| m.len() > 8 << 20)
+                    })
+                })
+        },
+    );
+    d.kill();
+    assert_eq!(last_delta(&g), 0, "killed before the commit");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(g.dir.join("state/cg/schedule.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["last_result"], "running", "{state}");
+
+    let d = Daemon::start(&g.dir, "second", &[]);
+    d.until(
+        "two cycles after the restart",
+        Duration::from_secs(120),
+        || last_delta(&g) >= 2,
+    );
+    assert!(d.stop().success());
+    let log = std::fs::read_to_string(g.dir.join("second.log")).unwrap();
+    assert!(log.contains("the last cycle was interrupted"), "{log}");
+    assert!(log.contains("running one now"), "{log}");
+    verify(&g);
+    let j = Journal::open(&g.journal()).unwrap();
+    assert!(j.deltas()[0].flags & cascade::journal::record::FLAG_FULL != 0);
+    assert!(
+        replay(&g, 1) == g.contents(),
+        "delta 1 replays to the volume"
+    );
+    assert!(replay(&g, j.last_delta()) == g.contents());
+    // No snapshot is left but the base of the next cycle.
+    let snaps: Vec<_> = std::fs::read_dir(g.dir.join("state/cg/snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(snaps, [j.last_delta().to_string()]);
+}
+
+#[test]
+fn sigterm_during_an_export_stops_at_a_delta_boundary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[24 << 20]);
+    dir_target(&g, "vault", "synthetic-full-every: 0\n");
+    g.configure(&format!("    targets: [vault]\n{YEARLY}"));
+    // Six deltas of 24 MiB each wait for the export.
+    let mut points = Vec::new();
+    for i in 0..6u64 {
+        g.write(0, 0, &noise(100 + i, 24 << 20));
+        let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        points.push(g.contents());
+    }
+    let d = Daemon::start(&g.dir, "first", &[]);
+    let first = g.dir.join(format!("vault-store/deltas/{:020}.cjd", 1));
+    d.until(
+        "the first delta to reach the vault",
+        Duration::from_secs(60),
+        || first.exists(),
+    );
+    assert!(d.stop().success(), "a clean stop exits 0");
+    let stopped = Daemon::stopped_at(&g.dir.join("first.log"));
+    assert!((1..6).contains(&stopped), "stopped at delta {stopped} of 6");
+    // The vault holds exactly the deltas up to where it stopped, each whole.
+    for (i, p) in points.iter().enumerate().take(stopped as usize) {
+        assert!(
+            restore(&g, "vault-store", i as u64 + 1) == *p,
+            "point {}",
+            i + 1
+        );
+    }
+
+    let d = Daemon::start(&g.dir, "second", &[]);
+    d.until("the vault to catch up", Duration::from_secs(120), || {
+        target_cursor(&g, "vault") == 6
+    });
+    assert!(d.stop().success());
+    for (i, p) in points.iter().enumerate() {
+        assert!(
+            restore(&g, "vault-store", i as u64 + 1) == *p,
+            "point {}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.configure(YEARLY);
+    let d = Daemon::start(&g.dir, "first", &[]);
+    d.until("the daemon to start", Duration::from_secs(30), || {
+        !d.find("daemon started").is_empty()
+    });
+    let o = g.cascade(&["run", "-c", "cascade.yaml"]);
+    assert_eq!(o.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "a cascade daemon (pid {}) already runs on state directory",
+            d.pid()
+        )),
+        "{err}"
+    );
+    let st = status(&g);
+    assert_eq!(st["daemon_pid"].as_u64(), Some(d.pid() as u64));
+    assert!(d.stop().success());
+    assert_eq!(status(&g)["daemon_pid"], Value::Null);
+}
+
+#[test]
+fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.configure(EVERY_SECOND);
+    let good = std::fs::read_to_string(&g.config).unwrap();
+    let d = Daemon::start(&g.dir, "daemon", &[]);
+    d.until("a first cycle", Duration::from_secs(30), || {
+        last_delta(&g) >= 1
+    });
+
+    std::fs::write(&g.config, good.replace("* * * * * *", "61 * * * *")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.until("the reload to be refused", Duration::from_secs(30), || {
+        !d.find("config reload refused").is_empty()
+    });
+    let refused = &d.find("config reload refused")[0]["fields"]["error"];
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains("`61 * * * *` is not a cron schedule"),
+        "{refused}"
+    );
+    let at = last_delta(&g);
+    d.until(
+        "cycles to go on under the old config",
+        Duration::from_secs(30),
+        || last_delta(&g) >= at + 2,
+    );
+
+    // A valid config with a second group: it starts cycling.
+    std::fs::write(g.dir.join("w0.img"), vec![7u8; 1 << 20]).unwrap();
+    let two = format!(
+        "{good}  - name: web\n{EVERY_SECOND}    volumes:\n      - {{ id: w0, driver: file, path: w0.img }}\n"
+    );
+    std::fs::write(&g.config, two).unwrap();
+    d.signal(libc::SIGHUP);
+    let web = g.dir.join("journals/web");
+    d.until("the new group to cycle", Duration::from_secs(30), || {
+        Journal::open(&web).is_ok_and(|j| j.last_delta() >= 2)
+    });
+    assert_eq!(d.find("config reloaded").len(), 1);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn missed_ticks_run_once_at_start_up_or_are_skipped_by_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.configure(EVERY_SECOND);
+    let d = Daemon::start(&g.dir, "first", &[]);
+    d.until("two cycles", Duration::from_secs(30), || {
+        last_delta(&g) >= 2
+    });
+    assert!(d.stop().success());
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Catch-up cycles start without a tick of their own, so they log no delay.
+    let catch_ups = |d: &Daemon| {
+        d.find("cycle started")
+            .iter()
+            .filter(|e| e["fields"]["delay_ms"].is_null())
+            .count()
+    };
+    let before = last_delta(&g);
+    let d = Daemon::start(&g.dir, "run-once", &[]);
+    d.until("a cycle", Duration::from_secs(30), || {
+        last_delta(&g) > before
+    });
+    let missed = d.find("scheduled cycles were missed");
+    assert_eq!(missed.len(), 1, "{}", d.log_text());
+    assert!(
+        missed[0]["fields"]["missed"].as_u64().unwrap() >= 3,
+        "{}",
+        d.log_text()
+    );
+    d.until("two more cycles", Duration::from_secs(30), || {
+        last_delta(&g) >= before + 3
+    });
+    assert_eq!(
+        catch_ups(&d),
+        1,
+        "one cycle for all missed ticks\n{}",
+        d.log_text()
+    );
+    assert!(d.stop().success());
+    std::thread::sleep(Duration::from_secs(3));
+
+    let yaml = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(
+        &g.config,
+        yaml.replace("      cron:", "      missed: skip\n      cron:"),
+    )
+    .unwrap();
+    let before = last_delta(&g);
+    let d = Daemon::start(&g.dir, "skip", &[]);
+    d.until("two cycles", Duration::from_secs(30), || {
+        last_delta(&g) >= before + 2
+    });
+    assert!(
+        d.log_text().contains("skipping them (missed: skip)"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(catch_ups(&d), 0, "{}", d.log_text());
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_failing_group_or_target_does_not_stop_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[2 << 20]);
+    g.write(0, 0, &noise(5, 1 << 20));
+    dir_target(&g, "vault", "");
+    // A block target whose replica files do not exist: every export fails.
+    g.block_target("broken", false);
+    g.configure(&format!("    targets: [vault, broken]\n{EVERY_SECOND}"));
+    let yaml = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(
+        &g.config,
+        format!("{yaml}  - name: gone\n{EVERY_SECOND}    volumes:\n      - {{ id: x, driver: file, path: missing.img }}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
+    d.until(
+        "the healthy group to cycle and export",
+        Duration::from_secs(60),
+        || last_delta(&g) >= 3 && target_cursor(&g, "vault") >= 3,
+    );
+    d.until(
+        "the broken target to be retried",
+        Duration::from_secs(60),
+        || !d.find("retrying with backoff").is_empty(),
+    );
+    let page = metrics(&d);
+    assert!(
+        series(&page, "cascade_cycles_total{cg=\"gone\",result=\"failed\"}") >= 1.0,
+        "{page}"
+    );
+    assert!(
+        series(
+            &page,
+            "cascade_export_errors_total{cg=\"cg\",target=\"broken\"}"
+        ) >= 1.0,
+        "{page}"
+    );
+    assert!(
+        series(
+            &page,
+            "cascade_export_lag_deltas{cg=\"cg\",target=\"broken\"}"
+        ) >= 1.0,
+        "{page}"
+    );
+    let st = status(&g);
+    let gone = &st["groups"][1];
+    assert_eq!(gone["last_result"], "failed", "{st}");
+    assert!(
+        gone["last_error"].as_str().unwrap().contains("missing.img"),
+        "{st}"
+    );
+    assert!(gone["failures"].as_u64().unwrap() >= 1, "{st}");
+    let broken = &st["groups"][0]["targets"][1];
+    assert!(
+        broken["last_error"].is_string() && broken["cursor"] == 0,
+        "{st}"
+    );
+    assert!(d.stop().success());
+}
+
+impl Daemon {
+    /// Where a stopped export left its target: the cursor of the log's "stopped at a
+    /// delta boundary" event.
+    fn stopped_at(log: &Path) -> u64 {
+        let text = std::fs::read_to_string(log).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| {
+                e["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("stopped at a delta boundary"))
+            })
+            .and_then(|e| e["fields"]["cursor"].as_u64())
+            .unwrap_or_else(|| panic!("no stop event in\n{text}"))
+    }
+}
