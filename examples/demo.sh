@@ -4,7 +4,8 @@
 # every committed point is replayed onto fresh replica files and compared with the
 # checksums the volumes had when that point was taken. Then both replicas are
 # exported (the object one builds a synthetic full image, the journal is pruned to
-# its retention) and restored from the object replica alone.
+# its retention) and restored from the object replica alone. Last, the daemon runs
+# the group on its schedule for a few seconds while the volumes change.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CASCADE:-$top/target/release/cascade}
@@ -17,6 +18,11 @@ cp "$top"/cascade-targets/demo-*.yaml cascade-targets/
 say() { printf '\n== %s\n' "$*"; }
 sums() { sha256sum system.img data.img | awk '{print $1}' | paste -sd' '; }
 declare -a point_sums
+block_replica_equal() {
+  for v in system data; do
+    if cmp -s "$v.img" "replica/$v.img"; then echo "block replica $v.img: equal to the volume"; else echo "block replica $v.img: DIFFERENT"; fail=1; fi
+  done
+}
 
 say "volumes: system.img (64 MiB, 24 MiB written) and data.img (128 MiB, sparse)"
 truncate -s 64M system.img
@@ -60,9 +66,7 @@ truncate -s 64M replica/system.img
 truncate -s 128M replica/data.img
 "$bin" export --config cascade.yaml
 "$bin" status --config cascade.yaml
-for v in system data; do
-  if cmp -s "$v.img" "replica/$v.img"; then echo "block replica $v.img: equal to the volume"; else echo "block replica $v.img: DIFFERENT"; fail=1; fi
-done
+block_replica_equal
 
 say "the journal after export: retention kept the newest 2 deltas, all targets hold them"
 "$bin" journal ls journals/demo
@@ -76,6 +80,25 @@ for p in 1 before-upgrade 3; do
   if [ "$got" = "${point_sums[$n]}" ]; then r="equal"; else r="DIFFERENT"; fail=1; fi
   printf '%-6s %-18s %-10s\n' "$n" "$p" "restored $r to the volumes at that point (sha256)"
 done
+
+say "the daemon: cascade run cycles on the group's schedule (every 2 s here) and keeps both replicas current"
+"$bin" run --config cascade.yaml --metrics-listen 127.0.0.1:0 2> daemon.log &
+daemon=$!
+sleep 1
+head -c 4M /dev/urandom | dd of=data.img bs=1M seek=100 conv=notrunc status=none
+echo "wrote 4 MiB into data.img while it runs; waiting for two ticks"
+sleep 5
+"$bin" status --config cascade.yaml
+port=$(grep -o 'addr=127.0.0.1:[0-9]*' daemon.log | head -1 | cut -d: -f2)
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+echo "metrics (http://127.0.0.1:$port/metrics, excerpt):"
+grep -E '^cascade_(cycles_total|export_lag_deltas|journal_last_delta)' <&3 | sed 's/^/  /'
+exec 3<&-
+kill -TERM "$daemon"
+wait "$daemon"
+echo "daemon stopped on SIGTERM; its log is daemon.log"
+block_replica_equal
 
 say "journal size on disk: $(du -sh journals/demo | cut -f1) for $(du -sh --apparent-size system.img data.img | awk '{print $1}' | paste -sd+) of volumes"
 [ $fail = 0 ] && echo "demo: ok, every point replays exactly" || { echo "demo: FAILED"; exit 1; }

@@ -538,3 +538,58 @@ fn scrambled_uncommitted_tail_is_cut_off() {
         (3.into(), committed.into())
     );
 }
+
+#[test]
+fn bad_schedules_and_daemon_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = history(tmp.path());
+    let config = std::fs::read_to_string(&g.config).unwrap();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "    schedule:\n      cron: \"*/5 * *\"\n",
+            &["consistency-groups[0].schedule", "`*/5 * *` has 3 fields"],
+        ),
+        (
+            "    schedule:\n      cron: \"0 25 * * *\"\n",
+            &["`0 25 * * *` is not a cron schedule"],
+        ),
+        (
+            "    schedule:\n      cron: \"@daily\"\n      timezone: Mars/Olympus\n",
+            &["`Mars/Olympus` is not an IANA time zone"],
+        ),
+        (
+            "    schedule:\n      cron: \"@daily\"\n      missed: all\n",
+            &["unknown variant `all`", "run-once", "skip"],
+        ),
+        (
+            "    schedule:\n      crn: \"@daily\"\n",
+            &["unknown field `crn`"],
+        ),
+    ];
+    for (yaml, words) in cases {
+        std::fs::write(&g.config, &config).unwrap();
+        g.configure(yaml);
+        let mut want = vec!["cascade.yaml"];
+        want.extend_from_slice(words);
+        fails(&g.cascade(&["run", "-c", "cascade.yaml"]), 2, &want);
+        fails(&g.cascade(&["status", "-c", "cascade.yaml"]), 2, &want);
+    }
+    std::fs::write(&g.config, format!("{config}daemon:\n  metrics-listen: localhost:x\n")).unwrap();
+    fails(
+        &g.cascade(&["run", "-c", "cascade.yaml"]),
+        2,
+        &["daemon.metrics-listen", "`localhost:x` is not a listen address"],
+    );
+    std::fs::write(&g.config, &config).unwrap();
+    fails(
+        &g.cascade(&["run", "-c", "cascade.yaml", "--metrics-listen", "nowhere"]),
+        2,
+        &["`nowhere` is not a listen address"],
+    );
+    fails(
+        &g.cascade(&["status", "-c", "cascade.yaml", "--watch", "0"]),
+        2,
+        &["--watch 0", "between 0.1 and 86400"],
+    );
+    assert!(!g.dir.join("state/daemon.lock").exists(), "no daemon started");
+}
