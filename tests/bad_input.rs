@@ -574,11 +574,18 @@ fn bad_schedules_and_daemon_settings() {
         fails(&g.cascade(&["run", "-c", "cascade.yaml"]), 2, &want);
         fails(&g.cascade(&["status", "-c", "cascade.yaml"]), 2, &want);
     }
-    std::fs::write(&g.config, format!("{config}daemon:\n  metrics-listen: localhost:x\n")).unwrap();
+    std::fs::write(
+        &g.config,
+        format!("{config}daemon:\n  metrics-listen: localhost:x\n"),
+    )
+    .unwrap();
     fails(
         &g.cascade(&["run", "-c", "cascade.yaml"]),
         2,
-        &["daemon.metrics-listen", "`localhost:x` is not a listen address"],
+        &[
+            "daemon.metrics-listen",
+            "`localhost:x` is not a listen address",
+        ],
     );
     std::fs::write(&g.config, &config).unwrap();
     fails(
@@ -591,5 +598,8 @@ fn bad_schedules_and_daemon_settings() {
         2,
         &["--watch 0", "between 0.1 and 86400"],
     );
-    assert!(!g.dir.join("state/daemon.lock").exists(), "no daemon started");
+    assert!(
+        !g.dir.join("state/daemon.lock").exists(),
+        "no daemon started"
+    );
 }

@@ -517,3 +517,28 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no stop event in\n{text}"))
     }
 }
+
+#[test]
+fn status_watch_refreshes_until_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.configure(YEARLY);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["status", "-c", "cascade.yaml", "--json", "--watch", "0.2"])
+        .current_dir(&g.dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert!(lines
+        .iter()
+        .all(|l| l["groups"][0]["schedule"] == "0 0 1 1 * (UTC)"));
+    assert!(lines[0]["time"] != lines[lines.len() - 1]["time"]);
+}

@@ -43,7 +43,7 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         .schedule
         .as_ref()
         .and_then(|s| missed_at_start(&name, s, &mut state, interrupted));
-    save(&state, &cfg, &name);
+    save(&state, &cfg, &name).await;
 
     loop {
         let cfg = ctx.config.borrow_and_update().clone();
@@ -82,7 +82,7 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         };
         if state.next != Some(at) {
             state.next = Some(at);
-            save(&state, &cfg, &name);
+            save(&state, &cfg, &name).await;
         }
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
@@ -162,7 +162,7 @@ async fn cycle(
     state.last_result = Some(Outcome::Running);
     state.last_delay_ms = delay_ms.map(|d| d as u64);
     state.next = None;
-    save(state, cfg, name);
+    save(state, cfg, name).await;
     let span = tracing::info_span!("cycle", cg = %name);
     tracing::info!(parent: &span, tick = %tick, delay_ms, "cycle started");
     if let Some(d) = delay_ms {
@@ -223,17 +223,22 @@ async fn cycle(
         m.cycle_seconds_total += seconds;
         m.last_cycle_seconds = seconds;
     });
-    save(state, cfg, name);
+    save(state, cfg, name).await;
     refresh(cfg, name, ctx).instrument(span).await;
 }
 
-/// Saves the group's state; a state that cannot be saved is logged, not fatal: the
-/// cycle itself is in the journal, and the next save may work.
-fn save(state: &GroupState, cfg: &Config, name: &str) {
-    if let Ok(cg) = cfg.group(name) {
-        if let Err(e) = state.save(cfg, cg) {
-            tracing::error!(cg = %name, error = %e, "cannot save the schedule state");
-        }
+/// Saves the group's state, off the async workers (it fsyncs). A state that cannot be
+/// saved is logged, not fatal: the cycle itself is in the journal, and the next save
+/// may work.
+async fn save(state: &GroupState, cfg: &Arc<Config>, name: &str) {
+    let (st, c, n) = (state.clone(), cfg.clone(), name.to_string());
+    let saved = tokio::task::spawn_blocking(move || match c.group(&n) {
+        Ok(cg) => st.save(&c, cg),
+        Err(_) => Ok(()),
+    })
+    .await;
+    if let Ok(Err(e)) = saved {
+        tracing::error!(cg = %name, error = %e, "cannot save the schedule state");
     }
 }
 

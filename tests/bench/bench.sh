@@ -15,7 +15,11 @@
 #   9-10. the lvm-thin driver in the VM (tests/bench/lvm.sh): bytes read and cycle time of an
 #      incremental cycle vs the bytes changed and the file driver's full-scan cycle
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm]   (default all: 1-5 `core`, 6-8 `export`, 9-10 `lvm`;
+#  11-12. the daemon (tests/bench/daemon.sh): CPU and memory of an idle daemon with 10 groups,
+#      and how late scheduled cycles start, against the aims
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon]   (default all: 1-5 `core`, 6-8 `export`,
+#                                                  9-10 `lvm`, 11-12 `daemon`;
 #                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time,
@@ -317,13 +321,16 @@ bench_memory() {
 source "$ROOT/tests/bench/export.sh"
 # shellcheck source=tests/bench/lvm.sh
 source "$ROOT/tests/bench/lvm.sh"
+# shellcheck source=tests/bench/daemon.sh
+source "$ROOT/tests/bench/daemon.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm} p
+    local parts=${*:-core export lvm daemon} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm ]] || die "unknown part \`$p\`: give core, export, lvm or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -348,6 +355,9 @@ main() {
     fi
     if [[ " $parts " == *" lvm "* ]]; then
         bench_lvm
+    fi
+    if [[ " $parts " == *" daemon "* ]]; then
+        bench_daemon
     fi
 
     echo
