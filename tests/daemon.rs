@@ -192,10 +192,10 @@ fn scheduled_cycles_are_exported_continuously_and_replay_exactly() {
     );
 }
 
-#[test]
-fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[160 << 20]);
+/// A daemon started on one 160 MiB volume of random bytes, returned while its first
+/// (full) cycle is journalling: a segment holds data that no committed delta covers.
+fn inside_a_full_cycle(dir: &Path) -> (Group, Daemon) {
+    let g = Group::new(dir, &[160 << 20]);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(&g.volumes[0])
@@ -207,10 +207,7 @@ fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
     .unwrap();
     f.sync_all().unwrap();
     g.configure(EVERY_SECOND);
-
     let d = Daemon::start(&g.dir, "first", &[]);
-    // The first (full) cycle is journalling once a segment holds data that no
-    // committed delta covers.
     let segments = g.journal();
     d.until(
         "the full cycle to be journalling",
@@ -225,6 +222,31 @@ fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
                 })
         },
     );
+    (g, d)
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_cycle_lets_it_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, d) = inside_a_full_cycle(tmp.path());
+    assert!(d.stop().success(), "a clean stop exits 0");
+    assert_eq!(
+        last_delta(&g),
+        1,
+        "the running cycle committed, no other started"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(g.dir.join("state/cg/schedule.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["last_result"], "ok", "{state}");
+    verify(&g);
+    assert!(replay(&g, 1) == g.contents());
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, d) = inside_a_full_cycle(tmp.path());
     d.kill();
     assert_eq!(last_delta(&g), 0, "killed before the commit");
     let state: Value =
