@@ -16,6 +16,13 @@ const EVERY_SECOND: &str = "    schedule:\n      cron: \"* * * * * *\"\n";
 /// A schedule that does not fire during a test (and whose last tick is long past).
 const YEARLY: &str = "    schedule:\n      cron: \"0 0 1 1 *\"\n";
 
+/// One 1 MiB volume, cycled on `schedule`.
+fn small_group(dir: &Path, schedule: &str) -> Group {
+    let g = Group::new(dir, &[1 << 20]);
+    g.configure(schedule);
+    g
+}
+
 fn last_delta(g: &Group) -> u64 {
     Journal::open(&g.journal()).map_or(0, |j| j.last_delta())
 }
@@ -48,30 +55,25 @@ fn dir_target(g: &Group, name: &str, extra: &str) {
 
 /// Restores `until` from an object target's directory into fresh files.
 fn restore(g: &Group, store: &str, until: u64) -> Vec<Vec<u8>> {
-    let out = tempfile::tempdir_in(&g.dir).unwrap();
-    let to: Vec<String> = (0..g.volumes.len())
-        .map(|i| format!("v{i}={}", out.path().join(format!("v{i}")).display()))
-        .collect();
-    let mut args = vec!["restore", "--from", store, "--until"];
-    let until = until.to_string();
-    args.push(&until);
-    args.push("--to");
-    args.extend(to.iter().map(String::as_str));
-    let o = g.cascade(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (0..g.volumes.len())
-        .map(|i| std::fs::read(out.path().join(format!("v{i}"))).unwrap())
-        .collect()
+    rebuilt(
+        g,
+        &["restore", "--from", store, "--until", &until.to_string()],
+    )
 }
 
 /// Replays the journal up to `until` into fresh files.
 fn replay(g: &Group, until: u64) -> Vec<Vec<u8>> {
+    rebuilt(g, &["replay", "journals/cg", "--until", &until.to_string()])
+}
+
+/// Runs `cascade ARGS --to v0=NEW v1=NEW ...` and returns what it wrote.
+fn rebuilt(g: &Group, args: &[&str]) -> Vec<Vec<u8>> {
     let out = tempfile::tempdir_in(&g.dir).unwrap();
     let to: Vec<String> = (0..g.volumes.len())
         .map(|i| format!("v{i}={}", out.path().join(format!("v{i}")).display()))
         .collect();
-    let until = until.to_string();
-    let mut args = vec!["replay", "journals/cg", "--until", &until, "--to"];
+    let mut args = args.to_vec();
+    args.push("--to");
     args.extend(to.iter().map(String::as_str));
     let o = g.cascade(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -331,8 +333,7 @@ fn sigterm_during_an_export_stops_at_a_delta_boundary() {
 #[test]
 fn a_second_daemon_on_the_same_state_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[1 << 20]);
-    g.configure(YEARLY);
+    let g = small_group(tmp.path(), YEARLY);
     let d = Daemon::start(&g.dir, "first", &[]);
     d.until("the daemon to start", Duration::from_secs(30), || {
         !d.find("daemon started").is_empty()
@@ -356,8 +357,7 @@ fn a_second_daemon_on_the_same_state_is_refused() {
 #[test]
 fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[1 << 20]);
-    g.configure(EVERY_SECOND);
+    let g = small_group(tmp.path(), EVERY_SECOND);
     let good = std::fs::read_to_string(&g.config).unwrap();
     let d = Daemon::start(&g.dir, "daemon", &[]);
     d.until("a first cycle", Duration::from_secs(30), || {
@@ -402,8 +402,7 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
 #[test]
 fn missed_ticks_run_once_at_start_up_or_are_skipped_by_policy() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[1 << 20]);
-    g.configure(EVERY_SECOND);
+    let g = small_group(tmp.path(), EVERY_SECOND);
     let d = Daemon::start(&g.dir, "first", &[]);
     d.until("two cycles", Duration::from_secs(30), || {
         last_delta(&g) >= 2
@@ -543,8 +542,7 @@ impl Daemon {
 #[test]
 fn status_watch_refreshes_until_interrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[1 << 20]);
-    g.configure(YEARLY);
+    let g = small_group(tmp.path(), YEARLY);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
         .args(["status", "-c", "cascade.yaml", "--json", "--watch", "0.2"])
         .current_dir(&g.dir)
