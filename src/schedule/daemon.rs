@@ -73,7 +73,15 @@ fn lock_state(state_dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(Error::io("cannot open lock", &path))?;
-    if f.try_lock().is_err() {
+    // `cascade status` takes the lock for a moment to see whether a daemon runs;
+    // wait that moment out before calling the directory taken.
+    let mut tries = 0;
+    while f.try_lock().is_err() {
+        tries += 1;
+        if tries < 25 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
         let mut s = String::new();
         let _ = f.read_to_string(&mut s);
         return Err(Error::DaemonRunning {

@@ -44,6 +44,8 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         .as_ref()
         .and_then(|s| missed_at_start(&name, s, &mut state, interrupted));
     save(&state, &cfg, &name).await;
+    // The journal and lag gauges exist from the start, not from the first cycle.
+    refresh(&cfg, &name, &ctx).await;
 
     loop {
         let cfg = ctx.config.borrow_and_update().clone();
