@@ -8,6 +8,7 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
+    cli::progress::set_mode(args.progress);
     // The library does blocking file I/O; keep it off the async worker threads.
     let outcome = tokio::task::spawn_blocking(move || cli::run(args.command)).await;
     match outcome {

@@ -237,7 +237,7 @@ fn show(
 }
 
 fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
-    let r = verify(&dir, &cascade::progress::NoProgress)?;
+    let r = verify(&dir, super::progress::observer().as_ref())?;
     if json {
         print_json(&r);
     } else {

@@ -45,7 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ))),
         None => journal.last_delta(),
     };
-    let r = replay(&journal, until, &a.to, &cascade::progress::NoProgress)?;
+    let r = replay(&journal, until, &a.to, super::progress::observer().as_ref())?;
     super::print_replay_report(&r, "replayed", a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -55,8 +55,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         url: a.from.clone(),
         options,
     };
-    let progress = cascade::progress::NoProgress;
-    let r = restore(&source, a.until.as_ref(), &a.to, &a.work_dir, &progress)?;
+    let progress = super::progress::observer();
+    let r = restore(
+        &source,
+        a.until.as_ref(),
+        &a.to,
+        &a.work_dir,
+        progress.as_ref(),
+    )?;
     super::print_replay_report(&r, &format!("restored from {}", a.from), a.json);
     Ok(ExitCode::SUCCESS)
 }
