@@ -34,7 +34,7 @@ pub fn observer() -> Box<dyn Progress> {
     match mode {
         ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(Bar::default()),
         ProgressMode::Bar => Box::new(Bar::default()),
-        ProgressMode::Json => Box::new(JsonLines::default()),
+        ProgressMode::Json => Box::new(JsonLines::new(Box::new(std::io::stderr()))),
         ProgressMode::Auto | ProgressMode::None => Box::new(NoProgress),
     }
 }
@@ -95,11 +95,10 @@ impl Drop for Bar {
 /// How often JSON lines are written at most, besides the last one of a phase.
 const JSON_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 struct JsonLines(Mutex<JsonState>);
 
-#[derive(Default)]
 struct JsonState {
+    out: Box<dyn Write + Send>,
     phase: String,
     done: u64,
     total: u64,
@@ -126,12 +125,22 @@ impl JsonState {
         })
         .expect("progress serialises");
         // Progress must never fail the work: a closed stderr only loses the lines.
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        let _ = writeln!(self.out, "{line}");
         self.written = Some(Instant::now());
     }
 }
 
 impl JsonLines {
+    fn new(out: Box<dyn Write + Send>) -> JsonLines {
+        JsonLines(Mutex::new(JsonState {
+            out,
+            phase: String::new(),
+            done: 0,
+            total: 0,
+            written: None,
+        }))
+    }
+
     fn update(&self, f: impl FnOnce(&mut JsonState)) {
         let mut s = self.0.lock().expect("progress lock");
         f(&mut s);
@@ -144,13 +153,11 @@ impl JsonLines {
 impl Progress for JsonLines {
     fn start(&self, phase: &str, total_bytes: u64) {
         let mut s = self.0.lock().expect("progress lock");
-        *s = JsonState {
-            phase: phase.to_string(),
-            done: 0,
-            total: total_bytes,
-            // The first line comes a second in, or as the phase ends.
-            written: Some(Instant::now()),
-        };
+        s.phase = phase.to_string();
+        s.done = 0;
+        s.total = total_bytes;
+        // The first line comes a second in, or as the phase ends.
+        s.written = Some(Instant::now());
     }
     fn add_total(&self, bytes: u64) {
         self.update(|s| s.total += bytes)
@@ -164,5 +171,70 @@ impl Progress for JsonLines {
             s.write(true);
             s.written = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// What the JSON lines wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(out: &Shared) -> Vec<serde_json::Value> {
+        String::from_utf8(out.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_are_rate_limited_and_end_each_phase() {
+        let out = Shared::default();
+        let p = JsonLines::new(Box::new(out.clone()));
+        p.start("replay", 3000);
+        for _ in 0..1000 {
+            p.inc(1);
+        }
+        assert!(
+            lines(&out).is_empty(),
+            "a thousand updates in no time write nothing"
+        );
+        std::thread::sleep(JSON_EVERY + Duration::from_millis(50));
+        p.inc(1000);
+        p.inc(1000);
+        p.add_total(10);
+        p.inc(10);
+        p.finish();
+        p.finish();
+        let l = lines(&out);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(
+            l[0],
+            serde_json::json!({"progress": "replay", "done_bytes": 2000, "total_bytes": 3000, "final": false})
+        );
+        assert_eq!(
+            l[1],
+            serde_json::json!({"progress": "replay", "done_bytes": 3010, "total_bytes": 3010, "final": true})
+        );
+        // A new phase starts from zero.
+        p.start("check", 5);
+        p.inc(5);
+        p.finish();
+        assert_eq!(lines(&out)[2]["done_bytes"], 5);
+        assert_eq!(lines(&out)[2]["progress"], "check");
     }
 }
