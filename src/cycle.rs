@@ -13,6 +13,7 @@ use crate::diff::ChangeKind;
 use crate::error::{Error, Result};
 use crate::journal::record::VolumeInfo;
 use crate::journal::{DeltaWriter, Journal, JournalWriter, Tail};
+use crate::progress::{NoProgress, Progress};
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
 use std::fs::File;
@@ -57,6 +58,20 @@ pub struct CycleReport {
 
 /// Runs one cycle of `cg` now.
 pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
+    run_cycle_with(cfg, cg, &NoProgress)
+}
+
+/// [`run_cycle`], telling `progress` the bytes read from the new snapshot while they
+/// are journalled, in one phase, "cycle". Its total, the Data bytes the diff names, is
+/// known up front for volumes journalled in full (a first cycle, the long one: their
+/// allocated ranges, found from metadata); an incremental diff may cost as much as the
+/// reads (a block comparison), so it is not run twice: its ranges add to the total as
+/// they are read.
+pub fn run_cycle_with(
+    cfg: &Config,
+    cg: &ConsistencyGroup,
+    progress: &dyn Progress,
+) -> Result<CycleReport> {
     let started = Instant::now();
     let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
     let driver = driver_for(cg, &cfg.state_path(cg))?;
@@ -90,12 +105,13 @@ pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
     let snapshot_ms = snap_started.elapsed().as_millis() as u64;
 
     let diff_started = Instant::now();
-    let journalled = journal_delta(
+    let journalled = journal_delta_with(
         &mut writer,
         driver.as_ref(),
         base.as_ref(),
         &new,
         &mut || frozen.thaw(),
+        progress,
     );
     drop(frozen);
     let diff_ms = diff_started.elapsed().as_millis() as u64;
@@ -208,6 +224,32 @@ pub fn journal_delta(
     new: &SnapshotSet,
     before_commit: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(crate::journal::DeltaEntry, Vec<VolumeReport>)> {
+    journal_delta_with(writer, driver, base, new, before_commit, &NoProgress)
+}
+
+/// [`journal_delta`], telling `progress` the bytes read from `new` (see
+/// [`run_cycle_with`]).
+fn journal_delta_with(
+    writer: &mut JournalWriter,
+    driver: &dyn VolumeDriver,
+    base: Option<&SnapshotSet>,
+    new: &SnapshotSet,
+    before_commit: &mut dyn FnMut() -> Result<()>,
+    progress: &dyn Progress,
+) -> Result<(crate::journal::DeltaEntry, Vec<VolumeReport>)> {
+    let full = |v: &crate::volume::SnapshotVolume| {
+        base.is_none_or(|b| b.volumes.iter().all(|o| o.id != v.id))
+    };
+    let mut total = 0;
+    for (i, _) in new.volumes.iter().enumerate().filter(|(_, v)| full(v)) {
+        for change in driver.changes(base, new, i)? {
+            let change = change?;
+            if change.kind == ChangeKind::Data {
+                total += change.len;
+            }
+        }
+    }
+    progress.start("cycle", total);
     let infos = new
         .volumes
         .iter()
@@ -236,20 +278,44 @@ pub fn journal_delta(
             delta.zero(i as u16, old.size, v.size - old.size)?;
             report.changed_bytes += v.size - old.size;
         }
-        let (changed, read) = journal_changes(
+        let found = Found(progress);
+        let (changed, read) = read_changes(
             &mut delta,
             i as u16,
             &file,
             &v.path,
             driver.changes(base, new, i)?,
             &mut buf,
+            if full(v) { progress } else { &found },
         )?;
         report.changed_bytes += changed;
         report.read_bytes += read;
         reports.push(report);
     }
     before_commit()?;
-    Ok((delta.commit()?, reports))
+    let entry = delta.commit()?;
+    progress.finish();
+    Ok((entry, reports))
+}
+
+/// Progress of reads whose total was not known up front: each read adds to the total
+/// as it adds to what is done.
+struct Found<'a>(&'a dyn Progress);
+
+impl Progress for Found<'_> {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        self.0.start(phase, total_bytes)
+    }
+    fn add_total(&self, bytes: u64) {
+        self.0.add_total(bytes)
+    }
+    fn inc(&self, bytes: u64) {
+        self.0.add_total(bytes);
+        self.0.inc(bytes)
+    }
+    fn finish(&self) {
+        self.0.finish()
+    }
 }
 
 /// Journals `changes` of one volume, reading Data ranges from `file` (at `path`, for
@@ -261,6 +327,19 @@ pub fn journal_changes(
     path: &Path,
     changes: crate::diff::Changes<'_>,
     buf: &mut [u8],
+) -> Result<(u64, u64)> {
+    read_changes(delta, volume, file, path, changes, buf, &NoProgress)
+}
+
+/// [`journal_changes`], telling `progress` of each chunk read.
+fn read_changes(
+    delta: &mut DeltaWriter<'_>,
+    volume: u16,
+    file: &File,
+    path: &Path,
+    changes: crate::diff::Changes<'_>,
+    buf: &mut [u8],
+    progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
     let (mut changed, mut read) = (0, 0);
     for change in Prefetch::new(changes, file) {
@@ -276,6 +355,7 @@ pub fn journal_changes(
                         .map_err(Error::io("cannot read snapshot", path))?;
                     read += n as u64;
                     delta.data(volume, at, &buf[..n])?;
+                    progress.inc(n as u64);
                     at += n as u64;
                 }
             }

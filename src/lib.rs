@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod journal;
 mod lock;
+pub mod progress;
 pub mod replay;
 pub mod restore;
 pub mod retention;

@@ -12,6 +12,7 @@ async fn main() -> std::process::ExitCode {
         args.log_format,
         matches!(args.command, cli::Command::Run(_)),
     );
+    cli::progress::set_mode(args.progress);
     // The library does blocking file I/O; keep it off the async worker threads.
     let outcome = tokio::task::spawn_blocking(move || cli::run(args.command)).await;
     match outcome {

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::journal::record::{Record, VolumeInfo, MAX_EXTENT};
 use crate::journal::Journal;
+use crate::progress::{NoProgress, Progress};
 use crate::sys;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -58,9 +59,6 @@ pub struct ReplayReport {
     pub volumes: Vec<ReplayedVolume>,
 }
 
-/// Progress of a replay: (delta just applied, the last delta).
-pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
-
 /// An open replay target.
 pub struct Target {
     pub file: File,
@@ -106,11 +104,26 @@ impl Applier {
         d: u64,
         targets: &HashMap<String, Target>,
     ) -> Result<(u64, u64)> {
+        self.apply_with(journal, d, targets, &NoProgress)
+    }
+
+    /// [`Applier::apply`], telling `progress` of the volume bytes of each record
+    /// applied ([`Record::extent_len`], whether or not its volume has a target).
+    pub fn apply_with(
+        &mut self,
+        journal: &Journal,
+        d: u64,
+        targets: &HashMap<String, Target>,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u64)> {
         let mut total = (0, 0);
         let mut reader = journal.read_delta(d)?;
         let mut slots = Vec::new();
         while let Some(rec) = reader.next_record()? {
-            match self.record(rec, targets, &mut slots)? {
+            let len = rec.extent_len();
+            let applied = self.record(rec, targets, &mut slots)?;
+            progress.inc(len);
+            match applied {
                 Ok((data, zero)) => {
                     total.0 += data;
                     total.1 += zero;
@@ -190,11 +203,14 @@ impl Applier {
     }
 }
 
+/// Replays deltas up to `until` onto `targets`. `progress` is told two phases over
+/// the same total, the volume bytes the deltas set (their `changed_bytes`): "check",
+/// reading every record before anything is written, then "replay".
 pub fn replay(
     journal: &Journal,
     until: u64,
     targets: &[ReplayTarget],
-    progress: Progress<'_>,
+    progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let from = journal.full_base(until)?;
     let final_volumes = journal.volumes_at(until)?;
@@ -205,13 +221,19 @@ pub fn replay(
     // Check everything before writing anything: every record of every delta, and the
     // largest size each volume reaches.
     let mut needed: HashMap<String, u64> = HashMap::new();
+    let mut total = 0;
     for d in from..=until {
-        let begin = journal.read_delta(d)?.check_all()?;
+        total += journal.delta(d)?.changed_bytes;
+    }
+    progress.start("check", total);
+    for d in from..=until {
+        let begin = journal.read_delta(d)?.check_all_with(progress)?;
         for v in begin.volumes {
             let n = needed.entry(v.id).or_default();
             *n = (*n).max(v.size);
         }
     }
+    progress.finish();
     let mut open: HashMap<String, Target> = HashMap::new();
     let mut to_create = Vec::new();
     for (id, path) in &chosen {
@@ -291,13 +313,14 @@ pub fn replay(
         volumes: Vec::new(),
     };
     let mut applier = Applier::new()?;
+    progress.start("replay", total);
     for d in from..=until {
-        let (data, zero) = applier.apply(journal, d, &open)?;
+        let (data, zero) = applier.apply_with(journal, d, &open, progress)?;
         report.data_bytes += data;
         report.zero_bytes += zero;
-        progress(d, until);
     }
     report.volumes = sync_targets(&chosen, &open, &final_volumes)?;
+    progress.finish();
     Ok(report)
 }
 

@@ -6,6 +6,7 @@
 mod common;
 
 use cascade::journal::Journal;
+use cascade::progress::NoProgress;
 use cascade::replay::{replay, ReplayTarget};
 use common::group::{noise, Group};
 use proptest::prelude::*;
@@ -83,7 +84,7 @@ fn check_history(dir: &Path, batches: &[Vec<Op>]) {
                     .unwrap()
             })
             .collect();
-        replay(&journal, i as u64 + 1, &targets, &mut |_, _| {}).unwrap();
+        replay(&journal, i as u64 + 1, &targets, &NoProgress).unwrap();
         for (v, want) in want.iter().enumerate() {
             let got = std::fs::read(out.join(format!("v{v}"))).unwrap();
             assert!(
@@ -165,7 +166,7 @@ fn check_resizes(dir: &Path) {
         std::fs::write(&used, vec![0xffu8; 4 << 20]).unwrap();
         for target in [&fresh, &used] {
             let t: ReplayTarget = target.display().to_string().parse().unwrap();
-            replay(&journal, i as u64 + 1, &[t], &mut |_, _| {}).unwrap();
+            replay(&journal, i as u64 + 1, &[t], &NoProgress).unwrap();
             assert!(
                 std::fs::read(target).unwrap() == want[0],
                 "{} at delta {}",

@@ -5,6 +5,7 @@ mod common;
 
 use cascade::cycle::journal_delta;
 use cascade::journal::{Journal, JournalWriter};
+use cascade::progress::NoProgress;
 use cascade::replay::{replay, ReplayTarget};
 use cascade::volume::driver_for;
 use common::group::{noise, Group};
@@ -22,7 +23,7 @@ fn replay_matches(g: &Group, delta: u64, want: &[Vec<u8>]) {
                 .unwrap()
         })
         .collect();
-    replay(&j, delta, &targets, &mut |_, _| {}).unwrap();
+    replay(&j, delta, &targets, &NoProgress).unwrap();
     for (v, want) in want.iter().enumerate() {
         assert!(
             std::fs::read(out.join(format!("v{v}"))).unwrap() == *want,

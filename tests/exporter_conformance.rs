@@ -318,7 +318,14 @@ fn restored(bucket: &Bucket, dir: &Path) -> Vec<Vec<u8>> {
                 .parse()
                 .unwrap()
         });
-        restore_from(bucket, None, &targets, out.path(), &mut |_, _| {}).unwrap();
+        restore_from(
+            bucket,
+            None,
+            &targets,
+            out.path(),
+            &cascade::progress::NoProgress,
+        )
+        .unwrap();
         ["v0", "v1"]
             .iter()
             .map(|v| std::fs::read(out.path().join(format!("{prefix}{v}"))).unwrap())
@@ -492,7 +499,7 @@ fn restore_at(
         Some(&Point::Delta(delta)),
         &targets,
         out.path(),
-        &mut |_, _| {},
+        &cascade::progress::NoProgress,
     )?;
     Ok(["v0", "v1"]
         .iter()

@@ -3,6 +3,7 @@
 
 use cascade::journal::verify::verify;
 use cascade::journal::{Journal, Point};
+use cascade::progress::NoProgress;
 use cascade::replay::replay;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -23,7 +24,7 @@ fn sha256(path: &Path) -> String {
 
 #[test]
 fn version_1_journal_verifies_and_replays_exactly() {
-    let report = verify(fixture(), &mut |_| {}).unwrap();
+    let report = verify(fixture(), &NoProgress).unwrap();
     assert!(report.ok && report.tail.is_none(), "{report:?}");
     assert_eq!((report.deltas, report.bookmarks), (3, 1));
 
@@ -42,7 +43,7 @@ fn version_1_journal_verifies_and_replays_exactly() {
                 .parse()
                 .unwrap()
         });
-        replay(&j, delta, &targets, &mut |_, _| {}).unwrap();
+        replay(&j, delta, &targets, &NoProgress).unwrap();
         assert_eq!(
             sha256(&out.path().join("boot")),
             f[1],

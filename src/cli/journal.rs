@@ -2,7 +2,6 @@ use super::{human_bytes, print_json};
 use cascade::journal::record::Record;
 use cascade::journal::verify::verify;
 use cascade::journal::{format_time, Journal};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -238,16 +237,7 @@ fn show(
 }
 
 fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
-    let tty = std::io::stderr().is_terminal() && !json;
-    let mut progress = |n: u64| {
-        if tty && n % (64 << 20) < (1 << 20) {
-            eprint!("\rverified {}", human_bytes(n));
-        }
-    };
-    let r = verify(&dir, &mut progress)?;
-    if tty {
-        eprintln!();
-    }
+    let r = verify(&dir, super::progress::observer().as_ref())?;
     if json {
         print_json(&r);
     } else {

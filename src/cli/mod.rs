@@ -4,6 +4,7 @@ mod bookmark;
 mod cycle;
 mod export;
 mod journal;
+pub mod progress;
 mod replay;
 mod restore;
 mod run;
@@ -30,6 +31,15 @@ pub struct Cli {
     /// Log lines for people (human) or one JSON object per line (json), on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// How to show the progress of long work: cycle, replay, restore, journal verify.
+    ///
+    /// Progress goes to stderr, so stdout keeps the command's report, `--json` or not.
+    /// It counts bytes: read from snapshots by a cycle; of volume checked, then
+    /// written, by a replay or a restore (a restore onto existing targets first
+    /// downloads the objects); of segments read by `journal verify`. Each phase
+    /// starts from zero.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub progress: progress::ProgressMode,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,7 +1,6 @@
 use super::human_bytes;
 use cascade::journal::{Journal, Point};
 use cascade::replay::{replay, ReplayTarget};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,16 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ))),
         None => journal.last_delta(),
     };
-    let tty = std::io::stderr().is_terminal() && !a.json;
-    let mut progress = |d: u64, n: u64| {
-        if tty {
-            eprint!("\rreplaying delta {d}/{n}");
-        }
-    };
-    let r = replay(&journal, until, &a.to, &mut progress)?;
-    if tty {
-        eprintln!();
-    }
+    let r = replay(&journal, until, &a.to, super::progress::observer().as_ref())?;
     super::print_replay_report(&r, "replayed", a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 use cascade::journal::Point;
 use cascade::replay::ReplayTarget;
 use cascade::restore::{restore, Source};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,16 +55,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         url: a.from.clone(),
         options,
     };
-    let tty = std::io::stderr().is_terminal() && !a.json;
-    let mut progress = |d: u64, n: u64| {
-        if tty {
-            eprint!("\rrestoring delta {d}/{n}");
-        }
-    };
-    let r = restore(&source, a.until.as_ref(), &a.to, &a.work_dir, &mut progress)?;
-    if tty {
-        eprintln!();
-    }
+    let progress = super::progress::observer();
+    let r = restore(
+        &source,
+        a.until.as_ref(),
+        &a.to,
+        &a.work_dir,
+        progress.as_ref(),
+    )?;
     super::print_replay_report(&r, &format!("restored from {}", a.from), a.json);
     Ok(ExitCode::SUCCESS)
 }

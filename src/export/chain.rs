@@ -66,7 +66,7 @@ pub fn synthesize(
         Some(&Point::Delta(n)),
         &targets,
         &scratch.0,
-        &mut |_, _| {},
+        &crate::progress::NoProgress,
     )?;
 
     let mut writer = JournalWriter::create_starting_at(&scratch.0.join("journal"), n, 64 << 20)?;

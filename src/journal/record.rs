@@ -197,6 +197,16 @@ pub fn encode_data_head(out: &mut Vec<u8>, delta: u64, volume: u16, offset: u64,
 }
 
 impl<'a> Record<'a> {
+    /// The bytes of a volume a Data or Zero record sets; none for the others. Summed
+    /// over a delta, this is its `changed_bytes`.
+    pub fn extent_len(&self) -> u64 {
+        match self {
+            Record::Data { length, .. } => *length as u64,
+            Record::Zero { length, .. } => *length,
+            _ => 0,
+        }
+    }
+
     pub fn decode(kind: u8, payload: &'a [u8]) -> Result<Record<'a>, String> {
         let mut d = Dec::new(payload);
         let rec = match kind {

@@ -6,6 +6,7 @@ use super::record::Record;
 use super::scan::Scanner;
 use super::Tail;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use serde::Serialize;
 use std::path::Path;
 
@@ -32,10 +33,17 @@ pub struct VerifyReport {
     pub tail: Option<Tail>,
 }
 
-/// Observes progress: called with bytes of journal checked so far.
-pub type Progress<'a> = &'a mut dyn FnMut(u64);
+/// Checks the journal in `dir`. `progress` is told one phase, "verify", over the bytes
+/// of the segments from the journal's start; it ends short of the total when a tail or
+/// damage stops the check.
+pub fn verify(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
+    let report = check(dir, progress);
+    // A tail or damage ends the check early, but it ended all the same.
+    progress.finish();
+    report
+}
 
-pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
+fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
     super::check_journal_dir(dir)?;
     let segments = frame::list_segments(dir)?;
     let index = Index::load(dir)?;
@@ -79,13 +87,26 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
         );
         return Ok(report);
     }
+    let mut total = 0;
+    for n in segments.iter().filter(|n| **n >= first) {
+        let path = frame::segment_path(dir, *n);
+        let len = std::fs::metadata(&path)
+            .map_err(Error::io("cannot read segment", &path))?
+            .len();
+        let from = if *n == first {
+            start.pos.offset
+        } else {
+            frame::HEADER_LEN
+        };
+        total += len.saturating_sub(from);
+    }
+    progress.start("verify", total);
     let mut scanner = Scanner::expecting(start.delta - 1, start.seq);
     let mut cursor = FrameCursor::new(dir, start.pos);
     let mut decompressor =
         zstd::bulk::Decompressor::new().map_err(Error::io("cannot start zstd for", dir))?;
     let mut raw = Vec::new();
     let mut seen = 0usize;
-    let mut checked = 0u64;
     // A break inside what the index lists, or with a committed record after it, cannot
     // be an interrupted append: it is damage (the writer uses the same rule).
     let damage = |at: Pos| -> Result<bool> {
@@ -95,8 +116,7 @@ pub fn verify(dir: &Path, progress: Progress<'_>) -> Result<VerifyReport> {
         let (at, reason) = match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
                 report.records += 1;
-                checked += end.offset - at.offset;
-                progress(checked);
+                progress.inc(end.offset - at.offset);
                 let fed = scanner.feed(at, end, kind, crc, &cursor.payload);
                 let fed = fed.and_then(|e| {
                     check_data(kind, &cursor.payload, &mut decompressor, &mut raw).map(|_| e)

@@ -11,6 +11,7 @@
 use crate::error::{Error, Result};
 use crate::export::object::{Bucket, Manifest, ManifestDelta};
 use crate::journal::{frame, Journal, Point};
+use crate::progress::Progress;
 use crate::replay::{replay, ReplayReport, ReplayTarget};
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -56,12 +57,17 @@ impl Drop for Scratch {
     }
 }
 
+/// Restores `targets` at `until` (default: the newest exported delta) from `source`.
+///
+/// `progress` is told the bytes of volume set, summed over the restored deltas (their
+/// `changed_bytes`): into new files in one phase, "restore"; onto existing targets in
+/// three, "download" (bytes of objects), then replay's "check" and "replay".
 pub fn restore(
     source: &Source,
     until: Option<&Point>,
     targets: &[ReplayTarget],
     work_dir: &Path,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let bucket = Bucket::open(&source.url, &source.options)?;
     restore_from(&bucket, until, targets, work_dir, progress)
@@ -73,7 +79,7 @@ pub fn restore_from(
     until: Option<&Point>,
     targets: &[ReplayTarget],
     work_dir: &Path,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let rt = crate::export::object::runtime()?;
     let manifest = rt.block_on(bucket.manifest())?;
@@ -103,9 +109,11 @@ pub fn restore_from(
         },
     }
     .store(&scratch.0)?;
+    progress.start("download", chain.iter().map(|d| d.size).sum());
     for d in chain {
-        rt.block_on(download(bucket, d, &scratch.0))?;
+        rt.block_on(download(bucket, d, &scratch.0, progress))?;
     }
+    progress.finish();
     let journal = Journal::open(&scratch.0)?;
     if journal.last_delta() != n {
         let why = journal
@@ -208,7 +216,12 @@ pub(crate) fn parts(
 
 /// Downloads one delta object into segment `delta` of the scratch journal, checking
 /// its size and CRC-32C against the manifest.
-async fn download(bucket: &Bucket, d: &ManifestDelta, dir: &Path) -> Result<()> {
+async fn download(
+    bucket: &Bucket,
+    d: &ManifestDelta,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
     let path = frame::segment_path(dir, d.delta);
     let mut out =
         std::fs::File::create(&path).map_err(Error::io("cannot write scratch journal", &path))?;
@@ -222,6 +235,7 @@ async fn download(bucket: &Bucket, d: &ManifestDelta, dir: &Path) -> Result<()> 
         size += part.len() as u64;
         out.write_all(&part)
             .map_err(Error::io("cannot write scratch journal", &path))?;
+        progress.inc(part.len() as u64);
     }
     check_whole(bucket, d, size, crc)
 }

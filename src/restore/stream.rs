@@ -12,6 +12,7 @@ use crate::journal::frame::{self, FrameRead, Pos};
 use crate::journal::index::Entry;
 use crate::journal::record::{Begin, Record};
 use crate::journal::Scanner;
+use crate::progress::Progress;
 use crate::replay::{
     assign, refuse_shared_targets, sync_targets, Applier, ReplayReport, ReplayTarget, Target,
 };
@@ -26,7 +27,7 @@ pub fn restore_into_new_files(
     rt: &tokio::runtime::Runtime,
     chain: &[&ManifestDelta],
     targets: &[ReplayTarget],
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let last = *chain.last().expect("a chain is never empty");
     let volumes = rt.block_on(first_begin(bucket, last))?.volumes;
@@ -90,6 +91,7 @@ pub fn restore_into_new_files(
     let mut applier = Applier::new()?;
     let mut scanner = Scanner::expecting(chain[0].delta - 1, 0);
     let mut payload = Vec::new();
+    progress.start("restore", chain.iter().map(|d| d.changed_bytes).sum());
     for d in chain {
         incoming.crc = 0;
         incoming.size = 0;
@@ -122,7 +124,10 @@ pub fn restore_into_new_files(
                 Err(why) => return Err(corrupt(at, why)),
             }
             let rec = Record::decode(kind, &payload).map_err(|why| corrupt(at, why))?;
-            match applier.record(rec, &open, &mut slots)? {
+            let len = rec.extent_len();
+            let applied = applier.record(rec, &open, &mut slots)?;
+            progress.inc(len);
+            match applied {
                 Ok((data, zero)) => {
                     report.data_bytes += data;
                     report.zero_bytes += zero;
@@ -137,7 +142,6 @@ pub fn restore_into_new_files(
             ));
         }
         check_whole(bucket, d, incoming.size, incoming.crc)?;
-        progress(d.delta, last.delta);
     }
     fetcher.abort();
     report.volumes = sync_targets(&chosen, &open, &volumes)?;
@@ -153,6 +157,7 @@ pub fn restore_into_new_files(
             .map_err(Error::io("cannot sync", dir))?;
     }
     created.0.clear();
+    progress.finish();
     Ok(report)
 }
 

@@ -1,0 +1,43 @@
+//! Progress of long work (a first full cycle, a replay, a restore, a verify), told to
+//! whoever is watching.
+//!
+//! The library stays free of any user interface: it only says what it is doing and how
+//! many bytes of how many are done. The caller decides what that looks like: the CLI
+//! draws a bar for a person at a terminal, writes JSON lines for a supervisor, or shows
+//! nothing; a daemon or a test passes [`NoProgress`].
+//!
+//! The contract, for implementations and callers alike:
+//! - Work comes in phases. [`Progress::start`] opens one with the bytes it is expected
+//!   to process and resets the count of done bytes to zero.
+//! - [`Progress::inc`] adds bytes actually processed. Callers call it once per chunk
+//!   or record (about a MiB), never per byte, so an implementation may take a lock
+//!   or look at the clock in it.
+//! - Where the work is found as it goes (the diff of an incremental cycle), the total
+//!   grows with [`Progress::add_total`]; done never passes the total.
+//! - [`Progress::finish`] ends the phase; a phase that completed has done == total.
+//!   A failed operation may end without calling it.
+
+/// Receives progress of long operations. Methods take `&self` so one observer can be
+/// shared; implementations keep their counts behind atomics or a lock.
+pub trait Progress: Send + Sync {
+    /// A phase named `phase` ("cycle", "check", "replay", ...) begins, expected to
+    /// process `total_bytes`; done restarts at zero.
+    fn start(&self, phase: &str, total_bytes: u64);
+    /// The phase found `bytes` more to process than it expected.
+    fn add_total(&self, bytes: u64);
+    /// `bytes` more were processed.
+    fn inc(&self, bytes: u64);
+    /// The phase is over.
+    fn finish(&self);
+}
+
+/// Shows nothing: for daemons, tests and library callers that do not watch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _phase: &str, _total_bytes: u64) {}
+    fn add_total(&self, _bytes: u64) {}
+    fn inc(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
