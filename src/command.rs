@@ -17,7 +17,15 @@ pub fn output(argv: &[String], env: &[(&str, &str)]) -> Result<String> {
     let mut cmd = duct::cmd(program, args)
         .stderr_capture()
         .stdout_capture()
-        .unchecked();
+        .unchecked()
+        // A process group of its own: a stop signal meant for cascade (Ctrl-C at a
+        // terminal, systemd's SIGTERM to the service's processes) must not kill a
+        // freeze hook or an lvcreate half way; cascade finishes or abandons the
+        // cycle itself, and runs the thaw hook either way.
+        .before_spawn(|c| {
+            std::os::unix::process::CommandExt::process_group(c, 0);
+            Ok(())
+        });
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }

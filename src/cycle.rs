@@ -191,13 +191,16 @@ struct Frozen<'a> {
 }
 
 impl<'a> Frozen<'a> {
+    /// Runs the freeze hook. If it fails, the thaw hook runs all the same (when the
+    /// guard drops): a freeze that failed part way may have frozen something.
     fn new(cg: &'a ConsistencyGroup) -> Result<Frozen<'a>> {
+        let frozen = Frozen {
+            thaw: cg.hooks.thaw.as_ref(),
+        };
         if let Some(freeze) = &cg.hooks.freeze {
             command::run(freeze)?;
         }
-        Ok(Frozen {
-            thaw: cg.hooks.thaw.as_ref(),
-        })
+        Ok(frozen)
     }
 
     /// Runs the thaw hook now. Without a successful thaw the capture cannot be called

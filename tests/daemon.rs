@@ -396,6 +396,28 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
         Journal::open(&web).is_ok_and(|j| j.last_delta() >= 2)
     });
     assert_eq!(d.find("config reloaded").len(), 1);
+
+    // A changed schedule of a running group takes effect: yearly, so no more cycles.
+    std::fs::write(
+        &g.config,
+        std::fs::read_to_string(&g.config)
+            .unwrap()
+            .replacen("* * * * * *", "0 0 1 1 *", 1),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.until("the second reload", Duration::from_secs(30), || {
+        d.find("config reloaded").len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let at = last_delta(&g);
+    let web_at = Journal::open(&web).unwrap().last_delta();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(last_delta(&g), at, "the group follows its new schedule");
+    assert!(
+        Journal::open(&web).unwrap().last_delta() > web_at,
+        "the other group goes on"
+    );
     assert!(d.stop().success());
 }
 
@@ -561,4 +583,146 @@ fn status_watch_refreshes_until_interrupted() {
         .iter()
         .all(|l| l["groups"][0]["schedule"] == "0 0 1 1 * (UTC)"));
     assert!(lines[0]["time"] != lines[lines.len() - 1]["time"]);
+}
+
+#[test]
+fn a_stop_signal_to_the_whole_process_group_spares_a_running_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = small_group(tmp.path(), EVERY_SECOND);
+    g.configure("    hooks:\n      freeze: [sleep, \"2\"]\n");
+    let d = Daemon::start(&g.dir, "daemon", &[]);
+    d.until("a cycle to start", Duration::from_secs(30), || {
+        !d.find("cycle started").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // As Ctrl-C or systemd's default KillMode would: every process of the group.
+    d.signal_group(libc::SIGTERM);
+    let mut d = d;
+    assert!(d.wait(Duration::from_secs(30)).success());
+    assert_eq!(
+        last_delta(&g),
+        1,
+        "the hook lived and the cycle committed\n{}",
+        d.log_text()
+    );
+    verify(&g);
+}
+
+#[test]
+fn a_served_tick_is_not_repeated_after_a_crash_or_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = small_group(tmp.path(), YEARLY);
+    g.write(0, 0, &noise(3, 4096));
+    let committed = g.cycle();
+    let delta_ns = Journal::open(&g.journal()).unwrap().deltas()[0].time_ns;
+    let at = |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339();
+    // The daemon died inside the cycle of the last yearly tick, after its commit
+    // (it started a second before the delta was taken) but before saying so.
+    let state = |started_ns: i64| {
+        serde_json::json!({
+            "last_tick": "2026-01-01T00:00:00Z",
+            "last_started": at(started_ns),
+            "last_result": "running",
+            "failures": 0,
+        })
+        .to_string()
+    };
+    let file = g.dir.join("state/cg/schedule.json");
+    std::fs::write(&file, state(delta_ns - 1_000_000_000)).unwrap();
+    let d = Daemon::start(&g.dir, "committed", &[]);
+    d.until("the daemon to start", Duration::from_secs(30), || {
+        !d.find("daemon started").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(d.stop().success());
+    assert_eq!(
+        last_delta(&g),
+        committed.delta,
+        "the committed cycle was not repeated"
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        (saved["last_result"].as_str(), saved["last_delta"].as_u64()),
+        (Some("ok"), Some(1))
+    );
+
+    // A clean restart within the same tick's interval runs nothing either.
+    let d = Daemon::start(&g.dir, "restart", &[]);
+    d.until("the daemon to start", Duration::from_secs(30), || {
+        !d.find("daemon started").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(d.stop().success());
+    assert_eq!(last_delta(&g), 1);
+
+    // Had it died before the commit (it started after the delta was taken), the
+    // tick was not served: one cycle makes up for it at start-up.
+    std::fs::write(&file, state(delta_ns + 1_000_000_000)).unwrap();
+    let d = Daemon::start(&g.dir, "interrupted", &[]);
+    d.until("the make-up cycle", Duration::from_secs(30), || {
+        last_delta(&g) == 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(d.stop().success());
+    assert_eq!(last_delta(&g), 2, "exactly one make-up cycle");
+    let log = std::fs::read_to_string(g.dir.join("interrupted.log")).unwrap();
+    assert!(log.contains("the last cycle was interrupted"), "{log}");
+}
+
+#[test]
+fn a_long_cycle_skips_its_own_ticks_but_not_another_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = small_group(tmp.path(), EVERY_SECOND);
+    std::fs::write(g.dir.join("s0.img"), vec![1u8; 1 << 20]).unwrap();
+    let yaml = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(
+        &g.config,
+        format!("{yaml}  - name: slow\n{EVERY_SECOND}    hooks:\n      freeze: [sleep, \"3\"]\n    volumes:\n      - {{ id: s0, driver: file, path: s0.img }}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
+    let slow = g.dir.join("journals/slow");
+    d.until(
+        "the slow group's first cycle",
+        Duration::from_secs(60),
+        || Journal::open(&slow).is_ok_and(|j| j.last_delta() >= 1),
+    );
+    let fast = last_delta(&g);
+    assert!(
+        fast >= 3,
+        "the other group cycled on while the slow one ran: {fast} deltas"
+    );
+    d.until("the skip to be logged", Duration::from_secs(30), || {
+        !d.find("outlasted the schedule's interval").is_empty()
+    });
+    let skipped = &d.find("outlasted the schedule's interval")[0];
+    assert_eq!(skipped["fields"]["cg"], "slow", "{skipped}");
+    assert!(
+        skipped["fields"]["skipped"].as_u64().unwrap() >= 2,
+        "{skipped}"
+    );
+    let page = metrics(&d);
+    assert!(
+        series(&page, "cascade_cycle_ticks_skipped_total{cg=\"slow\"}") >= 2.0,
+        "{page}"
+    );
+    assert_eq!(
+        series(&page, "cascade_cycle_ticks_skipped_total{cg=\"cg\"}"),
+        0.0,
+        "{page}"
+    );
+    // Never two cycles of one group at once: every start follows the previous end.
+    let slow_events: Vec<String> = d
+        .events()
+        .iter()
+        .filter(|e| e["span"]["cg"] == "slow" && e["span"]["name"] == "cycle")
+        .filter_map(|e| e["fields"]["message"].as_str().map(String::from))
+        .collect();
+    for pair in slow_events.windows(2) {
+        assert!(
+            !(pair[0] == "cycle started" && pair[1] == "cycle started"),
+            "{slow_events:?}"
+        );
+    }
+    assert!(d.stop().success());
 }

@@ -1,6 +1,6 @@
 use super::{human_bytes, print_json};
 use cascade::config::Config;
-use cascade::schedule::{daemon_pid, group_report, GroupReport};
+use cascade::schedule::{daemon_pid, group_report, GroupReport, Outcome};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,11 +42,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // Read the config each time, so a watch follows the daemon's reloads.
         let cfg = Config::load(&a.config)?;
         let daemon = daemon_pid(&cfg.state_dir);
-        let groups: Vec<GroupReport> = cfg
+        let mut groups: Vec<GroupReport> = cfg
             .consistency_groups
             .iter()
             .map(|cg| group_report(&cfg, cg))
             .collect();
+        if daemon.is_none() {
+            // The plan of a daemon that is gone is no plan; next_tick says when.
+            groups.iter_mut().for_each(|g| g.state.next = None);
+        }
         if a.json {
             print_json(&serde_json::json!({
                 "time": chrono::Utc::now(),
@@ -94,9 +98,10 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
                     let took = s.last_duration_ms.map_or(String::new(), |ms| {
                         format!(" in {:.1} s", ms as f64 / 1000.0)
                     });
-                    let delta = s
-                        .last_delta
-                        .map_or(String::new(), |d| format!(", delta {d}"));
+                    let delta = match (result, s.last_delta) {
+                        (Outcome::Ok, Some(d)) => format!(", delta {d}"),
+                        _ => String::new(),
+                    };
                     println!(
                         "  last cycle: {} ({} ago): {}{delta}{took}",
                         started.format("%Y-%m-%d %H:%M:%S UTC"),

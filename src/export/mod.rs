@@ -101,8 +101,9 @@ pub struct TargetStatus {
     /// Synthetic full and retention work of the last export.
     #[serde(default)]
     pub upkeep: Upkeep,
-    /// The export was asked to stop and ended at a delta boundary before the
-    /// journal's end (its history upkeep was left for the next export).
+    /// The export was asked to stop and ended at a delta boundary: before the
+    /// journal's end, or before the upkeep of the replica's history, which the next
+    /// export does.
     #[serde(default)]
     pub stopped: bool,
 }
@@ -216,6 +217,11 @@ fn export_one(
         status.cursor = d;
         status.applied += 1;
         progress(&target.name, d, last);
+    }
+    // The upkeep (a synthetic full image can take long) waits for the next export.
+    if stop.load(Ordering::Relaxed) {
+        status.stopped = true;
+        return Ok(());
     }
     status.upkeep = exporter.finish(journal)?;
     Ok(())

@@ -76,11 +76,16 @@ fn lock_state(state_dir: &Path) -> Result<File> {
     // `cascade status` takes the lock for a moment to see whether a daemon runs;
     // wait that moment out before calling the directory taken.
     let mut tries = 0;
-    while f.try_lock().is_err() {
-        tries += 1;
-        if tries < 25 {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            continue;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 25 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path)(e)),
         }
         let mut s = String::new();
         let _ = f.read_to_string(&mut s);
@@ -257,8 +262,9 @@ impl Supervisor {
         }
     }
 
-    /// A task ended: its group or target left the config, or it panicked, in which
-    /// case it is started again so one bad job does not end the daemon's care of it.
+    /// A task ended: its group or target left the config, or it panicked. Whatever
+    /// the config names is running again afterwards, so one bad job does not end
+    /// the daemon's care of it.
     fn ended(&mut self, done: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         let id = match &done {
             Ok((id, ())) => *id,
@@ -267,8 +273,10 @@ impl Supervisor {
         let key = self.running.remove(&id);
         if let (Err(e), Some((cg, target))) = (done, key) {
             tracing::error!(cg = %cg, target = ?target, error = %e, "a daemon task panicked; starting it again");
-            let cfg = self.ctx.config.borrow().clone();
-            self.start_missing(&cfg);
         }
+        // A task that ended because a reload dropped its group may have been named
+        // again by a later reload, before its end was seen here.
+        let cfg = self.ctx.config.borrow().clone();
+        self.start_missing(&cfg);
     }
 }

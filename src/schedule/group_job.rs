@@ -31,20 +31,24 @@ enum Due {
 
 pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
     let cfg = ctx.config.borrow().clone();
-    let Ok(cg) = cfg.group(&name) else { return };
-    let mut state = GroupState::load(&cfg, cg);
-    let journal = Journal::open(&cfg.journal_path(cg)).ok();
-    let interrupted = state.settle_after_crash(journal.as_ref());
-    if interrupted {
-        tracing::warn!(cg = %name, started = ?state.last_started,
-            "the last cycle was interrupted by a stop or crash; it left nothing in the journal");
-    }
-    let mut owed = cg
-        .schedule
-        .as_ref()
-        .and_then(|s| missed_at_start(&name, s, &mut state, interrupted));
+    // Reading the state and opening the journal (which checks an unfinished tail)
+    // is blocking work: keep it off the workers that wake the other groups.
+    let (c, n) = (cfg.clone(), name.clone());
+    let Ok(Some((mut state, mut owed))) = tokio::task::spawn_blocking(move || {
+        let cg = c.group(&n).ok()?;
+        Some(start_up(&n, &c, cg))
+    })
+    .await
+    else {
+        return;
+    };
     save(&state, &cfg, &name).await;
-    // The journal and lag gauges exist from the start, not from the first cycle.
+    // The gauges exist from the start, not from the first cycle.
+    if state.last_result == Some(Outcome::Ok) {
+        let t = state.last_finished.map_or(0, |t| t.timestamp_millis());
+        ctx.metrics
+            .group(&name, |m| m.last_success_timestamp = t as f64 / 1000.0);
+    }
     refresh(&cfg, &name, &ctx).await;
 
     loop {
@@ -54,6 +58,7 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         let Some(schedule) = cg.schedule.clone() else {
             // Not cycled by the daemon; wait for a reload that gives it a schedule.
             tokio::select! {
+                biased;
                 _ = ctx.shutdown.changed() => return,
                 _ = ctx.config.changed() => continue,
             }
@@ -63,18 +68,12 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         let Some(tick) = schedule.next_after(after) else {
             tracing::warn!(cg = %name, schedule = %schedule.describe(), "the schedule never fires again");
             tokio::select! {
+                biased;
                 _ = ctx.shutdown.changed() => return,
                 _ = ctx.config.changed() => continue,
             }
         };
-        let retry = (state.last_result == Some(Outcome::Failed))
-            .then(|| state.last_finished.zip(state.last_tick))
-            .flatten()
-            .map(|(finished, tick)| Due::Owed {
-                at: finished + backoff(state.failures),
-                tick,
-            });
-        let due = match owed.take().or(retry) {
+        let due = match owed.take().or_else(|| retry(&state)) {
             Some(Due::Owed { at, tick: t }) if at < tick => Due::Owed { at, tick: t },
             _ => Due::Tick(tick),
         };
@@ -86,9 +85,9 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
             state.next = Some(at);
             save(&state, &cfg, &name).await;
         }
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            // Shutdown first: a stopping daemon starts no cycle, even an overdue one.
+            biased;
             _ = ctx.shutdown.changed() => return,
             // The schedule may have changed: work out the next tick again.
             _ = ctx.config.changed() => {
@@ -97,19 +96,67 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
                 }
                 continue;
             }
+            _ = sleep_until(at) => {}
         }
+        let started = Utc::now();
         let (tick, delay) = match due {
-            Due::Tick(t) => (t, Some(Utc::now() - t)),
+            Due::Tick(t) => (t, Some(started - t)),
             Due::Owed { tick, .. } => (tick, None),
         };
-        cycle(&name, &cfg, &handle, &mut state, tick, delay, &ctx).await;
+        if !cycle(&name, &cfg, &handle, &mut state, tick, delay, &ctx).await {
+            return;
+        }
         // Ticks that came while this cycle ran are not made up for.
-        let (skipped, _) = schedule.ticks_between(tick, Utc::now());
+        let (skipped, _) = schedule.ticks_between(tick.max(started), Utc::now());
         if skipped > 0 {
             tracing::warn!(cg = %name, skipped, schedule = %schedule.describe(),
                 "the cycle outlasted the schedule's interval; ticks that came meanwhile were skipped");
             ctx.metrics.group(&name, |m| m.ticks_skipped += skipped);
         }
+    }
+}
+
+/// The group's saved state, settled after a crash, and the catch-up cycle owed for
+/// ticks that passed while no daemon ran.
+fn start_up(
+    name: &str,
+    cfg: &Config,
+    cg: &crate::config::ConsistencyGroup,
+) -> (GroupState, Option<Due>) {
+    let mut state = GroupState::load(cfg, cg);
+    let journal = Journal::open(&cfg.journal_path(cg)).ok();
+    let interrupted = state.settle_after_crash(journal.as_ref());
+    if interrupted {
+        tracing::warn!(cg = %name, started = ?state.last_started,
+            "the last cycle was interrupted by a stop or crash; it left nothing in the journal");
+    }
+    let owed = cg
+        .schedule
+        .as_ref()
+        .and_then(|s| missed_at_start(name, s, &mut state, interrupted));
+    (state, owed)
+}
+
+/// A retry of the last tick's cycle, if that cycle failed. A failure that belongs
+/// to an older tick (the daemon skipped ticks since, by policy) is not retried.
+fn retry(state: &GroupState) -> Option<Due> {
+    let (tick, started, finished) = (state.last_tick?, state.last_started?, state.last_finished?);
+    (state.last_result == Some(Outcome::Failed) && started >= tick).then(|| Due::Owed {
+        at: finished + backoff(state.failures),
+        tick,
+    })
+}
+
+/// Sleeps until the wall clock reads `at`. The wait is taken in steps of at most a
+/// minute and measured again after each, so a suspended machine or a stepped clock
+/// moves the wake-up with the wall clock instead of adding to it.
+async fn sleep_until(at: DateTime<Utc>) {
+    const STEP: std::time::Duration = std::time::Duration::from_secs(60);
+    while let Ok(left) = (at - Utc::now()).to_std() {
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(STEP)).await;
     }
 }
 
@@ -147,7 +194,8 @@ fn missed_at_start(
     }
 }
 
-/// Runs one cycle for `tick` and records how it went.
+/// Runs one cycle for `tick` and records how it went. Returns false, having done
+/// nothing, when the daemon began stopping while the cycle waited for the journal.
 async fn cycle(
     name: &str,
     cfg: &Arc<Config>,
@@ -156,7 +204,13 @@ async fn cycle(
     tick: DateTime<Utc>,
     delay: Option<chrono::TimeDelta>,
     ctx: &Ctx,
-) {
+) -> bool {
+    // Cycles and prunes of this journal take turns inside the daemon; a daemon that
+    // began stopping while this one waited its turn starts nothing.
+    let writer = handle.writer.lock().await;
+    if *ctx.shutdown.borrow() {
+        return false;
+    }
     let started = Utc::now();
     let delay_ms = delay.map(|d| d.num_microseconds().unwrap_or(0).max(0) as f64 / 1000.0);
     state.last_tick = Some(tick);
@@ -172,8 +226,6 @@ async fn cycle(
             .group(name, |m| m.last_start_delay_seconds = d / 1000.0);
     }
 
-    // Cycles and prunes of this journal take turns inside the daemon.
-    let writer = handle.writer.lock().await;
     let (c, n, s) = (cfg.clone(), name.to_string(), span.clone());
     let result = tokio::task::spawn_blocking(move || {
         s.in_scope(|| {
@@ -227,6 +279,7 @@ async fn cycle(
     });
     save(state, cfg, name).await;
     refresh(cfg, name, ctx).instrument(span).await;
+    true
 }
 
 /// Saves the group's state, off the async workers (it fsyncs). A state that cannot be

@@ -32,7 +32,9 @@ pub struct TargetMetrics {
     pub cursor: u64,
     pub lag_deltas: u64,
     pub lag_bytes: u64,
-    pub lag_seconds: f64,
+    /// When the oldest delta the target does not hold was taken; its age is the
+    /// lag in time, worked out at each scrape so it grows while an export hangs.
+    pub oldest_unheld_ns: Option<i64>,
 }
 
 #[derive(Default)]
@@ -82,7 +84,7 @@ impl Metrics {
                 m.cursor = t.cursor;
                 m.lag_deltas = t.lag_deltas;
                 m.lag_bytes = t.lag_bytes;
-                m.lag_seconds = t.lag_seconds;
+                m.oldest_unheld_ns = t.oldest_unheld_ns;
             });
         }
     }
@@ -218,7 +220,10 @@ impl Metrics {
             "cascade_export_lag_seconds",
             "gauge",
             "Age of the oldest delta the target does not hold (0 when current).",
-            t(|m| m.lag_seconds),
+            t(|m| {
+                m.oldest_unheld_ns
+                    .map_or(0.0, |t| (crate::volume::now_ns() - t).max(0) as f64 / 1e9)
+            }),
         );
         family(
             &mut out,

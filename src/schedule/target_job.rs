@@ -40,6 +40,9 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
             return;
         }
         let now_stamp = stamp(&cfg, &cg_name);
+        if *ctx.shutdown.borrow() {
+            return;
+        }
         let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
         if now_stamp.is_some() && (now_stamp != exported || failures > 0) && retry_due {
             match export(&cfg, &cg_name, &target, &handle, &ctx).await {
@@ -64,10 +67,11 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
             t.saturating_duration_since(Instant::now()).min(POLL)
         });
         tokio::select! {
-            _ = committed.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            biased;
             _ = ctx.shutdown.changed() => return,
+            _ = committed.changed() => {}
             _ = ctx.config.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A `cascade run` process for tests: started in a group's directory with JSON logs
 //! in a file, signalled like a service manager would, and killed if a test fails.
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +16,10 @@ impl Daemon {
     /// stderr goes to `dir/NAME.log`.
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Daemon {
         let log = dir.join(format!("{name}.log"));
+        // A process group of its own, as a service manager gives it, so a test can
+        // signal the whole group the way systemd or a terminal would.
         let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .process_group(0)
             .args(["run", "-c", "cascade.yaml", "--log-format", "json"])
             .args(args)
             .current_dir(dir)
@@ -33,6 +37,13 @@ impl Daemon {
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) takes plain integers; the pid is our own child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Signals every process of the daemon's process group, as Ctrl-C at a terminal
+    /// or systemd's default KillMode do.
+    pub fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) takes plain integers; the group is our own child's.
+        assert_eq!(unsafe { libc::kill(-(self.child.id() as i32), sig) }, 0);
     }
 
     /// Sends SIGTERM and waits for the exit.
