@@ -30,6 +30,7 @@ use std::process::ExitCode;
 /// unit for it.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The YAML config file.
     #[arg(long, short)]
     config: PathBuf,
     /// Serve Prometheus metrics at http://ADDR/metrics (default when the flag has no

@@ -17,6 +17,7 @@ use std::time::Duration;
 /// retry), otherwise the schedule's next tick.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The YAML config file (the one the daemon runs with).
     #[arg(long, short)]
     config: PathBuf,
     /// One JSON object (per refresh with --watch).
