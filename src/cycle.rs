@@ -319,6 +319,9 @@ impl Progress for Found<'_> {
     fn finish(&self) {
         self.0.finish()
     }
+    fn stop_requested(&self) -> bool {
+        self.0.stop_requested()
+    }
 }
 
 /// Journals `changes` of one volume, reading Data ranges from `file` (at `path`, for
@@ -353,6 +356,12 @@ fn read_changes(
             ChangeKind::Data => {
                 let mut at = change.offset;
                 while at < change.end() {
+                    if progress.stop_requested() {
+                        return Err(Error::Stopped(format!(
+                            "the cycle reading {}",
+                            path.display()
+                        )));
+                    }
                     let n = (change.end() - at).min(buf.len() as u64) as usize;
                     file.read_exact_at(&mut buf[..n], at)
                         .map_err(Error::io("cannot read snapshot", path))?;

@@ -71,6 +71,11 @@ pub enum Error {
         pid: Option<u32>,
     },
 
+    /// Work stopped on request (the daemon stopping) before it finished; what it
+    /// had begun was not kept.
+    #[error("{0}: stopped on request before it finished; nothing of it was kept")]
+    Stopped(String),
+
     /// An object store request that failed (network, credentials, server).
     #[error("object store {url}: {what}: {reason}")]
     ObjectStore {

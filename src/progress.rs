@@ -16,6 +16,8 @@
 //!   grows with [`Progress::add_total`]; done never passes the total.
 //! - [`Progress::finish`] ends the phase; a phase that completed has done == total.
 //!   A failed operation may end without calling it.
+//! - The watcher may ask the work to stop ([`Progress::stop_requested`]); a cycle
+//!   honours it, and other work may.
 
 /// Receives progress of long operations. Methods take `&self` so one observer can be
 /// shared; implementations keep their counts behind atomics or a lock.
@@ -29,6 +31,13 @@ pub trait Progress: Send + Sync {
     fn inc(&self, bytes: u64);
     /// The phase is over.
     fn finish(&self);
+    /// Whoever watches wants the work to stop. Work that can stop safely asks between
+    /// chunks and then fails with [`Error::Stopped`](crate::Error::Stopped), keeping
+    /// nothing of itself (a cycle drops its uncommitted records and its snapshot).
+    /// The daemon uses it when a stop outlasts its grace period.
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// Shows nothing: for daemons, tests and library callers that do not watch.

@@ -587,6 +587,12 @@ fn bad_schedules_and_daemon_settings() {
             "`localhost:x` is not a listen address",
         ],
     );
+    std::fs::write(&g.config, format!("{config}daemon:\n  stop-grace: 0s\n")).unwrap();
+    fails(
+        &g.cascade(&["run", "-c", "cascade.yaml"]),
+        2,
+        &["daemon: `0s` is not an age"],
+    );
     std::fs::write(&g.config, &config).unwrap();
     fails(
         &g.cascade(&["run", "-c", "cascade.yaml", "--metrics-listen", "nowhere"]),

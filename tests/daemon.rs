@@ -194,21 +194,24 @@ fn scheduled_cycles_are_exported_continuously_and_replay_exactly() {
     );
 }
 
-/// A daemon started on one 160 MiB volume of random bytes, returned while its first
-/// (full) cycle is journalling: a segment holds data that no committed delta covers.
-fn inside_a_full_cycle(dir: &Path) -> (Group, Daemon) {
-    let g = Group::new(dir, &[160 << 20]);
+/// A daemon started on one volume of `mib` MiB of random bytes, returned while its
+/// first (full) cycle is journalling: a segment holds data that no committed delta
+/// covers. `extra` is appended to the config.
+fn inside_a_full_cycle(dir: &Path, mib: u64, extra: &str) -> (Group, Daemon) {
+    let g = Group::new(dir, &[mib << 20]);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(&g.volumes[0])
         .unwrap();
     std::io::copy(
-        &mut std::fs::File::open("/dev/urandom").unwrap().take(160 << 20),
+        &mut std::fs::File::open("/dev/urandom").unwrap().take(mib << 20),
         &mut f,
     )
     .unwrap();
     f.sync_all().unwrap();
     g.configure(EVERY_SECOND);
+    let yaml = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(&g.config, format!("{yaml}{extra}")).unwrap();
     let d = Daemon::start(&g.dir, "first", &[]);
     let segments = g.journal();
     d.until(
@@ -230,7 +233,7 @@ fn inside_a_full_cycle(dir: &Path) -> (Group, Daemon) {
 #[test]
 fn sigterm_in_the_middle_of_a_cycle_lets_it_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let (g, d) = inside_a_full_cycle(tmp.path());
+    let (g, d) = inside_a_full_cycle(tmp.path(), 160, "");
     assert!(d.stop().success(), "a clean stop exits 0");
     assert_eq!(
         last_delta(&g),
@@ -246,9 +249,51 @@ fn sigterm_in_the_middle_of_a_cycle_lets_it_commit() {
 }
 
 #[test]
+fn a_cycle_that_outlasts_the_stop_grace_is_abandoned_and_made_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    // About 9 s of first cycle for this debug build; the grace is 1 s.
+    let (g, mut d) = inside_a_full_cycle(tmp.path(), 480, "daemon:\n  stop-grace: 1s\n");
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait(Duration::from_secs(20)).success(),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        !d.find("cycle abandoned for the stop").is_empty(),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(last_delta(&g), 0, "nothing of the abandoned cycle was kept");
+    verify(&g);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(g.dir.join("state/cg/schedule.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["last_result"], "interrupted", "{state}");
+    let snaps = std::fs::read_dir(g.dir.join("state/cg/snapshots")).map_or(0, |rd| rd.count());
+    assert_eq!(snaps, 0, "its snapshot was removed");
+
+    // The next start makes the abandoned tick up (on a smaller volume, to be quick).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&g.volumes[0])
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let d = Daemon::start(&g.dir, "second", &[]);
+    d.until("the make-up cycle", Duration::from_secs(60), || {
+        last_delta(&g) >= 1
+    });
+    assert!(d.stop().success());
+    let log = std::fs::read_to_string(g.dir.join("second.log")).unwrap();
+    assert!(log.contains("running one now"), "{log}");
+    assert!(replay(&g, 1) == g.contents());
+}
+
+#[test]
 fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let (g, d) = inside_a_full_cycle(tmp.path());
+    let (g, d) = inside_a_full_cycle(tmp.path(), 160, "");
     d.kill();
     assert_eq!(last_delta(&g), 0, "killed before the commit");
     let state: Value =

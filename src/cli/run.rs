@@ -20,8 +20,10 @@ use std::process::ExitCode;
 /// and never stops the other groups and targets; `cascade status` and the metrics
 /// show the failures.
 ///
-/// Signals: SIGTERM or Ctrl-C stops cleanly (a running cycle finishes and commits or
-/// leaves nothing; exports stop at a delta boundary); a second one exits at once.
+/// Signals: SIGTERM or Ctrl-C stops cleanly: a running cycle may finish and commit
+/// within `daemon.stop-grace` (default 30s), after which it is abandoned and keeps
+/// nothing (the next start makes its tick up); exports stop at a delta boundary. A
+/// second signal exits at once.
 /// SIGHUP reloads the config, keeping the running one if the new one is invalid.
 ///
 /// Only one daemon runs per state directory; a second one exits with code 6.

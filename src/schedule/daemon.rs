@@ -29,6 +29,8 @@ pub(crate) struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// The same, for blocking code (an export checks it between deltas).
     pub stop: Arc<AtomicBool>,
+    /// Set when the stop grace has passed: a running cycle is abandoned.
+    pub abandon: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -135,6 +137,7 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
         config: config_rx,
         shutdown: shutdown_rx,
         stop: Arc::new(AtomicBool::new(false)),
+        abandon: Arc::new(AtomicBool::new(false)),
         metrics,
     };
     let mut sup = Supervisor {
@@ -162,9 +165,20 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
         }
     }
 
-    tracing::info!("stopping: running cycles finish, exports stop at a delta boundary");
+    let grace = config_tx.borrow().daemon.stop_grace();
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "stopping: running cycles may finish within the grace, exports stop at a delta boundary"
+    );
     ctx.stop.store(true, Ordering::Relaxed);
     shutdown_tx.send_replace(true);
+    let abandon = ctx.abandon.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        tracing::warn!(grace_s = grace.as_secs_f64(),
+            "the stop grace has passed: abandoning running cycles (they keep nothing; the next start makes their ticks up)");
+        abandon.store(true, Ordering::Relaxed);
+    });
     loop {
         tokio::select! {
             next = sup.tasks.join_next() => if next.is_none() { break },

@@ -125,7 +125,8 @@ fn start_up(
 ) -> (GroupState, Option<Due>) {
     let mut state = GroupState::load(cfg, cg);
     let journal = Journal::open(&cfg.journal_path(cg)).ok();
-    let interrupted = state.settle_after_crash(journal.as_ref());
+    state.settle_after_crash(journal.as_ref());
+    let interrupted = state.last_result == Some(Outcome::Interrupted);
     if interrupted {
         tracing::warn!(cg = %name, started = ?state.last_started,
             "the last cycle was interrupted by a stop or crash; it left nothing in the journal");
@@ -135,6 +136,19 @@ fn start_up(
         .as_ref()
         .and_then(|s| missed_at_start(name, s, &mut state, interrupted));
     (state, owed)
+}
+
+/// Lets the daemon abandon a running cycle once the stop grace has passed.
+struct Abandon<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl crate::progress::Progress for Abandon<'_> {
+    fn start(&self, _: &str, _: u64) {}
+    fn add_total(&self, _: u64) {}
+    fn inc(&self, _: u64) {}
+    fn finish(&self) {}
+    fn stop_requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A retry of the last tick's cycle, if that cycle failed. A failure that belongs
@@ -227,10 +241,11 @@ async fn cycle(
     }
 
     let (c, n, s) = (cfg.clone(), name.to_string(), span.clone());
+    let abandon = ctx.abandon.clone();
     let result = tokio::task::spawn_blocking(move || {
         s.in_scope(|| {
             let cg = c.group(&n)?;
-            let report = crate::cycle::run_cycle(&c, cg)?;
+            let report = crate::cycle::run_cycle_with(&c, cg, &Abandon(&abandon))?;
             // A group without targets is pruned here; one with targets after exports.
             if cg.targets.is_empty() && cg.journal_retention.prunes() {
                 crate::export::prune_journal(&c, cg, false)?;
@@ -259,6 +274,12 @@ async fn cycle(
                 m.last_success_timestamp = finished.timestamp_millis() as f64 / 1000.0;
             });
             handle.committed.send_replace(r.delta);
+            None
+        }
+        Ok(Err(e @ crate::Error::Stopped(_))) => {
+            tracing::warn!(parent: &span, error = %e, "cycle abandoned for the stop");
+            state.last_result = Some(Outcome::Interrupted);
+            state.last_error = Some(e.to_string());
             None
         }
         Ok(Err(e)) => Some(e.to_string()),

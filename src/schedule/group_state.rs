@@ -85,10 +85,9 @@ impl GroupState {
 
     /// Settles a cycle that was running when the daemon died: committed if the
     /// journal's newest delta was stamped after the cycle started, interrupted if not.
-    /// Returns whether it was interrupted.
-    pub fn settle_after_crash(&mut self, journal: Option<&Journal>) -> bool {
+    pub fn settle_after_crash(&mut self, journal: Option<&Journal>) {
         if self.last_result != Some(Outcome::Running) {
-            return false;
+            return;
         }
         let started_ns = self
             .last_started
@@ -103,12 +102,10 @@ impl GroupState {
                 self.last_delta = Some(d.delta);
                 self.failures = 0;
                 self.last_error = None;
-                false
             }
             None => {
                 self.last_result = Some(Outcome::Interrupted);
                 self.last_error = Some("the daemon stopped during this cycle".into());
-                true
             }
         }
     }

@@ -16,9 +16,9 @@
 //! - failures are retried with exponential backoff ([`backoff`]), and reported in
 //!   `STATE/CG/schedule.json`, the targets' status files and the metrics.
 //!
-//! Stopping (SIGTERM, Ctrl-C): no new cycle or export starts; a running cycle is
-//! finished (it commits, or fails and leaves nothing), and a running export stops at
-//! the next delta boundary. A second signal exits at once; the journal's own crash
+//! Stopping (SIGTERM, Ctrl-C): no new cycle or export starts; a running cycle may
+//! finish within the stop grace (it commits), after which it is abandoned between
+//! chunks and keeps nothing; a running export stops at the next delta boundary. A second signal exits at once; the journal's own crash
 //! safety then applies. SIGHUP reloads the config and keeps the running one if the
 //! new one does not load.
 mod backoff;

@@ -12,9 +12,23 @@ pub struct DaemonConfig {
     /// bare port means loopback). Off unless set here or with `--metrics-listen`.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// How long a stopping daemon lets a running cycle finish before abandoning it
+    /// (it then keeps nothing of it, and the next start makes the tick up). Default
+    /// 30s; longer suits large first cycles, within the service manager's own timeout.
+    #[serde(default)]
+    pub stop_grace: Option<crate::retention::Age>,
 }
 
+/// The stop grace when the config names none.
+pub const DEFAULT_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl DaemonConfig {
+    pub fn stop_grace(&self) -> std::time::Duration {
+        self.stop_grace.map_or(DEFAULT_STOP_GRACE, |a| {
+            std::time::Duration::from_nanos(a.ns as u64)
+        })
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if let Some(l) = &self.metrics_listen {
             parse_listen(l).map_err(|e| format!("daemon.metrics-listen: {e}"))?;
