@@ -771,3 +771,41 @@ fn a_long_cycle_skips_its_own_ticks_but_not_another_groups() {
     }
     assert!(d.stop().success());
 }
+
+#[test]
+fn metrics_show_the_journal_and_lag_as_they_are_at_the_scrape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    // No schedule: the CLI cycles; a target that never exports.
+    g.block_target("broken", false);
+    g.configure("    targets: [broken]\n");
+    let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
+    d.until("the metrics endpoint", Duration::from_secs(30), || {
+        !d.find("serving Prometheus metrics").is_empty()
+    });
+    for _ in 0..2 {
+        let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let page = metrics(&d);
+    assert_eq!(
+        series(&page, "cascade_journal_last_delta{cg=\"cg\"}"),
+        2.0,
+        "{page}"
+    );
+    assert_eq!(
+        series(
+            &page,
+            "cascade_export_lag_deltas{cg=\"cg\",target=\"broken\"}"
+        ),
+        2.0,
+        "{page}"
+    );
+    assert!(
+        series(
+            &page,
+            "cascade_export_lag_seconds{cg=\"cg\",target=\"broken\"}"
+        ) >= 0.0
+    );
+    assert!(d.stop().success());
+}

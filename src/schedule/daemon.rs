@@ -118,13 +118,14 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
             .transpose()
             .map_err(Error::InvalidArgument)?,
     };
+    let mut http = None;
     if let Some(addr) = listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(Error::io("cannot listen for metrics on", addr.to_string()))?;
         let addr = l.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-        tokio::spawn(super::http::serve(l, metrics.clone()));
+        http = Some(l);
     }
     let mut term =
         signal(SignalKind::terminate()).map_err(Error::io("cannot handle", "SIGTERM"))?;
@@ -132,6 +133,9 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).map_err(Error::io("cannot handle", "SIGHUP"))?;
 
     let (config_tx, config_rx) = watch::channel(cfg.clone());
+    if let Some(l) = http {
+        tokio::spawn(super::http::serve(l, metrics.clone(), config_rx.clone()));
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ctx = Ctx {
         config: config_rx,

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the daemon, in the text exposition format, served on an
 //! opt-in address. Counters live here and grow while the daemon runs (they restart at
 //! zero with it, which Prometheus' `rate()` expects); journal and lag gauges are
-//! refreshed from [`group_report`](super::report::group_report) after every cycle and
-//! export, so they say what `cascade status` says.
+//! refreshed from [`group_report`](super::report::group_report) at every scrape (and
+//! after every cycle and export), so they say what `cascade status` says.
 use super::report::GroupReport;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
