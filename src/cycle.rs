@@ -13,7 +13,7 @@ use crate::diff::ChangeKind;
 use crate::error::{Error, Result};
 use crate::journal::record::VolumeInfo;
 use crate::journal::{DeltaWriter, Journal, JournalWriter, Tail};
-use crate::progress::{NoProgress, Progress};
+use crate::progress::Progress;
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
 use std::fs::File;
@@ -56,18 +56,13 @@ pub struct CycleReport {
     pub recovered_tail: Option<Tail>,
 }
 
-/// Runs one cycle of `cg` now.
-pub fn run_cycle(cfg: &Config, cg: &ConsistencyGroup) -> Result<CycleReport> {
-    run_cycle_with(cfg, cg, &NoProgress)
-}
-
-/// [`run_cycle`], telling `progress` the bytes read from the new snapshot while they
-/// are journalled, in one phase, "cycle". Its total, the Data bytes the diff names, is
+/// Runs one cycle of `cg` now, telling `progress` the bytes read from the new snapshot
+/// while they are journalled, in one phase, "cycle". Its total, the Data bytes the diff names, is
 /// known up front for volumes journalled in full (a first cycle, the long one: their
 /// allocated ranges, found from metadata); an incremental diff may cost as much as the
 /// reads (a block comparison), so it is not run twice: its ranges add to the total as
 /// they are read.
-pub fn run_cycle_with(
+pub fn run_cycle(
     cfg: &Config,
     cg: &ConsistencyGroup,
     progress: &dyn Progress,
@@ -105,7 +100,7 @@ pub fn run_cycle_with(
     let snapshot_ms = snap_started.elapsed().as_millis() as u64;
 
     let diff_started = Instant::now();
-    let journalled = journal_delta_with(
+    let journalled = journal_delta(
         &mut writer,
         driver.as_ref(),
         base.as_ref(),
@@ -220,19 +215,8 @@ impl Drop for Frozen<'_> {
 
 /// Journals the changes from `base` to `new` as one delta and commits it;
 /// `before_commit` runs after the last extent (the cycle thaws the group there).
+/// `progress` hears of the bytes read from `new` (see [`run_cycle`]).
 pub fn journal_delta(
-    writer: &mut JournalWriter,
-    driver: &dyn VolumeDriver,
-    base: Option<&SnapshotSet>,
-    new: &SnapshotSet,
-    before_commit: &mut dyn FnMut() -> Result<()>,
-) -> Result<(crate::journal::DeltaEntry, Vec<VolumeReport>)> {
-    journal_delta_with(writer, driver, base, new, before_commit, &NoProgress)
-}
-
-/// [`journal_delta`], telling `progress` the bytes read from `new` (see
-/// [`run_cycle_with`]).
-fn journal_delta_with(
     writer: &mut JournalWriter,
     driver: &dyn VolumeDriver,
     base: Option<&SnapshotSet>,
@@ -282,7 +266,7 @@ fn journal_delta_with(
             report.changed_bytes += v.size - old.size;
         }
         let found = Found(progress);
-        let (changed, read) = read_changes(
+        let (changed, read) = journal_changes(
             &mut delta,
             i as u16,
             &file,
@@ -325,20 +309,9 @@ impl Progress for Found<'_> {
 }
 
 /// Journals `changes` of one volume, reading Data ranges from `file` (at `path`, for
-/// messages) through `buf`; returns the bytes covered and the bytes read.
+/// messages) through `buf`, telling `progress` of each chunk read; returns the bytes
+/// covered and the bytes read.
 pub fn journal_changes(
-    delta: &mut DeltaWriter<'_>,
-    volume: u16,
-    file: &File,
-    path: &Path,
-    changes: crate::diff::Changes<'_>,
-    buf: &mut [u8],
-) -> Result<(u64, u64)> {
-    read_changes(delta, volume, file, path, changes, buf, &NoProgress)
-}
-
-/// [`journal_changes`], telling `progress` of each chunk read.
-fn read_changes(
     delta: &mut DeltaWriter<'_>,
     volume: u16,
     file: &File,

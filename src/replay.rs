@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::journal::record::{Record, VolumeInfo, MAX_EXTENT};
 use crate::journal::Journal;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::Progress;
 use crate::sys;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -98,18 +98,9 @@ impl Applier {
 
     /// Writes delta `d` to the targets; returns the bytes written and zeroed. Each
     /// record's checksum is checked as it is read; applying a delta twice is harmless.
+    /// `progress` hears of the volume bytes of each record applied
+    /// ([`Record::extent_len`], whether or not its volume has a target).
     pub fn apply(
-        &mut self,
-        journal: &Journal,
-        d: u64,
-        targets: &HashMap<String, Target>,
-    ) -> Result<(u64, u64)> {
-        self.apply_with(journal, d, targets, &NoProgress)
-    }
-
-    /// [`Applier::apply`], telling `progress` of the volume bytes of each record
-    /// applied ([`Record::extent_len`], whether or not its volume has a target).
-    pub fn apply_with(
         &mut self,
         journal: &Journal,
         d: u64,
@@ -227,7 +218,7 @@ pub fn replay(
     }
     progress.start("check", total);
     for d in from..=until {
-        let begin = journal.read_delta(d)?.check_all_with(progress)?;
+        let begin = journal.read_delta(d)?.check_all(progress)?;
         for v in begin.volumes {
             let n = needed.entry(v.id).or_default();
             *n = (*n).max(v.size);
@@ -315,7 +306,7 @@ pub fn replay(
     let mut applier = Applier::new()?;
     progress.start("replay", total);
     for d in from..=until {
-        let (data, zero) = applier.apply_with(journal, d, &open, progress)?;
+        let (data, zero) = applier.apply(journal, d, &open, progress)?;
         report.data_bytes += data;
         report.zero_bytes += zero;
     }

@@ -41,7 +41,15 @@ fn commit_without_advance(g: &Group, tag: u64, moved: bool) {
     let mut w = JournalWriter::open(&g.journal(), 64 << 20).unwrap();
     let base = d.open_snapshot(tag - 1).unwrap();
     let new = d.snapshot(tag).unwrap();
-    journal_delta(&mut w, d.as_ref(), Some(&base), &new, &mut || Ok(())).unwrap();
+    journal_delta(
+        &mut w,
+        d.as_ref(),
+        Some(&base),
+        &new,
+        &mut || Ok(()),
+        &NoProgress,
+    )
+    .unwrap();
     if moved {
         for (b, n) in base.volumes.iter().zip(&new.volumes) {
             if n.live {

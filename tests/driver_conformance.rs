@@ -7,6 +7,7 @@ use cascade::config::Config;
 use cascade::cycle::journal_delta;
 use cascade::diff::ChangeKind;
 use cascade::journal::JournalWriter;
+use cascade::progress::NoProgress;
 use cascade::volume::{driver_for, SnapshotSet, VolumeDriver};
 use common::group::{noise, Group};
 use std::os::unix::fs::FileExt;
@@ -30,7 +31,7 @@ fn commit(
     base: Option<&SnapshotSet>,
     new: &SnapshotSet,
 ) -> SnapshotSet {
-    journal_delta(w, d, base, new, &mut || Ok(())).unwrap();
+    journal_delta(w, d, base, new, &mut || Ok(()), &NoProgress).unwrap();
     d.advance(base, new, w.journal()).unwrap();
     let fixed = d.open_snapshot(new.tag).unwrap();
     assert!(!fixed.is_live(), "advance leaves the snapshot fixed");

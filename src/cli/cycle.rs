@@ -24,7 +24,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
     let cg = cfg.group(&a.cg)?;
-    let r = cascade::cycle::run_cycle_with(&cfg, cg, super::progress::observer().as_ref())?;
+    let r = cascade::cycle::run_cycle(&cfg, cg, super::progress::observer().as_ref())?;
     if a.json {
         print_json(&r);
         return Ok(ExitCode::SUCCESS);

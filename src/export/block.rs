@@ -6,6 +6,7 @@ use super::{Exporter, Target};
 use crate::config::ConsistencyGroup;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::progress::NoProgress;
 use crate::replay::{Applier, Target as Device};
 use crate::sys;
 use std::collections::{BTreeMap, HashMap};
@@ -162,8 +163,8 @@ impl Exporter for BlockExporter {
             }
         }
         // Checked in full before the first write, like replay.
-        journal.read_delta(delta)?.check_all()?;
-        self.applier.apply(journal, delta, &devices)?;
+        journal.read_delta(delta)?.check_all(&NoProgress)?;
+        self.applier.apply(journal, delta, &devices, &NoProgress)?;
         for d in devices.values() {
             d.file
                 .sync_all()

@@ -80,7 +80,15 @@ pub fn synthesize(
             v.size,
             &t.path,
         );
-        crate::cycle::journal_changes(&mut delta, i as u16, &file, &t.path, ranges, &mut buf)?;
+        crate::cycle::journal_changes(
+            &mut delta,
+            i as u16,
+            &file,
+            &t.path,
+            ranges,
+            &mut buf,
+            &crate::progress::NoProgress,
+        )?;
     }
     let entry = delta.commit()?;
     let key = format!("fulls/{n:020}.cjd");

@@ -19,6 +19,7 @@ use super::{check_next, Exporter, Target};
 use crate::error::{Error, Result};
 use crate::journal::frame::{self, Pos};
 use crate::journal::{BookmarkEntry, Journal};
+use crate::progress::NoProgress;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
@@ -340,7 +341,7 @@ impl Exporter for ObjectExporter {
         let fed_by = self.manifest()?.journal.clone();
         super::check_journal(&self.name, fed_by.as_deref(), cursor, journal)?;
         let entry = journal.delta(delta)?.clone();
-        journal.read_delta(delta)?.check_all()?;
+        journal.read_delta(delta)?.check_all(&NoProgress)?;
         let key = format!("deltas/{delta:020}.cjd");
         let (size, crc) = self.runtime.block_on(upload_range(
             &self.bucket,

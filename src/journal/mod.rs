@@ -266,14 +266,9 @@ impl DeltaReader<'_> {
         }
     }
 
-    /// Reads to the Commit, so every checksum and the digest of the delta are checked.
-    pub fn check_all(self) -> Result<Begin> {
-        self.check_all_with(&crate::progress::NoProgress)
-    }
-
-    /// [`DeltaReader::check_all`], telling `progress` of the volume bytes of each
-    /// record checked ([`Record::extent_len`]).
-    pub fn check_all_with(mut self, progress: &dyn crate::progress::Progress) -> Result<Begin> {
+    /// Reads to the Commit, so every checksum and the digest of the delta are checked,
+    /// telling `progress` of the volume bytes of each record ([`Record::extent_len`]).
+    pub fn check_all(mut self, progress: &dyn crate::progress::Progress) -> Result<Begin> {
         let mut begin = None;
         while let Some(rec) = self.next_record()? {
             progress.inc(rec.extent_len());

@@ -245,7 +245,7 @@ async fn cycle(
     let result = tokio::task::spawn_blocking(move || {
         s.in_scope(|| {
             let cg = c.group(&n)?;
-            let report = crate::cycle::run_cycle_with(&c, cg, &Abandon(&abandon))?;
+            let report = crate::cycle::run_cycle(&c, cg, &Abandon(&abandon))?;
             // A group without targets is pruned here; one with targets after exports.
             if cg.targets.is_empty() && cg.journal_retention.prunes() {
                 crate::export::prune_journal(&c, cg, false)?;

@@ -230,7 +230,7 @@ impl VolumeDriver for FileDriver {
             );
         }
         if !targets.is_empty() {
-            Applier::new()?.apply(journal, new.tag, &targets)?;
+            Applier::new()?.apply(journal, new.tag, &targets, &crate::progress::NoProgress)?;
             for t in targets.values() {
                 t.file
                     .sync_all()

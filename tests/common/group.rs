@@ -59,7 +59,12 @@ impl Group {
 
     pub fn cycle(&self) -> CycleReport {
         let cfg = self.config();
-        run_cycle(&cfg, cfg.group("cg").unwrap()).unwrap()
+        run_cycle(
+            &cfg,
+            cfg.group("cg").unwrap(),
+            &cascade::progress::NoProgress,
+        )
+        .unwrap()
     }
 
     pub fn journal(&self) -> PathBuf {
