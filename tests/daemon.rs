@@ -23,6 +23,18 @@ fn small_group(dir: &Path, schedule: &str) -> Group {
     g
 }
 
+/// Appends group `name` to the config: `lines` (YAML for the group, such as its
+/// schedule) and one file volume `v0` at `path`.
+fn add_group(g: &Group, name: &str, lines: &str, path: &str) {
+    let yaml = std::fs::read_to_string(&g.config).unwrap();
+    let volume = format!("      - {{ id: v0, driver: file, path: {path} }}\n");
+    std::fs::write(
+        &g.config,
+        format!("{yaml}  - name: {name}\n{lines}    volumes:\n{volume}"),
+    )
+    .unwrap();
+}
+
 fn last_delta(g: &Group) -> u64 {
     Journal::open(&g.journal()).map_or(0, |j| j.last_delta())
 }
@@ -431,10 +443,8 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
 
     // A valid config with a second group: it starts cycling.
     std::fs::write(g.dir.join("w0.img"), vec![7u8; 1 << 20]).unwrap();
-    let two = format!(
-        "{good}  - name: web\n{EVERY_SECOND}    volumes:\n      - {{ id: w0, driver: file, path: w0.img }}\n"
-    );
-    std::fs::write(&g.config, two).unwrap();
+    std::fs::write(&g.config, &good).unwrap();
+    add_group(&g, "web", EVERY_SECOND, "w0.img");
     d.signal(libc::SIGHUP);
     let web = g.dir.join("journals/web");
     d.until("the new group to cycle", Duration::from_secs(30), || {
@@ -537,12 +547,7 @@ fn a_failing_group_or_target_does_not_stop_the_others() {
     // A block target whose replica files do not exist: every export fails.
     g.block_target("broken", false);
     g.configure(&format!("    targets: [vault, broken]\n{EVERY_SECOND}"));
-    let yaml = std::fs::read_to_string(&g.config).unwrap();
-    std::fs::write(
-        &g.config,
-        format!("{yaml}  - name: gone\n{EVERY_SECOND}    volumes:\n      - {{ id: x, driver: file, path: missing.img }}\n"),
-    )
-    .unwrap();
+    add_group(&g, "gone", EVERY_SECOND, "missing.img");
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
     d.until(
         "the healthy group to cycle and export",
@@ -719,12 +724,12 @@ fn a_long_cycle_skips_its_own_ticks_but_not_another_groups() {
     let tmp = tempfile::tempdir().unwrap();
     let g = small_group(tmp.path(), EVERY_SECOND);
     std::fs::write(g.dir.join("s0.img"), vec![1u8; 1 << 20]).unwrap();
-    let yaml = std::fs::read_to_string(&g.config).unwrap();
-    std::fs::write(
-        &g.config,
-        format!("{yaml}  - name: slow\n{EVERY_SECOND}    hooks:\n      freeze: [sleep, \"3\"]\n    volumes:\n      - {{ id: s0, driver: file, path: s0.img }}\n"),
-    )
-    .unwrap();
+    add_group(
+        &g,
+        "slow",
+        &format!("{EVERY_SECOND}    hooks:\n      freeze: [sleep, \"3\"]\n"),
+        "s0.img",
+    );
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
     let slow = g.dir.join("journals/slow");
     d.until(

@@ -210,15 +210,15 @@ fn export_one(
     }
     for d in status.cursor + 1..=last {
         if stop.load(Ordering::Relaxed) {
-            status.stopped = true;
-            return Ok(());
+            break;
         }
         status.bytes += exporter.apply(journal, d)?;
         status.cursor = d;
         status.applied += 1;
         progress(&target.name, d, last);
     }
-    // The upkeep (a synthetic full image can take long) waits for the next export.
+    // A stop ends the export at a delta boundary, and the upkeep (a synthetic full
+    // image can take long) waits for the next export.
     if stop.load(Ordering::Relaxed) {
         status.stopped = true;
         return Ok(());

@@ -63,39 +63,24 @@ pub fn daemon_pid(state_dir: &Path) -> Option<u32> {
     }
 }
 
-/// Locks `state_dir` for this daemon, or says which daemon has it.
+/// Locks `state_dir` for this daemon, or says which daemon has it. The lock's short
+/// patience also waits out `cascade status` taking it for a moment to look.
 fn lock_state(state_dir: &Path) -> Result<File> {
     std::fs::create_dir_all(state_dir)
         .map_err(Error::io("cannot create state directory", state_dir))?;
     let path = lock_path(state_dir);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(Error::io("cannot open lock", &path))?;
-    // `cascade status` takes the lock for a moment to see whether a daemon runs;
-    // wait that moment out before calling the directory taken.
-    let mut tries = 0;
-    loop {
-        match f.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) if tries < 25 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                continue;
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path)(e)),
+    let mut f = match crate::lock::lock(&path, state_dir) {
+        Ok(f) => f,
+        Err(Error::Locked { .. }) => {
+            return Err(Error::DaemonRunning {
+                state_dir: state_dir.to_path_buf(),
+                pid: std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok()),
+            })
         }
-        let mut s = String::new();
-        let _ = f.read_to_string(&mut s);
-        return Err(Error::DaemonRunning {
-            state_dir: state_dir.to_path_buf(),
-            pid: s.trim().parse().ok(),
-        });
-    }
+        Err(e) => return Err(e),
+    };
     f.set_len(0)
         .and_then(|_| f.rewind())
         .and_then(|_| writeln!(f, "{}", std::process::id()))

@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::journal::Journal;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use tracing::Instrument as _;
 
 /// What the loop will do next, and when.
 enum Due {
@@ -43,13 +42,11 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         return;
     };
     save(&state, &cfg, &name).await;
-    // The gauges exist from the start, not from the first cycle.
     if state.last_result == Some(Outcome::Ok) {
         let t = state.last_finished.map_or(0, |t| t.timestamp_millis());
         ctx.metrics
             .group(&name, |m| m.last_success_timestamp = t as f64 / 1000.0);
     }
-    refresh(&cfg, &name, &ctx).await;
 
     loop {
         let cfg = ctx.config.borrow_and_update().clone();
@@ -299,7 +296,6 @@ async fn cycle(
         m.last_cycle_seconds = seconds;
     });
     save(state, cfg, name).await;
-    refresh(cfg, name, ctx).instrument(span).await;
     true
 }
 
@@ -315,19 +311,5 @@ async fn save(state: &GroupState, cfg: &Arc<Config>, name: &str) {
     .await;
     if let Ok(Err(e)) = saved {
         tracing::error!(cg = %name, error = %e, "cannot save the schedule state");
-    }
-}
-
-/// Brings the group's journal and lag gauges up to date.
-pub async fn refresh(cfg: &Arc<Config>, name: &str, ctx: &Ctx) {
-    let (c, n) = (cfg.clone(), name.to_string());
-    if let Ok(Some(report)) = tokio::task::spawn_blocking(move || {
-        c.group(&n)
-            .ok()
-            .map(|cg| super::report::group_report(&c, cg))
-    })
-    .await
-    {
-        ctx.metrics.refresh(&report);
     }
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the daemon, in the text exposition format, served on an
 //! opt-in address. Counters live here and grow while the daemon runs (they restart at
 //! zero with it, which Prometheus' `rate()` expects); journal and lag gauges are
-//! refreshed from [`group_report`](super::report::group_report) at every scrape (and
-//! after every cycle and export), so they say what `cascade status` says.
+//! refreshed from [`group_report`](super::report::group_report) at every scrape, so
+//! they say what `cascade status` says, and cost nothing when nobody scrapes.
 use super::report::GroupReport;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,9 +32,7 @@ pub struct TargetMetrics {
     pub cursor: u64,
     pub lag_deltas: u64,
     pub lag_bytes: u64,
-    /// When the oldest delta the target does not hold was taken; its age is the
-    /// lag in time, worked out at each scrape so it grows while an export hangs.
-    pub oldest_unheld_ns: Option<i64>,
+    pub lag_seconds: f64,
 }
 
 #[derive(Default)]
@@ -84,7 +82,7 @@ impl Metrics {
                 m.cursor = t.cursor;
                 m.lag_deltas = t.lag_deltas;
                 m.lag_bytes = t.lag_bytes;
-                m.oldest_unheld_ns = t.oldest_unheld_ns;
+                m.lag_seconds = t.lag_seconds;
             });
         }
     }
@@ -220,10 +218,7 @@ impl Metrics {
             "cascade_export_lag_seconds",
             "gauge",
             "Age of the oldest delta the target does not hold (0 when current).",
-            t(|m| {
-                m.oldest_unheld_ns
-                    .map_or(0.0, |t| (crate::volume::now_ns() - t).max(0) as f64 / 1e9)
-            }),
+            t(|m| m.lag_seconds),
         );
         family(
             &mut out,

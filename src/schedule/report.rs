@@ -34,10 +34,6 @@ pub struct TargetLag {
     /// Age of the oldest delta the target does not hold: how far back in time a
     /// restore from it would land (0 when it is current).
     pub lag_seconds: f64,
-    /// When the oldest delta the target does not hold was taken (ns since the
-    /// epoch), so a metrics scrape can age it.
-    #[serde(skip)]
-    pub oldest_unheld_ns: Option<i64>,
     pub last_export: Option<String>,
     pub last_error: Option<String>,
 }
@@ -68,7 +64,6 @@ pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
                 lag_seconds: behind()
                     .next()
                     .map_or(0.0, |d| (now_ns - d.time_ns).max(0) as f64 / 1e9),
-                oldest_unheld_ns: behind().next().map(|d| d.time_ns),
                 last_export: st.as_ref().and_then(|s| s.last_export.clone()),
                 last_error: st.and_then(|s| s.last_error),
             }

@@ -60,7 +60,6 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
                 }
                 Outcome::Stopped => return,
             }
-            super::group_job::refresh(&cfg, &cg_name, &ctx).await;
             continue;
         }
         let wait = retry_at.filter(|_| failures > 0).map_or(POLL, |t| {
