@@ -332,3 +332,58 @@ fn a_crash_in_the_middle_of_pruning_is_harmless() {
     let err = w.prune_before(6).unwrap_err().to_string();
     assert!(err.contains("the newest delta, 5, always stays"), "{err}");
 }
+
+/// A reader that opened the journal before a prune (a CLI replay while the daemon
+/// prunes) still finds every segment it may read; the space comes back at the next
+/// prune after the reader is gone.
+#[test]
+fn a_reader_keeps_the_segments_it_may_read_until_it_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = group(tmp.path());
+    let mut points = Vec::new();
+    for i in 0..5 {
+        points.push(change_and_cycle(&g, i));
+    }
+    let before = segments(&g);
+    let reader = Journal::open(&g.journal()).unwrap();
+
+    let mut w = JournalWriter::open(&g.journal(), 1 << 20).unwrap();
+    let r = w.prune_before(4).unwrap();
+    let first = w.journal().delta(4).unwrap().begin.segment;
+    drop(w);
+    assert_eq!((r.first_after, r.deltas_removed), (4, 3), "{r:?}");
+    assert_eq!(r.segments_removed, 0, "{r:?}");
+    assert!(r.segments_kept_for_readers > 0, "{r:?}");
+    assert_eq!(segments(&g), before, "nothing removed under the reader");
+    // A new reader opens at the new start...
+    assert_eq!(Journal::open(&g.journal()).unwrap().first_delta(), 4);
+    // ...while the old one still replays a point the prune dropped.
+    let out = g.dir.join("old-point");
+    std::fs::create_dir_all(&out).unwrap();
+    let targets: Vec<cascade::replay::ReplayTarget> = ["v0", "v1"]
+        .iter()
+        .map(|v| format!("{v}={}", out.join(v).display()).parse().unwrap())
+        .collect();
+    cascade::replay::replay(&reader, 2, &targets, &cascade::progress::NoProgress).unwrap();
+    for (i, v) in ["v0", "v1"].iter().enumerate() {
+        assert!(
+            std::fs::read(out.join(v)).unwrap() == points[1][i],
+            "{v} at delta 2"
+        );
+    }
+    drop(reader);
+
+    // The journal-retention prune (as the daemon and `cascade journal prune` run it)
+    // removes what was kept even though its start does not move.
+    let o = ok(
+        &g,
+        &["journal", "prune", "-c", "cascade.yaml", "--cg", "cg"],
+    );
+    assert!(o.contains("pruned to start at delta 4 (0 deltas"), "{o}");
+    assert!(
+        segments(&g).iter().all(|s| *s >= first),
+        "{:?}",
+        segments(&g)
+    );
+    assert!(ok(&g, &["journal", "verify", "journals/cg", "--json"]).contains("\"ok\":true"));
+}

@@ -95,12 +95,19 @@ pub fn print_prune(p: &cascade::export::JournalPrune) {
     };
     match &p.pruned {
         Some(r) => println!(
-            "{}: journal pruned to start at delta {} ({} delta{}, {} removed): {why}",
+            "{}: journal pruned to start at delta {} ({} delta{}, {} removed{}): {why}",
             p.cg,
             r.first_after,
             r.deltas_removed,
             if r.deltas_removed == 1 { "" } else { "s" },
-            human_bytes(r.bytes_freed)
+            human_bytes(r.bytes_freed),
+            match r.segments_kept_for_readers {
+                0 => String::new(),
+                n => format!(
+                    "; {n} segment{} kept while another reader has the journal open, for the next prune",
+                    if n == 1 { "" } else { "s" }
+                ),
+            }
         ),
         None if p.dry_run => println!(
             "{}: journal would start at delta {} (dry run): {why}",

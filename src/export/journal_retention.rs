@@ -76,10 +76,16 @@ pub fn prune_journal(cfg: &Config, cg: &ConsistencyGroup, dry_run: bool) -> Resu
     }
     let mut writer = JournalWriter::open(&dir, cg.segment_size_mib << 20)?;
     let mut p = plan(cfg, cg, writer.journal());
-    if p.first_delta > writer.journal().first_delta() {
-        let report = writer.prune_before(p.first_delta)?;
+    if writer.journal().last_delta() == 0 {
+        return Ok(p);
+    }
+    // Called even when the start stays, to remove segments an earlier prune kept
+    // for a reader.
+    let report = writer.prune_before(p.first_delta)?;
+    if report.deltas_removed + report.segments_removed + report.segments_kept_for_readers > 0 {
         tracing::info!(cg = %cg.name, first = report.first_after, deltas = report.deltas_removed,
-            bytes = report.bytes_freed, "journal pruned");
+            bytes = report.bytes_freed, kept_for_readers = report.segments_kept_for_readers,
+            "journal pruned");
         p.pruned = Some(report);
     }
     Ok(p)

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod index;
 mod point;
 mod prune;
+mod readers;
 pub mod record;
 mod scan;
 pub mod start;
@@ -53,11 +54,14 @@ pub struct Journal {
     id: Option<String>,
     index: Index,
     tail: Option<Tail>,
+    /// Held while the journal is open, so retention keeps the segments it may read.
+    readers: Option<std::fs::File>,
 }
 
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal> {
         check_journal_dir(dir)?;
+        let readers = readers::share(dir)?;
         let mut index = Index::load(dir)?;
         let tail = catch_up(dir, &mut index)?;
         let id = std::fs::read_to_string(dir.join(ID_FILE))
@@ -68,6 +72,7 @@ impl Journal {
             id,
             index,
             tail,
+            readers,
         })
     }
 

@@ -6,12 +6,17 @@
 //! the pruned segments are removed and the pruned head of the first kept segment is
 //! punched out. A crash at any point leaves a journal that opens at the new start;
 //! segments left before it are ignored, and removed by the next prune.
-use super::frame::{self, HEADER_LEN};
+//!
+//! Files are removed only while no other reader holds the journal (readers.rs); the
+//! next prune removes what a reader kept.
+use super::frame::{self, Pos, HEADER_LEN};
+use super::readers;
 use super::start::Start;
 use super::writer::{sync_dir, JournalWriter};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PruneReport {
@@ -23,6 +28,9 @@ pub struct PruneReport {
     pub segments_removed: u64,
     /// Bytes of segment files removed or punched out.
     pub bytes_freed: u64,
+    /// Segments wholly before the new start that stay because another reader (a
+    /// replay, an export) has the journal open; the next prune removes them.
+    pub segments_kept_for_readers: u64,
 }
 
 impl JournalWriter {
@@ -46,11 +54,13 @@ impl JournalWriter {
             bookmarks_removed: 0,
             segments_removed: 0,
             bytes_freed: 0,
+            segments_kept_for_readers: 0,
         };
         let old = journal.start();
         if first <= before {
-            // Segments left below the start by a prune that crashed go now.
-            self.remove_segments_below(old.pos.segment, &mut report)?;
+            // Segments left below the start by a prune that crashed, or kept for a
+            // reader, go now.
+            self.free_pruned(old.pos, &mut report)?;
             return Ok(report);
         }
         let pos = journal.delta(first)?.begin;
@@ -73,33 +83,69 @@ impl JournalWriter {
         index.rewrite(&dir)?;
         report.deltas_removed = first - before;
         report.bookmarks_removed = pruned_bookmarks.len() as u64;
-
-        self.remove_segments_below(pos.segment, &mut report)?;
-        // The first kept segment may open with the end of a pruned delta; give its
-        // blocks back to the file system (the header stays, readers check it).
-        let path = frame::segment_path(&dir, pos.segment);
-        // Punching is idempotent; count only what the previous start had not freed.
-        let head = pos.offset - HEADER_LEN;
-        let already = if old.pos.segment == pos.segment {
-            old.pos.offset - HEADER_LEN
-        } else {
-            0
-        };
-        if head > already {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(Error::io("cannot open journal segment", &path))?;
-            match crate::sys::punch_hole(&f, HEADER_LEN, head).and_then(|_| f.sync_all()) {
-                Ok(()) => report.bytes_freed += head - already,
-                // A file system without hole punching keeps those bytes until the
-                // whole segment goes; nothing reads them.
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-                Err(e) => return Err(Error::io("cannot free pruned bytes of", &path)(e)),
-            }
-        }
+        self.free_pruned(pos, &mut report)?;
         sync_dir(&dir)?;
         Ok(report)
+    }
+
+    /// Gives back the space before `pos`, the start, unless another reader holds the
+    /// journal.
+    fn free_pruned(&self, pos: Pos, report: &mut PruneReport) -> Result<()> {
+        let dir = self.dir();
+        let lock = self.journal.readers.as_ref();
+        if let Some(lock) = lock {
+            if !readers::try_alone(lock, dir)? {
+                report.segments_kept_for_readers = frame::list_segments(dir)?
+                    .into_iter()
+                    .filter(|n| *n < pos.segment)
+                    .count() as u64;
+                tracing::info!(journal = %dir.display(), segments = report.segments_kept_for_readers,
+                    "pruned segments kept while another reader has the journal open; the next prune removes them");
+                return Ok(());
+            }
+        }
+        let freed = self.remove_and_punch(pos, report);
+        if let Some(lock) = lock {
+            readers::unshare(lock, dir)?;
+        }
+        freed
+    }
+
+    fn remove_and_punch(&self, pos: Pos, report: &mut PruneReport) -> Result<()> {
+        let dir = self.dir();
+        self.remove_segments_below(pos.segment, report)?;
+        if pos.offset == HEADER_LEN {
+            return Ok(());
+        }
+        // The first kept segment may open with the end of a pruned delta; give its
+        // blocks back to the file system (the header stays, readers check it). Punched
+        // every time, since an earlier prune may have left it for a reader; what was
+        // freed is what the file's allocation shrank by.
+        let path = frame::segment_path(dir, pos.segment);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("cannot open journal segment", &path))?;
+        let allocated = |f: &std::fs::File| {
+            f.metadata()
+                .map(|m| m.blocks() * 512)
+                .map_err(Error::io("cannot stat journal segment", &path))
+        };
+        let before = allocated(&f)?;
+        match crate::sys::punch_hole(&f, HEADER_LEN, pos.offset - HEADER_LEN) {
+            Ok(()) => {}
+            // A file system without hole punching keeps those bytes until the whole
+            // segment goes; nothing reads them.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(()),
+            Err(e) => return Err(Error::io("cannot free pruned bytes of", &path)(e)),
+        }
+        let freed = before.saturating_sub(allocated(&f)?);
+        if freed > 0 {
+            f.sync_all()
+                .map_err(Error::io("cannot free pruned bytes of", &path))?;
+            report.bytes_freed += freed;
+        }
+        Ok(())
     }
 
     fn remove_segments_below(&self, segment: u64, report: &mut PruneReport) -> Result<()> {
