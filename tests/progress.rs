@@ -1,4 +1,4 @@
-//! `--progress`: long work (a first full cycle, replay, restore, journal verify) tells
+//! `--progress`: long work (a first full cycle, export, replay, restore, journal verify) tells
 //! its progress on stderr as JSON lines when asked, and nothing when not on a terminal
 //! or told `none`; stdout keeps the command's report either way.
 mod common;
@@ -196,8 +196,24 @@ fn json_progress_counts_every_long_command_to_its_total() {
     assert!(totals[0] > report["stored_bytes"].as_u64().unwrap());
 
     // Restore from a directory replica: into new files it streams, in one phase.
-    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Export counts the journal bytes it carries, one phase a target.
+    let o = run(
+        &g,
+        &[
+            "--progress",
+            "json",
+            "export",
+            "-c",
+            "cascade.yaml",
+            "--json",
+        ],
+    );
+    let totals = phases(&o, &["export vault"]);
+    let status = &json(&o)["status"];
+    assert_eq!(status["cursor"], 2, "{status}");
+    let journal = cascade::journal::Journal::open(&g.journal()).unwrap();
+    let stored: u64 = journal.deltas().iter().map(|d| d.stored_bytes).sum();
+    assert_eq!(totals, [stored]);
     let restore = |to: [&str; 2]| {
         run(
             &g,

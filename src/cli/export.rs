@@ -1,6 +1,5 @@
 use super::{human_bytes, print_json};
 use cascade::config::Config;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,16 +41,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(t) = &a.target {
         cfg.target(t)?;
     }
-    let tty = std::io::stderr().is_terminal() && !a.json;
+    let progress = super::progress::observer();
     let mut failed = false;
     for cg in groups {
-        let mut progress = |t: &str, d: u64, n: u64| {
-            if tty {
-                eprint!("\r{}/{t}: delta {d}/{n}", cg.name);
-            }
-        };
         // One group that cannot export (no journal yet, say) does not stop the others.
-        let results = match cascade::export::export(&cfg, cg, a.target.as_deref(), &mut progress) {
+        let results = match cascade::export::export(&cfg, cg, a.target.as_deref(), &*progress) {
             Ok(r) => r,
             Err(e) if a.cg.is_none() => {
                 failed = true;
@@ -60,9 +54,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        if tty {
-            eprintln!();
-        }
         for r in results {
             failed |= r.last_error.is_some();
             if a.json {

@@ -31,7 +31,7 @@ pub struct Cli {
     /// Log lines for people (human) or one JSON object per line (json), on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// How to show the progress of long work: cycle, replay, restore, journal verify.
+    /// How to show the progress of long work: cycle, export, replay, restore, journal verify.
     ///
     /// Progress goes to stderr, so stdout keeps the command's report, `--json` or not.
     /// It counts bytes: read from snapshots by a cycle; of volume checked, then

@@ -28,6 +28,7 @@ pub use target::{Target, TargetSpec};
 use crate::config::{Config, ConsistencyGroup};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,7 +120,7 @@ pub fn export(
     cfg: &Config,
     cg: &ConsistencyGroup,
     only: Option<&str>,
-    progress: &mut dyn FnMut(&str, u64, u64),
+    progress: &dyn Progress,
 ) -> Result<Vec<TargetStatus>> {
     let journal = Journal::open(&cfg.journal_path(cg))?;
     let names: Vec<&String> = match only {
@@ -148,7 +149,7 @@ pub fn export_target(
     cg: &ConsistencyGroup,
     name: &str,
     journal: &Journal,
-    progress: &mut dyn FnMut(&str, u64, u64),
+    progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<TargetStatus> {
     let target = cfg.target(name)?;
@@ -186,7 +187,7 @@ fn export_one(
     state: &Path,
     journal: &Journal,
     status: &mut TargetStatus,
-    progress: &mut dyn FnMut(&str, u64, u64),
+    progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<()> {
     let last = journal.last_delta();
@@ -208,15 +209,22 @@ fn export_one(
             journal.first_delta()
         )));
     }
-    for d in status.cursor + 1..=last {
+    let todo: Vec<u64> = (status.cursor + 1..=last).collect();
+    let stored = |d: u64| journal.delta(d).map(|e| e.stored_bytes);
+    progress.start(
+        &format!("export {}", target.name),
+        todo.iter().map(|d| stored(*d)).sum::<Result<u64>>()?,
+    );
+    for d in todo {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         status.bytes += exporter.apply(journal, d)?;
         status.cursor = d;
         status.applied += 1;
-        progress(&target.name, d, last);
+        progress.inc(stored(d)?);
     }
+    progress.finish();
     // A stop ends the export at a delta boundary, and the upkeep (a synthetic full
     // image can take long) waits for the next export.
     if stop.load(Ordering::Relaxed) {
