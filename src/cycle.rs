@@ -227,12 +227,15 @@ pub fn journal_delta(
     let full = |v: &crate::volume::SnapshotVolume| {
         base.is_none_or(|b| b.volumes.iter().all(|o| o.id != v.id))
     };
+    // A metadata pass over the volumes read in full, only to know the total up front.
     let mut total = 0;
-    for (i, _) in new.volumes.iter().enumerate().filter(|(_, v)| full(v)) {
-        for change in driver.changes(base, new, i)? {
-            let change = change?;
-            if change.kind == ChangeKind::Data {
-                total += change.len;
+    if progress.watched() {
+        for (i, _) in new.volumes.iter().enumerate().filter(|(_, v)| full(v)) {
+            for change in driver.changes(base, new, i)? {
+                let change = change?;
+                if change.kind == ChangeKind::Data {
+                    total += change.len;
+                }
             }
         }
     }

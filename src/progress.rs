@@ -38,6 +38,11 @@ pub trait Progress: Send + Sync {
     fn stop_requested(&self) -> bool {
         false
     }
+    /// Whether anyone looks at the counts. Work may skip passes that exist only to
+    /// find a total up front (the metadata pass of a first full cycle) when nobody does.
+    fn watched(&self) -> bool {
+        true
+    }
 }
 
 /// Shows nothing: for daemons, tests and library callers that do not watch.
@@ -49,4 +54,7 @@ impl Progress for NoProgress {
     fn add_total(&self, _bytes: u64) {}
     fn inc(&self, _bytes: u64) {}
     fn finish(&self) {}
+    fn watched(&self) -> bool {
+        false
+    }
 }

@@ -146,6 +146,9 @@ impl crate::progress::Progress for Abandon<'_> {
     fn stop_requested(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
+    fn watched(&self) -> bool {
+        false
+    }
 }
 
 /// A retry of the last tick's cycle, if that cycle failed. A failure that belongs
