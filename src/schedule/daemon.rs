@@ -53,19 +53,34 @@ fn lock_path(state_dir: &Path) -> PathBuf {
 /// The pid of the daemon running on `state_dir`, if one is.
 pub fn daemon_pid(state_dir: &Path) -> Option<u32> {
     let mut f = File::open(lock_path(state_dir)).ok()?;
-    match f.try_lock_shared() {
-        Ok(()) => None,
-        Err(_) => {
-            let mut s = String::new();
-            f.read_to_string(&mut s).ok()?;
-            s.trim().parse().ok()
+    if f.try_lock_shared().is_ok() {
+        return None;
+    }
+    // A daemon that has just taken the lock writes its pid a moment later.
+    for _ in 0..25 {
+        let mut s = String::new();
+        f.rewind().and_then(|_| f.read_to_string(&mut s)).ok()?;
+        if let Ok(pid) = s.trim().parse() {
+            return Some(pid);
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// The daemon's hold on its state directory; the pid is cleared on a clean exit, so
+/// the next daemon's pid is never confused with it.
+struct StateLock(File);
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
     }
 }
 
 /// Locks `state_dir` for this daemon, or says which daemon has it. The lock's short
 /// patience also waits out `cascade status` taking it for a moment to look.
-fn lock_state(state_dir: &Path) -> Result<File> {
+fn lock_state(state_dir: &Path) -> Result<StateLock> {
     std::fs::create_dir_all(state_dir)
         .map_err(Error::io("cannot create state directory", state_dir))?;
     let path = lock_path(state_dir);
@@ -86,7 +101,7 @@ fn lock_state(state_dir: &Path) -> Result<File> {
         .and_then(|_| writeln!(f, "{}", std::process::id()))
         .and_then(|_| f.sync_all())
         .map_err(Error::io("cannot write lock", &path))?;
-    Ok(f)
+    Ok(StateLock(f))
 }
 
 pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
