@@ -387,3 +387,96 @@ fn a_reader_keeps_the_segments_it_may_read_until_it_closes() {
     );
     assert!(ok(&g, &["journal", "verify", "journals/cg", "--json"]).contains("\"ok\":true"));
 }
+
+/// Prunes the journal in `dir` to `first` the first time a verify reports progress,
+/// which is in the middle of its read.
+struct PruneMidway {
+    dir: std::path::PathBuf,
+    first: u64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl cascade::progress::Progress for PruneMidway {
+    fn start(&self, _: &str, _: u64) {}
+    fn add_total(&self, _: u64) {}
+    fn inc(&self, _: u64) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut w = JournalWriter::open(&self.dir, 1 << 20).unwrap();
+            let r = w.prune_before(self.first).unwrap();
+            assert_eq!(r.deltas_removed, self.first - 1, "{r:?}");
+        }
+    }
+    fn finish(&self) {}
+}
+
+/// `journal verify` is a reader too: a prune while it reads leaves the segments it
+/// listed in place, and it reports the journal sound.
+#[test]
+fn a_prune_during_a_verify_does_not_make_it_see_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = group(tmp.path());
+    for i in 0..5 {
+        change_and_cycle(&g, i);
+    }
+    let before = segments(&g);
+    let watcher = PruneMidway {
+        dir: g.journal(),
+        first: 4,
+        done: Default::default(),
+    };
+    let report = cascade::journal::verify::verify(&g.journal(), &watcher).unwrap();
+    assert!(watcher.done.into_inner(), "the prune ran");
+    assert!(report.ok && report.problem.is_none(), "{report:?}");
+    assert_eq!(segments(&g), before, "nothing removed under the verify");
+    assert_eq!(Journal::open(&g.journal()).unwrap().first_delta(), 4);
+}
+
+/// A journal on a read-only file system, written before readers took a lock (no
+/// `readers` file), still opens, verifies and replays.
+#[test]
+fn a_journal_on_a_read_only_mount_is_read_without_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = group(tmp.path());
+    let points: Vec<_> = (0..2).map(|i| change_and_cycle(&g, i)).collect();
+    std::fs::remove_file(g.journal().join("readers")).unwrap();
+    let ro = tmp.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mount = |args: &[&str]| {
+        let o = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let (src, dst) = (g.journal(), ro.clone());
+    mount(&["--bind", src.to_str().unwrap(), dst.to_str().unwrap()]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(ro.clone());
+    mount(&["-o", "remount,ro,bind", dst.to_str().unwrap()]);
+    assert!(
+        std::fs::write(ro.join("probe"), b"x").is_err(),
+        "the mount is read-only"
+    );
+
+    let j = ro.to_str().unwrap();
+    assert!(ok(&g, &["journal", "verify", j, "--json"]).contains("\"ok\":true"));
+    let out = g.dir.join("from-ro");
+    std::fs::create_dir_all(&out).unwrap();
+    let to: Vec<String> = ["v0", "v1"]
+        .iter()
+        .map(|v| format!("{v}={}", out.join(v).display()))
+        .collect();
+    ok(&g, &["replay", j, "--until", "1", "--to", &to[0], &to[1]]);
+    for (i, v) in ["v0", "v1"].iter().enumerate() {
+        assert!(std::fs::read(out.join(v)).unwrap() == points[0][i], "{v}");
+    }
+}

@@ -82,10 +82,15 @@ pub fn prune_journal(cfg: &Config, cg: &ConsistencyGroup, dry_run: bool) -> Resu
     // Called even when the start stays, to remove segments an earlier prune kept
     // for a reader.
     let report = writer.prune_before(p.first_delta)?;
-    if report.deltas_removed + report.segments_removed + report.segments_kept_for_readers > 0 {
+    let freed = report.deltas_removed + report.segments_removed + report.bytes_freed;
+    // A prune that only found segments still kept for a reader is said by the CLI,
+    // but not logged at every export while the reader stays.
+    if freed > 0 {
         tracing::info!(cg = %cg.name, first = report.first_after, deltas = report.deltas_removed,
             bytes = report.bytes_freed, kept_for_readers = report.segments_kept_for_readers,
             "journal pruned");
+    }
+    if freed + report.segments_kept_for_readers > 0 {
         p.pruned = Some(report);
     }
     Ok(p)

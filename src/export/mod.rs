@@ -211,10 +211,13 @@ fn export_one(
     }
     let todo: Vec<u64> = (status.cursor + 1..=last).collect();
     let stored = |d: u64| journal.delta(d).map(|e| e.stored_bytes);
-    progress.start(
-        &format!("export {}", target.name),
-        todo.iter().map(|d| stored(*d)).sum::<Result<u64>>()?,
-    );
+    let any = !todo.is_empty();
+    if any {
+        progress.start(
+            &format!("export {}", target.name),
+            todo.iter().map(|d| stored(*d)).sum::<Result<u64>>()?,
+        );
+    }
     for d in todo {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -224,7 +227,9 @@ fn export_one(
         status.applied += 1;
         progress.inc(stored(d)?);
     }
-    progress.finish();
+    if any {
+        progress.finish();
+    }
     // A stop ends the export at a delta boundary, and the upkeep (a synthetic full
     // image can take long) waits for the next export.
     if stop.load(Ordering::Relaxed) {

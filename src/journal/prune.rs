@@ -99,16 +99,14 @@ impl JournalWriter {
                     .into_iter()
                     .filter(|n| *n < pos.segment)
                     .count() as u64;
-                tracing::info!(journal = %dir.display(), segments = report.segments_kept_for_readers,
+                tracing::debug!(journal = %dir.display(), segments = report.segments_kept_for_readers,
                     "pruned segments kept while another reader has the journal open; the next prune removes them");
                 return Ok(());
             }
         }
         let freed = self.remove_and_punch(pos, report);
-        if let Some(lock) = lock {
-            readers::unshare(lock, dir)?;
-        }
-        freed
+        let unshared = lock.map_or(Ok(()), |lock| readers::unshare(lock, dir));
+        freed.and(unshared)
     }
 
     fn remove_and_punch(&self, pos: Pos, report: &mut PruneReport) -> Result<()> {
@@ -155,7 +153,8 @@ impl JournalWriter {
             .filter(|n| *n < segment)
         {
             let path = frame::segment_path(dir, n);
-            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            // Allocated bytes, as for punching: a head punched before is not counted twice.
+            let len = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
             std::fs::remove_file(&path)
                 .map_err(Error::io("cannot remove pruned journal segment", &path))?;
             report.segments_removed += 1;

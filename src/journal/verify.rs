@@ -45,6 +45,8 @@ pub fn verify(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
 
 fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
     super::check_journal_dir(dir)?;
+    // Held to the end, so a prune leaves the segments listed here in place.
+    let _reader = super::readers::share(dir)?;
     let segments = frame::list_segments(dir)?;
     let index = Index::load(dir)?;
     let indexed = index.entries();
