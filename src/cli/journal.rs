@@ -38,7 +38,9 @@ pub enum Command {
     /// after every export; this runs it on its own, or shows what it would do.
     ///
     /// This is the one journal command that changes the journal: it takes the writer
-    /// lock, records the new first delta, then removes segments.
+    /// lock, records the new first delta, then removes segments. Segments that a
+    /// running replay, restore, verify or export may still read stay until the next
+    /// prune after it ends; the output says how many.
     Prune {
         /// The cascade config file (YAML).
         #[arg(long, short)]
