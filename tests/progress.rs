@@ -288,3 +288,40 @@ fn no_progress_lines_unless_asked() {
         g.write(0, 0, &noise(21 + 2 * seed as u64, 4096));
     }
 }
+
+/// On a terminal (a pty from script(1)) each phase's finished bar keeps its own line:
+/// the next phase's bar and the report start below it instead of overwriting it or
+/// running on after it.
+#[test]
+fn bars_on_a_terminal_keep_their_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = group(tmp.path());
+    assert!(cycle(&g, "none").0.status.success());
+    let replay = format!(
+        "{} replay journals/cg --to r0.img r1.img",
+        env!("CARGO_BIN_EXE_cascade")
+    );
+    let o = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &replay, "/dev/null"])
+        .current_dir(&g.dir)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    // What stays on screen: each \r-redrawn line's last state.
+    let lines: Vec<&str> = screen
+        .split("\r\n")
+        .map(|l| l.rsplit('\r').next().unwrap().trim_start_matches("\x1b[2K"))
+        .collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}: {lines:?}"))
+    };
+    let (check, replayed, report) = (at("check ["), at("replay ["), at("replayed:"));
+    assert!(check < replayed && replayed < report, "{lines:?}");
+    for bar in [check, replayed] {
+        assert!(lines[bar].contains("] 9.00 MiB/9.00 MiB"), "{lines:?}");
+    }
+}

@@ -39,7 +39,7 @@ pub fn observer() -> Box<dyn Progress> {
     }
 }
 
-/// An indicatif bar on stderr, one per phase; a finished phase's bar stays on screen.
+/// An indicatif bar on stderr, one per phase; a finished phase's bar stays on its line.
 #[derive(Default)]
 struct Bar(Mutex<Option<indicatif::ProgressBar>>);
 
@@ -64,10 +64,10 @@ impl Progress for Bar {
         )
         .with_style(style)
         .with_message(phase.to_string());
+        // A finished phase's bar was taken at its finish; one still here was cut short.
         if let Some(old) = self.0.lock().expect("progress lock").replace(bar) {
-            if !old.is_finished() {
-                old.abandon();
-            }
+            old.abandon();
+            end_line(&old);
         }
     }
     fn add_total(&self, bytes: u64) {
@@ -77,7 +77,18 @@ impl Progress for Bar {
         self.with(|b| b.inc(bytes))
     }
     fn finish(&self) {
-        self.with(|b| b.finish())
+        if let Some(bar) = self.0.lock().expect("progress lock").take() {
+            bar.finish();
+            end_line(&bar);
+        }
+    }
+}
+
+/// indicatif leaves the cursor at the end of a bar's line; the next phase's bar
+/// would overwrite a finished one and the report would start beside it.
+fn end_line(bar: &indicatif::ProgressBar) {
+    if !bar.is_hidden() {
+        eprintln!();
     }
 }
 
@@ -85,9 +96,8 @@ impl Drop for Bar {
     /// Work that failed leaves its bar where it stopped, so the error prints below it.
     fn drop(&mut self) {
         self.with(|b| {
-            if !b.is_finished() {
-                b.abandon()
-            }
+            b.abandon();
+            end_line(b);
         })
     }
 }
