@@ -8,13 +8,16 @@ use std::process::ExitCode;
 /// delta. `cascade replay --until NAME` then rebuilds the volumes as of that delta.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The YAML config file.
     #[arg(long, short)]
     config: PathBuf,
+    /// The consistency group whose journal gets the bookmark.
     #[arg(long)]
     cg: String,
     /// The bookmark's name, unique in the journal.
     #[arg(long)]
     name: String,
+    /// Print the bookmark placed (name, number, delta, time) as JSON.
     #[arg(long)]
     json: bool,
 }

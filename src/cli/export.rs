@@ -15,6 +15,7 @@ use std::process::ExitCode;
 /// never past what its slowest target holds (see `cascade journal prune`).
 #[derive(clap::Args)]
 pub struct Args {
+    /// The YAML config file.
     #[arg(long, short)]
     config: PathBuf,
     /// Only this consistency group (default: all that name targets).

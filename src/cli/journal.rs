@@ -5,30 +5,40 @@ use cascade::journal::{format_time, Journal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Inspect and check a journal. Nothing here modifies it.
+/// Inspect, check and prune a journal. Only `prune` modifies it.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// List committed deltas and bookmarks.
     Ls {
+        /// The journal: a directory, `journal-dir`/GROUP of the config (journals/demo
+        /// in the demo).
         journal: PathBuf,
+        /// One JSON object: its deltas and bookmarks, and the unfinished tail if any.
         #[arg(long)]
         json: bool,
     },
     /// Show one delta: its volumes and, with --extents, every extent record (with
     /// --json: one JSON line for the delta, then one per extent).
     Show {
+        /// The journal: a directory, `journal-dir`/GROUP of the config (journals/demo
+        /// in the demo).
         journal: PathBuf,
         /// Delta id, bookmark name or time, as for `replay --until`.
         point: cascade::journal::Point,
+        /// Also list every extent record: volume, offset, length, data or zero.
         #[arg(long)]
         extents: bool,
+        /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Read every record and check checksums, grammar, commit digests, that data
     /// decompresses, and that the index agrees. Exit 4 on damage.
     Verify {
+        /// The journal: a directory, `journal-dir`/GROUP of the config (journals/demo
+        /// in the demo).
         journal: PathBuf,
+        /// One JSON object: counts, and the problem or unfinished tail found, if any.
         #[arg(long)]
         json: bool,
     },

@@ -36,8 +36,8 @@ pub struct Cli {
     /// Progress goes to stderr, so stdout keeps the command's report, `--json` or not.
     /// It counts bytes: read from snapshots by a cycle; of volume checked, then
     /// written, by a replay or a restore (a restore onto existing targets first
-    /// downloads the objects); of segments read by `journal verify`. Each phase
-    /// starts from zero.
+    /// downloads the objects); of journal carried to each target by `export`; of
+    /// segments read by `journal verify`. Each phase starts from zero.
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
     pub progress: progress::ProgressMode,
     #[command(subcommand)]
