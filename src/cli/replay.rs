@@ -23,6 +23,7 @@ pub struct Args {
     /// time: remove any doubt. Default: the newest committed delta.
     #[arg(long, value_name = "DELTA|BOOKMARK|TIME")]
     until: Option<Point>,
+    /// Print the report (deltas replayed, bytes written and zeroed, per volume) as JSON.
     #[arg(long)]
     json: bool,
 }

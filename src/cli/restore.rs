@@ -32,6 +32,8 @@ pub struct Args {
     /// An S3-compatible endpoint (otherwise AWS_ENDPOINT_URL, otherwise AWS).
     #[arg(long)]
     endpoint: Option<String>,
+    /// The bucket's region (otherwise AWS_REGION / AWS_DEFAULT_REGION, otherwise
+    /// us-east-1).
     #[arg(long)]
     region: Option<String>,
     /// Allow plain HTTP to the endpoint.
@@ -40,6 +42,7 @@ pub struct Args {
     /// Where the scratch journal goes (as large as the deltas restored).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
+    /// Print the report (the deltas restored, bytes written and zeroed, per volume) as JSON.
     #[arg(long)]
     json: bool,
 }
