@@ -19,32 +19,27 @@ use std::path::Path;
 
 const READERS_FILE: &str = "readers";
 
-/// Takes the shared lock. `None` where the file can be neither opened nor created:
-/// a journal on a read-only file system (nothing prunes it), or one a user without
-/// write access opens before any writer made the file.
-pub(crate) fn share(dir: &Path) -> Result<Option<File>> {
+/// Made by the writer when it opens the journal, so that opening for reading
+/// changes nothing.
+pub(super) fn create(dir: &Path) -> Result<()> {
     let path = dir.join(READERS_FILE);
-    let cannot_write = |e: &std::io::Error| {
-        matches!(
-            e.kind(),
-            ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied
-        )
-    };
-    let opened = OpenOptions::new()
-        .read(true)
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path);
-    let f = match opened {
+        .open(&path)
+        .map(drop)
+        .map_err(Error::io("cannot create the readers' lock of", &path))
+}
+
+/// Takes the shared lock. `None` for a journal without the file, which no writer
+/// has opened since readers took locks (or a copy of one): it is read unguarded.
+pub(crate) fn share(dir: &Path) -> Result<Option<File>> {
+    let path = dir.join(READERS_FILE);
+    // flock needs no write access: read-only mounts and other users lock too.
+    let f = match File::open(&path) {
         Ok(f) => f,
-        Err(e) if cannot_write(&e) => match File::open(&path) {
-            Ok(f) => f,
-            Err(again) if cannot_write(&again) || again.kind() == ErrorKind::NotFound => {
-                return Ok(None)
-            }
-            Err(again) => return Err(Error::io("cannot open the readers' lock of", &path)(again)),
-        },
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot open the readers' lock of", &path)(e)),
     };
     // Blocks only while a prune removes files: milliseconds.

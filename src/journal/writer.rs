@@ -45,6 +45,7 @@ impl JournalWriter {
             let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
             crate::export::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
         }
+        super::readers::create(dir)?;
         let journal = Journal::open(dir)?;
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::io("cannot start zstd", dir))?;
