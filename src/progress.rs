@@ -17,7 +17,9 @@
 //! - [`Progress::finish`] ends the phase; a phase that completed has done == total.
 //!   A failed operation may end without calling it.
 //! - The watcher may ask the work to stop ([`Progress::stop_requested`]); a cycle
-//!   honours it, and other work may.
+//!   and an export honour it, and other work may.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Receives progress of long operations. Methods take `&self` so one observer can be
 /// shared; implementations keep their counts behind atomics or a lock.
@@ -31,10 +33,11 @@ pub trait Progress: Send + Sync {
     fn inc(&self, bytes: u64);
     /// The phase is over.
     fn finish(&self);
-    /// Whoever watches wants the work to stop. Work that can stop safely asks between
-    /// chunks and then fails with [`Error::Stopped`](crate::Error::Stopped), keeping
-    /// nothing of itself (a cycle drops its uncommitted records and its snapshot).
-    /// The daemon uses it when a stop outlasts its grace period.
+    /// Whoever watches wants the work to stop. Work that can stop safely asks where it
+    /// can: a cycle between chunks, then fails with
+    /// [`Error::Stopped`](crate::Error::Stopped) keeping nothing of itself (it drops
+    /// its uncommitted records and its snapshot); an export between deltas, then
+    /// reports that it stopped. The daemon asks through [`StopWhen`].
     fn stop_requested(&self) -> bool {
         false
     }
@@ -54,6 +57,23 @@ impl Progress for NoProgress {
     fn add_total(&self, _bytes: u64) {}
     fn inc(&self, _bytes: u64) {}
     fn finish(&self) {}
+    fn watched(&self) -> bool {
+        false
+    }
+}
+
+/// Shows nothing, and asks the work to stop once the flag is set: how the daemon
+/// stops the cycles and exports it runs.
+pub struct StopWhen<'a>(pub &'a AtomicBool);
+
+impl Progress for StopWhen<'_> {
+    fn start(&self, _phase: &str, _total_bytes: u64) {}
+    fn add_total(&self, _bytes: u64) {}
+    fn inc(&self, _bytes: u64) {}
+    fn finish(&self) {}
+    fn stop_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
     fn watched(&self) -> bool {
         false
     }

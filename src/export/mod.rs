@@ -31,7 +31,6 @@ use crate::journal::Journal;
 use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub trait Exporter: Send {
     /// The newest delta the replica holds durably.
@@ -133,24 +132,22 @@ pub fn export(
         })?],
         None => cg.targets.iter().collect(),
     };
-    let never = AtomicBool::new(false);
     names
         .into_iter()
-        .map(|name| export_target(cfg, cg, name, &journal, progress, &never))
+        .map(|name| export_target(cfg, cg, name, &journal, progress))
         .collect()
 }
 
 /// Brings one target of `cg` up to the newest delta of `journal`, and saves its
 /// status. The target's own failure is recorded in the status, not returned. When
-/// `stop` is set the export ends at the next delta boundary, skipping the upkeep of
-/// the replica's history; the cursor then names the last delta applied.
+/// `progress` asks to stop, the export ends at the next delta boundary, skipping the
+/// upkeep of the replica's history; the cursor then names the last delta applied.
 pub fn export_target(
     cfg: &Config,
     cg: &ConsistencyGroup,
     name: &str,
     journal: &Journal,
     progress: &dyn Progress,
-    stop: &AtomicBool,
 ) -> Result<TargetStatus> {
     let target = cfg.target(name)?;
     let state = targets_state(cfg, cg);
@@ -171,7 +168,7 @@ pub fn export_target(
         upkeep: Upkeep::default(),
         stopped: false,
     };
-    let result = export_one(target, cg, &state, journal, &mut status, progress, stop);
+    let result = export_one(target, cg, &state, journal, &mut status, progress);
     status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
     if let Err(e) = result {
         tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
@@ -188,7 +185,6 @@ fn export_one(
     journal: &Journal,
     status: &mut TargetStatus,
     progress: &dyn Progress,
-    stop: &AtomicBool,
 ) -> Result<()> {
     let last = journal.last_delta();
     let _lock = crate::lock::lock(&state.join(format!("{}.lock", target.name)), &target.file)?;
@@ -209,30 +205,31 @@ fn export_one(
             journal.first_delta()
         )));
     }
-    let todo: Vec<u64> = (status.cursor + 1..=last).collect();
-    let stored = |d: u64| journal.delta(d).map(|e| e.stored_bytes);
-    let any = !todo.is_empty();
-    if any {
+    // Each delta to carry, with its journal bytes: what progress counts.
+    let todo = (status.cursor + 1..=last)
+        .map(|d| journal.delta(d).map(|e| (d, e.stored_bytes)))
+        .collect::<Result<Vec<_>>>()?;
+    if !todo.is_empty() {
         progress.start(
             &format!("export {}", target.name),
-            todo.iter().map(|d| stored(*d)).sum::<Result<u64>>()?,
+            todo.iter().map(|(_, bytes)| bytes).sum(),
         );
     }
-    for d in todo {
-        if stop.load(Ordering::Relaxed) {
+    for &(d, bytes) in &todo {
+        if progress.stop_requested() {
             break;
         }
         status.bytes += exporter.apply(journal, d)?;
         status.cursor = d;
         status.applied += 1;
-        progress.inc(stored(d)?);
+        progress.inc(bytes);
     }
-    if any {
+    if !todo.is_empty() {
         progress.finish();
     }
     // A stop ends the export at a delta boundary, and the upkeep (a synthetic full
     // image can take long) waits for the next export.
-    if stop.load(Ordering::Relaxed) {
+    if progress.stop_requested() {
         status.stopped = true;
         return Ok(());
     }

@@ -13,6 +13,7 @@ use super::group_state::{GroupState, Outcome};
 use super::Missed;
 use crate::config::Config;
 use crate::journal::Journal;
+use crate::progress::StopWhen;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -135,22 +136,6 @@ fn start_up(
     (state, owed)
 }
 
-/// Lets the daemon abandon a running cycle once the stop grace has passed.
-struct Abandon<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl crate::progress::Progress for Abandon<'_> {
-    fn start(&self, _: &str, _: u64) {}
-    fn add_total(&self, _: u64) {}
-    fn inc(&self, _: u64) {}
-    fn finish(&self) {}
-    fn stop_requested(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn watched(&self) -> bool {
-        false
-    }
-}
-
 /// A retry of the last tick's cycle, if that cycle failed. A failure that belongs
 /// to an older tick (the daemon skipped ticks since, by policy) is not retried.
 fn retry(state: &GroupState) -> Option<Due> {
@@ -245,7 +230,7 @@ async fn cycle(
     let result = tokio::task::spawn_blocking(move || {
         s.in_scope(|| {
             let cg = c.group(&n)?;
-            let report = crate::cycle::run_cycle(&c, cg, &Abandon(&abandon))?;
+            let report = crate::cycle::run_cycle(&c, cg, &StopWhen(&abandon))?;
             // A group without targets is pruned here; one with targets after exports.
             if cg.targets.is_empty() && cg.journal_retention.prunes() {
                 crate::export::prune_journal(&c, cg, false)?;

@@ -9,7 +9,7 @@ use super::backoff::backoff;
 use super::daemon::{Ctx, GroupHandle};
 use crate::config::Config;
 use crate::journal::Journal;
-use crate::progress::NoProgress;
+use crate::progress::StopWhen;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,7 +102,7 @@ async fn export(
         s.in_scope(|| {
             let cg = c.group(&n)?;
             let journal = Journal::open(&c.journal_path(cg))?;
-            crate::export::export_target(&c, cg, &t, &journal, &NoProgress, &stop)
+            crate::export::export_target(&c, cg, &t, &journal, &StopWhen(&stop))
         })
     })
     .await;
