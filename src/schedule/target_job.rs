@@ -17,8 +17,17 @@ use std::time::{Duration, Instant, SystemTime};
 const POLL: Duration = Duration::from_secs(5);
 
 /// What identifies one state of a journal's index: it changes with every commit,
-/// bookmark and prune.
+/// bookmark and prune. Cheap to read, so the poll looks at it.
 type Stamp = Option<(SystemTime, u64, u64)>;
+
+/// What a target can be given: the newest delta and bookmark. A prune changes the
+/// stamp but not this, so the exports that follow a prune skip their work.
+type Content = (u64, u64);
+
+fn content(journal: &Journal) -> Content {
+    let bookmark = journal.bookmarks().last().map_or(0, |b| b.seq);
+    (journal.last_delta(), bookmark)
+}
 
 fn stamp(cfg: &Config, name: &str) -> Stamp {
     use std::os::unix::fs::MetadataExt;
@@ -30,6 +39,7 @@ fn stamp(cfg: &Config, name: &str) -> Stamp {
 pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
     let mut committed = handle.committed.subscribe();
     let mut exported: Stamp = None;
+    let mut carried: Option<Content> = None;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -46,9 +56,12 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
         }
         let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
         if now_stamp.is_some() && (now_stamp != exported || failures > 0) && retry_due {
-            match export(&cfg, &cg_name, &target, &handle, &ctx).await {
-                Outcome::Done => {
+            // After a failure everything is tried again, even with nothing new.
+            let skip_if = carried.filter(|_| failures == 0);
+            match export(&cfg, &cg_name, &target, &handle, &ctx, skip_if).await {
+                Outcome::Done(c) => {
                     exported = now_stamp;
+                    carried = Some(c);
                     failures = 0;
                     retry_at = None;
                 }
@@ -77,18 +90,21 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
 }
 
 enum Outcome {
-    Done,
+    /// The target holds this content of the journal.
+    Done(Content),
     Failed,
     Stopped,
 }
 
-/// One export of `target`, then the group's journal retention.
+/// One export of `target`, then the group's journal retention; nothing when the
+/// journal's content is still `skip_if`, what the last export carried.
 async fn export(
     cfg: &Arc<Config>,
     cg_name: &str,
     target: &str,
     handle: &GroupHandle,
     ctx: &Ctx,
+    skip_if: Option<Content>,
 ) -> Outcome {
     let span = tracing::info_span!("export", cg = %cg_name, target = %target);
     let (c, n, t, s, stop) = (
@@ -99,15 +115,23 @@ async fn export(
         ctx.stop.clone(),
     );
     let result = tokio::task::spawn_blocking(move || {
-        s.in_scope(|| {
-            let cg = c.group(&n)?;
-            let journal = Journal::open(&c.journal_path(cg))?;
-            crate::export::export_target(&c, cg, &t, &journal, &StopWhen(&stop))
-        })
+        s.in_scope(
+            || -> crate::Result<(Content, Option<crate::export::TargetStatus>)> {
+                let cg = c.group(&n)?;
+                let journal = Journal::open(&c.journal_path(cg))?;
+                let now = content(&journal);
+                if skip_if == Some(now) {
+                    return Ok((now, None));
+                }
+                let status = crate::export::export_target(&c, cg, &t, &journal, &StopWhen(&stop))?;
+                Ok((now, Some(status)))
+            },
+        )
     })
     .await;
-    let status = match result {
-        Ok(Ok(st)) => st,
+    let (now, status) = match result {
+        Ok(Ok((now, Some(st)))) => (now, st),
+        Ok(Ok((now, None))) => return Outcome::Done(now),
         Ok(Err(e)) => {
             tracing::error!(parent: &span, error = %e, "export failed");
             ctx.metrics.target(cg_name, target, |m| m.errors += 1);
@@ -139,7 +163,7 @@ async fn export(
             deleted_objects = status.upkeep.deleted_objects, "export done");
     }
     prune(cfg, cg_name, handle, &span).await;
-    Outcome::Done
+    Outcome::Done(now)
 }
 
 /// Journal retention after an export; skipped quietly when there is no policy.
