@@ -66,8 +66,7 @@ impl Progress for Bar {
         .with_message(phase.to_string());
         // A finished phase's bar was taken at its finish; one still here was cut short.
         if let Some(old) = self.0.lock().expect("progress lock").replace(bar) {
-            old.abandon();
-            end_line(&old);
+            cut(&old);
         }
     }
     fn add_total(&self, bytes: u64) {
@@ -84,6 +83,12 @@ impl Progress for Bar {
     }
 }
 
+/// Leaves an unfinished bar where it stopped.
+fn cut(bar: &indicatif::ProgressBar) {
+    bar.abandon();
+    end_line(bar);
+}
+
 /// indicatif leaves the cursor at the end of a bar's line; the next phase's bar
 /// would overwrite a finished one and the report would start beside it.
 fn end_line(bar: &indicatif::ProgressBar) {
@@ -95,10 +100,7 @@ fn end_line(bar: &indicatif::ProgressBar) {
 impl Drop for Bar {
     /// Work that failed leaves its bar where it stopped, so the error prints below it.
     fn drop(&mut self) {
-        self.with(|b| {
-            b.abandon();
-            end_line(b);
-        })
+        self.with(cut)
     }
 }
 

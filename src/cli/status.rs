@@ -113,11 +113,8 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
                 if let Some(e) = &s.last_error {
                     println!("  last error: {e} ({} failures in a row)", s.failures);
                 }
-                let next = if daemon.is_some() {
-                    s.next.or(g.next_tick)
-                } else {
-                    g.next_tick
-                };
+                // Without a daemon its plan was cleared above.
+                let next = s.next.or(g.next_tick);
                 if let Some(n) = next {
                     let by = if daemon.is_some() {
                         ""

@@ -89,9 +89,7 @@ fn lock_state(state_dir: &Path) -> Result<StateLock> {
         Err(Error::Locked { .. }) => {
             return Err(Error::DaemonRunning {
                 state_dir: state_dir.to_path_buf(),
-                pid: std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok()),
+                pid: daemon_pid(state_dir),
             })
         }
         Err(e) => return Err(e),

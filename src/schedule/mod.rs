@@ -36,4 +36,4 @@ pub use cron::{Missed, Schedule};
 pub use daemon::{daemon_pid, run_daemon, DaemonOptions};
 pub use group_state::{GroupState, Outcome};
 pub use report::{group_report, GroupReport};
-pub use settings::{parse_listen, DaemonConfig, DEFAULT_METRICS_PORT};
+pub use settings::{parse_listen, DaemonConfig};

@@ -3,7 +3,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Where Prometheus metrics are served when asked for without an address.
-pub const DEFAULT_METRICS_PORT: u16 = 9464;
+const DEFAULT_METRICS_PORT: u16 = 9464;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
