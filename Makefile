@@ -41,7 +41,7 @@ test: deps s3s-fs vm-deps lint
 	CASCADE_REQUIRE_VM=1 $(CARGO) test --all-targets
 
 # The benchmarks also compare with restic, upload to s3s-fs, and time the limit program.
-BENCH_APT_PACKAGES := restic
+BENCH_APT_PACKAGES := restic python3 openssl
 bench: deps s3s-fs vm-deps build
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(CARGO) build --release --example multipart-put

@@ -207,7 +207,7 @@ impl std::fmt::Debug for XfsMount {
 }
 
 /// Effective uid is 0, read from `/proc/self/status` (no `unsafe` needed).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

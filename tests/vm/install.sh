@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the LVM VM tests need, only what is missing (a warm machine pays ~1 s):
 #   qemu-system-x86, Debian's stock kernel (linux-image-amd64), lvm2,
-#   thin-provisioning-tools, busybox-static (apt) and virtme-ng (pip, pinned).
+#   thin-provisioning-tools, busybox-static, python3, python3-pip (apt) and virtme-ng (pip, pinned).
 # The host kernel has no device-mapper; LVM runs inside a vng/QEMU (TCG) VM that boots
 # /boot/vmlinuz-*-amd64 over the host root file system (see tests/vm/run.sh).
 # Prints what it does; any failure stops it with a non-zero exit.
 set -euo pipefail
 
 VIRTME_NG_VERSION=${VIRTME_NG_VERSION:-1.42}
-APT_PACKAGES=(qemu-system-x86 linux-image-amd64 lvm2 thin-provisioning-tools busybox-static)
+APT_PACKAGES=(qemu-system-x86 linux-image-amd64 lvm2 thin-provisioning-tools busybox-static python3 python3-pip)
 
 say() { echo "vm-deps: $*"; }
 die() { echo "vm-deps: ERROR: $*" >&2; exit 1; }
