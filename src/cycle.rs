@@ -10,21 +10,13 @@
 use crate::command;
 use crate::config::{Config, ConsistencyGroup};
 use crate::diff::ChangeKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::journal::record::VolumeInfo;
-use crate::journal::{DeltaWriter, Journal, JournalWriter, Tail};
+use crate::journal::{journal_changes, Journal, JournalWriter, Tail, READ_CHUNK};
 use crate::progress::Progress;
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::time::Instant;
-
-pub const READ_CHUNK: usize = 1 << 20;
-/// How far ahead of the reader changed ranges are announced to the kernel.
-const PREFETCH_BYTES: u64 = 32 << 20;
-const PREFETCH_RANGES: usize = 256;
 
 #[derive(Debug, Serialize)]
 pub struct VolumeReport {
@@ -126,7 +118,7 @@ pub fn run_cycle(
         cg: cg.name.clone(),
         delta: entry.delta,
         full: entry.flags & crate::journal::record::FLAG_FULL != 0,
-        time: crate::journal::format_time(entry.time_ns),
+        time: crate::clock::format_time(entry.time_ns),
         volumes,
         changed_bytes: entry.changed_bytes,
         stored_bytes: entry.stored_bytes,
@@ -308,96 +300,5 @@ impl Progress for Found<'_> {
     }
     fn stop_requested(&self) -> bool {
         self.0.stop_requested()
-    }
-}
-
-/// Journals `changes` of one volume, reading Data ranges from `file` (at `path`, for
-/// messages) through `buf`, telling `progress` of each chunk read; returns the bytes
-/// covered and the bytes read.
-pub fn journal_changes(
-    delta: &mut DeltaWriter<'_>,
-    volume: u16,
-    file: &File,
-    path: &Path,
-    changes: crate::diff::Changes<'_>,
-    buf: &mut [u8],
-    progress: &dyn Progress,
-) -> Result<(u64, u64)> {
-    let (mut changed, mut read) = (0, 0);
-    for change in Prefetch::new(changes, file) {
-        let change = change?;
-        changed += change.len;
-        match change.kind {
-            ChangeKind::Zero => delta.zero(volume, change.offset, change.len)?,
-            ChangeKind::Data => {
-                let mut at = change.offset;
-                while at < change.end() {
-                    if progress.stop_requested() {
-                        return Err(Error::Stopped(format!(
-                            "the cycle reading {}",
-                            path.display()
-                        )));
-                    }
-                    let n = (change.end() - at).min(buf.len() as u64) as usize;
-                    file.read_exact_at(&mut buf[..n], at)
-                        .map_err(Error::io("cannot read snapshot", path))?;
-                    read += n as u64;
-                    delta.data(volume, at, &buf[..n])?;
-                    progress.inc(n as u64);
-                    at += n as u64;
-                }
-            }
-        }
-    }
-    Ok((changed, read))
-}
-
-/// Runs the diff ahead of the reader and asks the kernel to prefetch the Data ranges
-/// it names, so the scattered reads of an incremental cycle overlap on the disk instead
-/// of waiting one by one. Holds at most a few hundred ranges, never data.
-struct Prefetch<'a> {
-    changes: crate::diff::Changes<'a>,
-    file: &'a std::fs::File,
-    window: std::collections::VecDeque<crate::diff::Change>,
-    ahead: u64,
-    done: bool,
-}
-
-impl<'a> Prefetch<'a> {
-    fn new(changes: crate::diff::Changes<'a>, file: &'a std::fs::File) -> Self {
-        Prefetch {
-            changes,
-            file,
-            window: Default::default(),
-            ahead: 0,
-            done: false,
-        }
-    }
-}
-
-impl Iterator for Prefetch<'_> {
-    type Item = Result<crate::diff::Change>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done && self.ahead < PREFETCH_BYTES && self.window.len() < PREFETCH_RANGES {
-            match self.changes.next() {
-                None => self.done = true,
-                Some(Err(e)) => return Some(Err(e)),
-                Some(Ok(c)) => {
-                    if c.kind == ChangeKind::Data {
-                        let len = c.len.min(PREFETCH_BYTES);
-                        // A hint only: if it fails, the read below still works.
-                        let _ = crate::sys::prefetch(self.file, c.offset, len);
-                        self.ahead += len;
-                    }
-                    self.window.push_back(c);
-                }
-            }
-        }
-        let c = self.window.pop_front()?;
-        if c.kind == ChangeKind::Data {
-            self.ahead -= c.len.min(PREFETCH_BYTES);
-        }
-        Some(Ok(c))
     }
 }

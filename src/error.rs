@@ -31,6 +31,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// An object of an object replica that fails a check (its size or CRC-32C against
+    /// the manifest, a record's checksum or the format's grammar), or a manifest that
+    /// does not parse. Named by object key and delta: an object store has no segments.
+    #[error("object store {url}: {object}{} is corrupt: {reason}", .delta.map_or(String::new(), |d| format!(" (delta {d}, offset {offset})")))]
+    CorruptObject {
+        url: String,
+        object: String,
+        delta: Option<u64>,
+        offset: u64,
+        reason: String,
+    },
+
     /// A journal written by a newer (or unknown) format version.
     #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads version 1")]
     UnsupportedVersion {

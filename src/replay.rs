@@ -8,32 +8,33 @@
 //! touched, so bad input fails without leaving half-written replicas. Memory is two
 //! 1 MiB buffers whatever the volume size.
 use crate::error::{Error, Result};
-use crate::journal::record::{Record, VolumeInfo, MAX_EXTENT};
-use crate::journal::Journal;
+use crate::journal::record::VolumeInfo;
+use crate::journal::{Applier, Journal, VolumeFile};
 use crate::progress::Progress;
 use crate::sys;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
 
-/// Where one volume goes: `ID=PATH`, or a bare `PATH` taken in journal volume order.
+/// Where one volume is replayed or restored to (`--to`): `ID=PATH`, or a bare `PATH`
+/// taken in journal volume order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayTarget {
+pub struct Destination {
     pub volume: Option<String>,
     pub path: PathBuf,
 }
 
-impl std::str::FromStr for ReplayTarget {
+impl std::str::FromStr for Destination {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Ok(match s.split_once('=') {
-            Some((id, path)) if !id.is_empty() && !id.contains('/') => ReplayTarget {
+            Some((id, path)) if !id.is_empty() && !id.contains('/') => Destination {
                 volume: Some(id.into()),
                 path: path.into(),
             },
-            _ => ReplayTarget {
+            _ => Destination {
                 volume: None,
                 path: s.into(),
             },
@@ -59,148 +60,13 @@ pub struct ReplayReport {
     pub volumes: Vec<ReplayedVolume>,
 }
 
-/// An open replay target.
-pub struct Target {
-    pub file: File,
-    /// A block device: zeroed with BLKZEROOUT rather than by punching holes.
-    pub device: bool,
-    pub path: PathBuf,
-}
-
-/// Applies single deltas to open targets, keyed by volume id. Volumes without a
-/// target are skipped. Buffers are reused across deltas.
-pub struct Applier {
-    dec: zstd::bulk::Decompressor<'static>,
-    raw: Vec<u8>,
-    zeros: Vec<u8>,
-    /// Bytes written since writeback was last started.
-    unflushed: u64,
-}
-
-/// How much a replay writes before it asks the kernel to start writing it out: keeps
-/// the disk busy while records are decompressed and dirty memory bounded.
-const WRITEBACK_EVERY: u64 = 32 << 20;
-
-impl Applier {
-    pub fn new() -> Result<Applier> {
-        let dec = zstd::bulk::Decompressor::new().map_err(|e| Error::Io {
-            what: "cannot start zstd",
-            path: PathBuf::new(),
-            cause: e,
-        })?;
-        Ok(Applier {
-            dec,
-            raw: vec![0u8; MAX_EXTENT],
-            zeros: vec![0u8; MAX_EXTENT],
-            unflushed: 0,
-        })
-    }
-
-    /// Writes delta `d` to the targets; returns the bytes written and zeroed. Each
-    /// record's checksum is checked as it is read; applying a delta twice is harmless.
-    /// `progress` hears of the volume bytes of each record applied
-    /// ([`Record::extent_len`], whether or not its volume has a target).
-    pub fn apply(
-        &mut self,
-        journal: &Journal,
-        d: u64,
-        targets: &HashMap<String, Target>,
-        progress: &dyn Progress,
-    ) -> Result<(u64, u64)> {
-        let mut total = (0, 0);
-        let mut reader = journal.read_delta(d)?;
-        let mut slots = Vec::new();
-        while let Some(rec) = reader.next_record()? {
-            let len = rec.extent_len();
-            let applied = self.record(rec, targets, &mut slots)?;
-            progress.inc(len);
-            match applied {
-                Ok((data, zero)) => {
-                    total.0 += data;
-                    total.1 += zero;
-                }
-                Err(why) => return Err(reader.corrupt(why)),
-            }
-        }
-        Ok(total)
-    }
-
-    /// Applies one record; `slots` maps the delta's volumes to targets (set by its
-    /// Begin). Returns the bytes written and zeroed, or why the record is corrupt
-    /// (the caller knows where it is).
-    pub(crate) fn record<'t>(
-        &mut self,
-        rec: Record<'_>,
-        targets: &'t HashMap<String, Target>,
-        slots: &mut Vec<Option<&'t Target>>,
-    ) -> Result<std::result::Result<(u64, u64), String>> {
-        match rec {
-            Record::Begin(b) => {
-                *slots = b.volumes.iter().map(|v| targets.get(&v.id)).collect();
-                // A file target takes each delta's volume size, so bytes past a
-                // shrunken end do not come back when the volume grows again.
-                for (v, t) in b.volumes.iter().zip(slots.iter()) {
-                    if let Some(t) = t.filter(|t| !t.device) {
-                        t.file
-                            .set_len(v.size)
-                            .map_err(Error::io("cannot size replay target", &t.path))?;
-                    }
-                }
-            }
-            Record::Data {
-                volume,
-                offset,
-                length,
-                compressed,
-                ..
-            } => {
-                let Some(t) = slots[volume as usize] else {
-                    return Ok(Ok((0, 0)));
-                };
-                let out = &mut self.raw[..length as usize];
-                match self.dec.decompress_to_buffer(compressed, out) {
-                    Ok(n) if n == length as usize => {}
-                    Ok(n) => {
-                        return Ok(Err(format!("data decompresses to {n} bytes, not {length}")))
-                    }
-                    Err(e) => return Ok(Err(format!("data does not decompress: {e}"))),
-                }
-                t.file
-                    .write_all_at(out, offset)
-                    .map_err(Error::io("cannot write replay target", &t.path))?;
-                self.unflushed += length as u64;
-                if self.unflushed >= WRITEBACK_EVERY {
-                    // Only a hint: the final fsync is what makes the target durable.
-                    let _ = sys::start_writeback(&t.file);
-                    self.unflushed = 0;
-                }
-                return Ok(Ok((length as u64, 0)));
-            }
-            Record::Zero {
-                volume,
-                offset,
-                length,
-                ..
-            } => {
-                let Some(t) = slots[volume as usize] else {
-                    return Ok(Ok((0, 0)));
-                };
-                zero_range(t, offset, length, &self.zeros)?;
-                return Ok(Ok((0, length)));
-            }
-            Record::Commit(_) | Record::Bookmark(_) => {}
-        }
-        Ok(Ok((0, 0)))
-    }
-}
-
 /// Replays deltas up to `until` onto `targets`. `progress` is told two phases over
 /// the same total, the volume bytes the deltas set (their `changed_bytes`): "check",
 /// reading every record before anything is written, then "replay".
 pub fn replay(
     journal: &Journal,
     until: u64,
-    targets: &[ReplayTarget],
+    targets: &[Destination],
     progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let from = journal.full_base(until)?;
@@ -225,7 +91,7 @@ pub fn replay(
         }
     }
     progress.finish();
-    let mut open: HashMap<String, Target> = HashMap::new();
+    let mut open: HashMap<String, VolumeFile> = HashMap::new();
     let mut to_create = Vec::new();
     for (id, path) in &chosen {
         let need = needed[id];
@@ -248,7 +114,7 @@ pub fn replay(
                 }
                 open.insert(
                     id.clone(),
-                    Target {
+                    VolumeFile {
                         file,
                         device,
                         path: path.clone(),
@@ -279,7 +145,7 @@ pub fn replay(
             Ok(file) => {
                 open.insert(
                     id,
-                    Target {
+                    VolumeFile {
                         file,
                         device: false,
                         path,
@@ -319,7 +185,7 @@ pub fn replay(
 /// point (`volumes`, which holds every chosen id).
 pub(crate) fn sync_targets(
     chosen: &[(String, PathBuf)],
-    open: &HashMap<String, Target>,
+    open: &HashMap<String, VolumeFile>,
     volumes: &[VolumeInfo],
 ) -> Result<Vec<ReplayedVolume>> {
     let mut out = Vec::new();
@@ -337,29 +203,13 @@ pub(crate) fn sync_targets(
     Ok(out)
 }
 
-/// What makes two paths the same file: device, inode and birth time when it exists
-/// (an inode number alone is reused as soon as a file is deleted), else the absolute
-/// path.
-pub(crate) fn file_identity(p: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(p) {
-        Ok(m) => {
-            let born = m
-                .created()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("inode {}:{} born {born}", m.dev(), m.ino())
-        }
-        Err(_) => std::path::absolute(p)
-            .map_or_else(|_| p.display().to_string(), |a| a.display().to_string()),
-    }
-}
-
 /// Two volumes replayed into one file would leave neither right: refuse targets that
 /// are the same file (by device and inode) or the same path.
 pub(crate) fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> {
-    let ids: Vec<String> = chosen.iter().map(|(_, p)| file_identity(p)).collect();
+    let ids: Vec<String> = chosen
+        .iter()
+        .map(|(_, p)| crate::fsutil::file_identity(p))
+        .collect();
     for (i, a) in ids.iter().enumerate() {
         if let Some(j) = ids[..i].iter().position(|b| b == a) {
             return Err(Error::InvalidArgument(format!(
@@ -374,7 +224,7 @@ pub(crate) fn refuse_shared_targets(chosen: &[(String, PathBuf)]) -> Result<()> 
 }
 
 /// Pairs targets with journal volumes: all by id, or all by position.
-pub(crate) fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn assign(targets: &[Destination], ids: &[&str]) -> Result<Vec<(String, PathBuf)>> {
     if targets.is_empty() {
         return Err(Error::InvalidArgument(
             "give at least one --to target".into(),
@@ -418,26 +268,4 @@ pub(crate) fn assign(targets: &[ReplayTarget], ids: &[&str]) -> Result<Vec<(Stri
         out.push((id, t.path.clone()));
     }
     Ok(out)
-}
-
-/// Makes a range read as zeros: a hole in a file, a zeroed range on a device, and
-/// written zeros where neither is supported.
-fn zero_range(t: &Target, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
-    let fast = if t.device {
-        sys::zero_device_range(&t.file, offset, length)
-    } else {
-        sys::punch_hole(&t.file, offset, length)
-    };
-    if fast.is_ok() {
-        return Ok(());
-    }
-    let mut at = offset;
-    while at < offset + length {
-        let n = (offset + length - at).min(zeros.len() as u64) as usize;
-        t.file
-            .write_all_at(&zeros[..n], at)
-            .map_err(Error::io("cannot write replay target", &t.path))?;
-        at += n as u64;
-    }
-    Ok(())
 }

@@ -24,7 +24,7 @@ fn every_shipped_target_loads() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         if path.extension().is_some_and(|e| e == "yaml") {
-            cascade::export::Target::load(&dir, &name)
+            cascade::config::Target::load(&dir, &name)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             loaded += 1;
         }

@@ -7,7 +7,7 @@ mod common;
 
 use cascade::journal::Journal;
 use cascade::progress::NoProgress;
-use cascade::replay::{replay, ReplayTarget};
+use cascade::replay::{replay, Destination};
 use common::group::{noise, Group};
 use proptest::prelude::*;
 use std::path::Path;
@@ -77,7 +77,7 @@ fn check_history(dir: &Path, batches: &[Vec<Op>]) {
     for (i, want) in expected.iter().enumerate() {
         let out = dir.join(format!("replay-{}", i + 1));
         std::fs::create_dir_all(&out).unwrap();
-        let targets: Vec<ReplayTarget> = (0..SIZES.len())
+        let targets: Vec<Destination> = (0..SIZES.len())
             .map(|v| {
                 format!("{}", out.join(format!("v{v}")).display())
                     .parse()
@@ -165,7 +165,7 @@ fn check_resizes(dir: &Path) {
         let used = dir.join(format!("used-{i}"));
         std::fs::write(&used, vec![0xffu8; 4 << 20]).unwrap();
         for target in [&fresh, &used] {
-            let t: ReplayTarget = target.display().to_string().parse().unwrap();
+            let t: Destination = target.display().to_string().parse().unwrap();
             replay(&journal, i as u64 + 1, &[t], &NoProgress).unwrap();
             assert!(
                 std::fs::read(target).unwrap() == want[0],

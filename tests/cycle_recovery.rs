@@ -6,7 +6,7 @@ mod common;
 use cascade::cycle::journal_delta;
 use cascade::journal::{Journal, JournalWriter};
 use cascade::progress::NoProgress;
-use cascade::replay::{replay, ReplayTarget};
+use cascade::replay::{replay, Destination};
 use cascade::volume::driver_for;
 use common::group::{noise, Group};
 
@@ -14,7 +14,7 @@ fn replay_matches(g: &Group, delta: u64, want: &[Vec<u8>]) {
     let j = Journal::open(&g.journal()).unwrap();
     let out = g.dir.join(format!("check-{delta}"));
     std::fs::create_dir_all(&out).unwrap();
-    let targets: Vec<ReplayTarget> = (0..want.len())
+    let targets: Vec<Destination> = (0..want.len())
         .map(|v| {
             out.join(format!("v{v}"))
                 .display()

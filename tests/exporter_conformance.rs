@@ -3,10 +3,10 @@
 mod common;
 
 use cascade::config::Config;
-use cascade::export::object::Bucket;
-use cascade::export::target::ObjectPolicy;
+use cascade::config::ObjectPolicy;
 use cascade::export::{open_exporter, Exporter, ObjectExporter};
 use cascade::journal::{Journal, Point};
+use cascade::replica::Bucket;
 use cascade::restore::restore_from;
 use common::group::{noise, Group};
 use std::collections::BTreeSet;
@@ -355,7 +355,7 @@ fn object_exporter_on_a_local_directory() {
     assert!(g.dir.join("vault/manifest.json").exists());
     let work = tmp.path().join("history");
     history_suite(&work, &|policy: ObjectPolicy| {
-        let dir = work.join(format!("vault-{}", cascade::volume::now_ns()));
+        let dir = work.join(format!("vault-{}", cascade::clock::now_ns()));
         let bucket = Bucket::open(&dir.display().to_string(), &Default::default()).unwrap();
         let e = ObjectExporter::with_bucket("dir", bucket.clone(), policy, &work).unwrap();
         (Box::new(e) as Box<dyn Exporter>, bucket)
@@ -439,7 +439,7 @@ fn object_exporter_on_s3() {
     );
     let work = tmp.path().join("history");
     history_suite(&work, &|policy: ObjectPolicy| {
-        let url = s3.url(&format!("history/{}", cascade::volume::now_ns()));
+        let url = s3.url(&format!("history/{}", cascade::clock::now_ns()));
         let bucket = Bucket::open(&url, &options).unwrap();
         let e = ObjectExporter::with_bucket("s3", bucket.clone(), policy, &work).unwrap();
         (Box::new(e) as Box<dyn Exporter>, bucket)
@@ -449,7 +449,7 @@ fn object_exporter_on_s3() {
 fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
     ObjectPolicy {
         synthetic_full_every: every,
-        retention: cascade::retention::Retention {
+        retention: cascade::config::Retention {
             keep_deltas,
             keep_age: None,
         },
@@ -458,7 +458,7 @@ fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
 
 /// Every object in the replica's store, by key below its prefix.
 fn stored_keys(bucket: &Bucket) -> BTreeSet<String> {
-    let rt = cascade::export::object::runtime().unwrap();
+    let rt = cascade::replica::runtime().unwrap();
     rt.block_on(async {
         use futures_util::StreamExt;
         let mut out = BTreeSet::new();
@@ -524,7 +524,7 @@ fn history_suite(work: &Path, make: &dyn Fn(ObjectPolicy) -> (Box<dyn Exporter>,
     }
     let journal = Journal::open(&g.journal()).unwrap();
     let manifest = |b: &Bucket| {
-        cascade::export::object::runtime()
+        cascade::replica::runtime()
             .unwrap()
             .block_on(b.manifest())
             .unwrap()
@@ -545,7 +545,7 @@ fn history_suite(work: &Path, make: &dyn Fn(ObjectPolicy) -> (Box<dyn Exporter>,
     let m = manifest(&bucket);
     assert_eq!(m.fulls.iter().map(|f| f.delta).collect::<Vec<_>>(), [4, 7]);
     assert!(stored_keys(&bucket).contains("fulls/00000000000000000004.cjd"));
-    let rt = cascade::export::object::runtime().unwrap();
+    let rt = cascade::replica::runtime().unwrap();
     for old in 1..=4 {
         rt.block_on(
             bucket

@@ -360,7 +360,7 @@ fn a_reader_keeps_the_segments_it_may_read_until_it_closes() {
     // ...while the old one still replays a point the prune dropped.
     let out = g.dir.join("old-point");
     std::fs::create_dir_all(&out).unwrap();
-    let targets: Vec<cascade::replay::ReplayTarget> = ["v0", "v1"]
+    let targets: Vec<cascade::replay::Destination> = ["v0", "v1"]
         .iter()
         .map(|v| format!("{v}={}", out.join(v).display()).parse().unwrap())
         .collect();

@@ -1,6 +1,7 @@
 use super::print_json;
+use cascade::clock::format_time;
 use cascade::config::Config;
-use cascade::journal::{format_time, JournalWriter};
+use cascade::journal::JournalWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,10 +27,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
     let cg = cfg.group(&a.cg)?;
     let mut w = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
-    let b = w.add_bookmark(
-        &a.name,
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX),
-    )?;
+    let b = w.add_bookmark(&a.name, cascade::clock::now_ns())?;
     if a.json {
         print_json(&b);
     } else {

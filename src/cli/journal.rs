@@ -1,7 +1,8 @@
 use super::{human_bytes, print_json};
+use cascade::clock::format_time;
 use cascade::journal::record::Record;
 use cascade::journal::verify::verify;
-use cascade::journal::{format_time, Journal};
+use cascade::journal::Journal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

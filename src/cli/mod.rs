@@ -106,7 +106,9 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     let code = match e.downcast_ref::<Error>() {
         Some(Error::Config { .. } | Error::InvalidArgument(_) | Error::AlreadyExists(_)) => 2,
         Some(Error::NotFound(_)) => 3,
-        Some(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => 4,
+        Some(
+            Error::Corrupt { .. } | Error::CorruptObject { .. } | Error::UnsupportedVersion { .. },
+        ) => 4,
         Some(Error::TargetTooSmall { .. }) => 5,
         Some(Error::Locked { .. } | Error::DaemonRunning { .. }) => 6,
         _ => 1,

@@ -1,6 +1,6 @@
 use super::human_bytes;
 use cascade::journal::{Journal, Point};
-use cascade::replay::{replay, ReplayTarget};
+use cascade::replay::{replay, Destination};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +17,7 @@ pub struct Args {
     journal: PathBuf,
     /// Targets, one per volume: `ID=PATH`, or bare paths in the journal's volume order.
     #[arg(long, num_args = 1.., required = true, value_name = "[ID=]PATH")]
-    to: Vec<ReplayTarget>,
+    to: Vec<Destination>,
     /// Stop at this point: a delta id, a bookmark name, or a time (RFC 3339 or
     /// @UNIX-SECONDS; the newest delta at or before it). Prefixes delta:, bookmark:,
     /// time: remove any doubt. Default: the newest committed delta.

@@ -1,5 +1,5 @@
 use cascade::journal::Point;
-use cascade::replay::ReplayTarget;
+use cascade::replay::Destination;
 use cascade::restore::{restore, Source};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +25,7 @@ pub struct Args {
     from: String,
     /// Targets, one per volume: `ID=PATH`, or bare paths in the volumes' order.
     #[arg(long, num_args = 1.., required = true, value_name = "[ID=]PATH")]
-    to: Vec<ReplayTarget>,
+    to: Vec<Destination>,
     /// Delta id, bookmark name or time, as for `replay --until`; default the newest.
     #[arg(long, value_name = "DELTA|BOOKMARK|TIME")]
     until: Option<Point>,
@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let options = cascade::export::target::ObjectOptions {
+    let options = cascade::config::ObjectOptions {
         endpoint: a.endpoint,
         region: a.region,
         allow_http: a.allow_http,

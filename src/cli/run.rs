@@ -39,7 +39,7 @@ pub struct Args {
     /// value: 127.0.0.1:9464; a bare port means loopback). Overrides
     /// `daemon.metrics-listen` in the config. Off unless set in one of the two.
     #[arg(long, value_name = "ADDR", num_args = 0..=1,
-          default_missing_value = "127.0.0.1:9464", value_parser = cascade::schedule::parse_listen)]
+          default_missing_value = "127.0.0.1:9464", value_parser = cascade::config::parse_listen)]
     metrics_listen: Option<SocketAddr>,
 }
 

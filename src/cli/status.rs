@@ -1,6 +1,6 @@
 use super::{human_bytes, print_json};
 use cascade::config::Config;
-use cascade::schedule::{daemon_pid, group_report, GroupReport, Outcome};
+use cascade::schedule::{daemon_pid, group_report, CycleResult, GroupReport};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,7 +100,7 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
                         format!(" in {:.1} s", ms as f64 / 1000.0)
                     });
                     let delta = match (result, s.last_delta) {
-                        (Outcome::Ok, Some(d)) => format!(", delta {d}"),
+                        (CycleResult::Ok, Some(d)) => format!(", delta {d}"),
                         _ => String::new(),
                     };
                     println!(

@@ -2,12 +2,13 @@
 //! applying deltas in journal order. The cursor is a local file, advanced only after
 //! the delta's writes are fsynced.
 use super::cursor::FileCursor;
-use super::{Exporter, Target};
+use super::Exporter;
 use crate::config::ConsistencyGroup;
+use crate::config::Target;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::journal::{Applier, VolumeFile};
 use crate::progress::NoProgress;
-use crate::replay::{Applier, Target as Device};
 use crate::sys;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -56,12 +57,12 @@ impl BlockExporter {
             .filter_map(|v| {
                 v.path
                     .as_ref()
-                    .map(|p| (v.id.clone(), crate::replay::file_identity(p)))
+                    .map(|p| (v.id.clone(), crate::fsutil::file_identity(p)))
             })
             .collect();
         let mut seen: Vec<(&String, String)> = Vec::new();
         for (id, path) in volumes {
-            let me = crate::replay::file_identity(path);
+            let me = crate::fsutil::file_identity(path);
             let bad = |reason: String| Error::Config {
                 file: target.file.clone(),
                 reason,
@@ -90,7 +91,7 @@ impl BlockExporter {
 
     /// Opens every volume's device or file, refusing one that is missing or smaller
     /// than the volume at `delta` before anything is written.
-    fn open(&self, journal: &Journal, delta: u64) -> Result<HashMap<String, Device>> {
+    fn open(&self, journal: &Journal, delta: u64) -> Result<HashMap<String, VolumeFile>> {
         let mut out = HashMap::new();
         for v in journal.volumes_at(delta)? {
             let Some(path) = self.paths.get(&v.id) else {
@@ -123,7 +124,7 @@ impl BlockExporter {
             }
             out.insert(
                 v.id,
-                Device {
+                VolumeFile {
                     file,
                     device: meta.file_type().is_block_device(),
                     path: path.clone(),
@@ -145,7 +146,7 @@ impl Exporter for BlockExporter {
         super::check_journal(&self.name, state.journal.as_deref(), state.delta, journal)?;
         let devices = self.open(journal, delta)?;
         for (id, d) in &devices {
-            let now = crate::replay::file_identity(&d.path);
+            let now = crate::fsutil::file_identity(&d.path);
             match state.replicas.get(id) {
                 Some(was) if state.delta > 0 && *was != now => {
                     return Err(Error::InvalidArgument(format!(

@@ -6,13 +6,13 @@
 //! deltas after it, restored into sparse scratch files), not from the source volumes
 //! or the local journal, so it is exactly what a restore of that point would give,
 //! and it works when the journal has already been pruned.
-use super::object::{upload_range, Bucket, Manifest, ManifestDelta};
+use crate::config::Retention;
 use crate::error::{Error, Result};
+use crate::fsutil::Scratch;
 use crate::journal::record::VolumeInfo;
 use crate::journal::{JournalWriter, Point};
-use crate::replay::ReplayTarget;
-use crate::restore::Scratch;
-use crate::retention::Retention;
+use crate::replay::Destination;
+use crate::replica::{upload_range, Bucket, Manifest, ManifestDelta};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -53,10 +53,10 @@ pub fn synthesize(
     let scratch = Scratch::create(work, "synthetic-full")?;
     let images = scratch.0.join("images");
     std::fs::create_dir_all(&images).map_err(Error::io("cannot create scratch space", &images))?;
-    let targets: Vec<ReplayTarget> = volumes
+    let targets: Vec<Destination> = volumes
         .iter()
         .enumerate()
-        .map(|(i, v)| ReplayTarget {
+        .map(|(i, v)| Destination {
             volume: Some(v.id.clone()),
             path: images.join(format!("volume-{i}.img")),
         })
@@ -71,7 +71,7 @@ pub fn synthesize(
 
     let mut writer = JournalWriter::create_starting_at(&scratch.0.join("journal"), n, 64 << 20)?;
     let mut delta = writer.begin_delta(time_ns, volumes.to_vec(), true)?;
-    let mut buf = vec![0u8; crate::cycle::READ_CHUNK];
+    let mut buf = vec![0u8; crate::journal::READ_CHUNK];
     for (i, (v, t)) in volumes.iter().zip(&targets).enumerate() {
         let file = std::fs::File::open(&t.path).map_err(Error::io("cannot open", &t.path))?;
         let ranges = crate::diff::allocated_ranges(
@@ -80,7 +80,7 @@ pub fn synthesize(
             v.size,
             &t.path,
         );
-        crate::cycle::journal_changes(
+        crate::journal::journal_changes(
             &mut delta,
             i as u16,
             &file,

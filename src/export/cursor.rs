@@ -1,22 +1,8 @@
-//! Small durable files: a cursor or a status, replaced atomically (temp file, fsync,
-//! rename, fsync of the directory), so a crash leaves the old or the new, never a mix.
+//! A local target's cursor: a small file replaced atomically (see
+//! [`crate::fsutil::write_atomic`]), so a crash leaves the old or the new, never a mix.
 use crate::error::{Error, Result};
-use std::fs::File;
-use std::io::Write;
+use crate::fsutil::write_atomic;
 use std::path::Path;
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(Error::io("cannot write", &tmp))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(Error::io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io("cannot replace", path))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("cannot sync", dir))
-}
 
 /// What a local target holds: the newest delta applied durably, the journal it came
 /// from, and which files received it, so a cursor is never trusted for a replica it

@@ -16,16 +16,13 @@ pub mod chain;
 mod cursor;
 mod journal_retention;
 pub mod object;
-pub mod target;
 
 pub use block::BlockExporter;
 pub use chain::Upkeep;
-pub use cursor::write_atomic;
 pub use journal_retention::{prune_journal, JournalPrune};
 pub use object::ObjectExporter;
-pub use target::{Target, TargetSpec};
 
-use crate::config::{Config, ConsistencyGroup};
+use crate::config::{Config, ConsistencyGroup, Target, TargetSpec};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::progress::Progress;
@@ -169,7 +166,7 @@ pub fn export_target(
         stopped: false,
     };
     let result = export_one(target, cg, &state, journal, &mut status, progress);
-    status.last_export = Some(crate::journal::format_time(crate::volume::now_ns()));
+    status.last_export = Some(crate::clock::format_time(crate::clock::now_ns()));
     if let Err(e) = result {
         tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
         status.last_error = Some(e.to_string());
@@ -245,7 +242,7 @@ pub fn load_status(cfg: &Config, cg: &ConsistencyGroup, target: &str) -> Option<
 
 fn save_status(dir: &Path, status: &TargetStatus) -> Result<()> {
     let path = dir.join(format!("{}.status.json", status.target));
-    cursor::write_atomic(
+    crate::fsutil::write_atomic(
         &path,
         &serde_json::to_vec_pretty(status).expect("status serialises"),
     )

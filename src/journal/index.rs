@@ -201,10 +201,9 @@ impl Index {
         all
     }
 
-    /// Rewrites the index file from memory, atomically (temp file, fsync, rename).
+    /// Rewrites the index file from memory, atomically ([`crate::fsutil::write_atomic`]).
     pub fn rewrite(&mut self, dir: &Path) -> Result<()> {
         let path = index_path(dir);
-        let tmp = dir.join("index.cji.tmp");
         let mut buf = Vec::new();
         for e in self.entries() {
             let (kind, payload) = e.encode();
@@ -212,11 +211,7 @@ impl Index {
             buf.extend_from_slice(&f);
             buf.extend_from_slice(&payload);
         }
-        let mut f = File::create(&tmp).map_err(Error::io("cannot write journal index", &tmp))?;
-        f.write_all(&buf)
-            .and_then(|_| f.sync_data())
-            .map_err(Error::io("cannot write journal index", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Error::io("cannot replace journal index", &path))?;
+        crate::fsutil::write_atomic(&path, &buf)?;
         self.on_disk = self.len();
         self.torn = false;
         Ok(())

@@ -11,6 +11,8 @@
 //! The index file is an accelerator (delta id, bookmark, time → position). It is
 //! rebuilt from the segments whenever it lags or is torn, so it needs no fsync.
 
+mod apply;
+mod copy;
 pub mod frame;
 pub mod index;
 mod point;
@@ -23,9 +25,11 @@ mod tail;
 pub mod verify;
 mod writer;
 
+pub use apply::{Applier, VolumeFile};
+pub use copy::{journal_changes, READ_CHUNK};
 pub use frame::Pos;
 pub use index::{BookmarkEntry, DeltaEntry};
-pub use point::{format_time, Point};
+pub use point::Point;
 pub use prune::PruneReport;
 pub(crate) use scan::Scanner;
 pub use writer::{DeltaWriter, JournalWriter};

@@ -1,5 +1,6 @@
 //! Points in a journal's history that a user can name: a delta id, a bookmark, or a
 //! time (the newest delta taken at or before it).
+use crate::clock::{format_time, parse_time};
 use crate::error::{Error, Result};
 use std::str::FromStr;
 
@@ -94,20 +95,6 @@ impl Point {
                 }),
         }
     }
-}
-
-fn parse_time(s: &str) -> Option<i64> {
-    if let Some(secs) = s.strip_prefix('@') {
-        return secs.parse::<i64>().ok()?.checked_mul(1_000_000_000);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()?
-        .timestamp_nanos_opt()
-}
-
-/// RFC 3339 in UTC with milliseconds, the form `--until` accepts back.
-pub fn format_time(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

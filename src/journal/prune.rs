@@ -12,8 +12,9 @@
 use super::frame::{self, Pos, HEADER_LEN};
 use super::readers;
 use super::start::Start;
-use super::writer::{sync_dir, JournalWriter};
+use super::writer::JournalWriter;
 use crate::error::{Error, Result};
+use crate::fsutil::sync_dir;
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::os::unix::fs::MetadataExt;

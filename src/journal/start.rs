@@ -91,6 +91,6 @@ impl Start {
         let (f, _) = frame::frame(KIND, &e.0);
         let mut bytes = f.to_vec();
         bytes.extend_from_slice(&e.0);
-        crate::export::write_atomic(&dir.join(START_FILE), &bytes)
+        crate::fsutil::write_atomic(&dir.join(START_FILE), &bytes)
     }
 }

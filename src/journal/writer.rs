@@ -6,6 +6,7 @@ use super::record::{self, Begin, Bookmark, Commit, VolumeInfo, MAX_EXTENT};
 use super::scan::fold_digest;
 use super::{Journal, Tail};
 use crate::error::{Error, Result};
+use crate::fsutil::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -43,7 +44,7 @@ impl JournalWriter {
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
                 .map_err(Error::io("cannot read", "/dev/urandom"))?;
             let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            crate::export::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
+            crate::fsutil::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
         }
         super::readers::create(dir)?;
         let journal = Journal::open(dir)?;
@@ -470,10 +471,4 @@ impl Drop for DeltaWriter<'_> {
             }
         }
     }
-}
-
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("cannot sync journal directory", dir))
 }

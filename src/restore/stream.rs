@@ -5,17 +5,15 @@
 //! `PATH.partial` and renamed into place once fsynced; any failure removes them, so a
 //! bad object leaves nothing half-written, and a killed restore leaves only files
 //! named as unfinished.
-use super::{check_whole, corrupt_object, parts};
 use crate::error::{Error, Result};
-use crate::export::object::{Bucket, ManifestDelta};
 use crate::journal::frame::{self, FrameRead, Pos};
 use crate::journal::index::Entry;
 use crate::journal::record::{Begin, Record};
 use crate::journal::Scanner;
+use crate::journal::{Applier, VolumeFile};
 use crate::progress::Progress;
-use crate::replay::{
-    assign, refuse_shared_targets, sync_targets, Applier, ReplayReport, ReplayTarget, Target,
-};
+use crate::replay::{assign, refuse_shared_targets, sync_targets, Destination, ReplayReport};
+use crate::replica::{check_whole, corrupt_object, object_error, parts, Bucket, ManifestDelta};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -26,7 +24,7 @@ pub fn restore_into_new_files(
     bucket: &Bucket,
     rt: &tokio::runtime::Runtime,
     chain: &[&ManifestDelta],
-    targets: &[ReplayTarget],
+    targets: &[Destination],
     progress: &dyn Progress,
 ) -> Result<ReplayReport> {
     let last = *chain.last().expect("a chain is never empty");
@@ -38,7 +36,7 @@ pub fn restore_into_new_files(
     // Written as PATH.partial and renamed into place once durable: a restore killed
     // half-way leaves files that say so, never a PATH with half its bytes.
     let mut created = Created(Vec::new());
-    let mut open: HashMap<String, Target> = HashMap::new();
+    let mut open: HashMap<String, VolumeFile> = HashMap::new();
     for (id, path) in &chosen {
         let partial = partial_path(path);
         let file = OpenOptions::new()
@@ -50,7 +48,7 @@ pub fn restore_into_new_files(
         created.0.push(partial.clone());
         open.insert(
             id.clone(),
-            Target {
+            VolumeFile {
                 file,
                 device: false,
                 path: partial,
@@ -146,15 +144,7 @@ pub fn restore_into_new_files(
     fetcher.abort();
     report.volumes = sync_targets(&chosen, &open, &volumes)?;
     for (id, path) in &chosen {
-        std::fs::rename(&open[id].path, path)
-            .map_err(Error::io("cannot rename into place", path))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io("cannot sync", dir))?;
+        crate::fsutil::rename_durable(&open[id].path, path)?;
     }
     created.0.clear();
     progress.finish();
@@ -186,7 +176,7 @@ async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
                 .store
                 .get_range(&key, r)
                 .await
-                .map_err(|e| super::object_error(bucket, &key, e))
+                .map_err(|e| object_error(bucket, &key, e))
         }
     };
     let head = get(0..frame::FRAME_LEN.min(d.size)).await?;

@@ -112,7 +112,7 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
             .daemon
             .metrics_listen
             .as_deref()
-            .map(super::parse_listen)
+            .map(crate::config::parse_listen)
             .transpose()
             .map_err(Error::InvalidArgument)?,
     };

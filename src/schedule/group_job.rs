@@ -9,9 +9,9 @@
 //! next tick, which is a cycle anyway.
 use super::backoff::backoff;
 use super::daemon::{Ctx, GroupHandle};
-use super::group_state::{GroupState, Outcome};
-use super::Missed;
+use super::group_state::{CycleResult, GroupState};
 use crate::config::Config;
+use crate::config::Missed;
 use crate::journal::Journal;
 use crate::progress::StopWhen;
 use chrono::{DateTime, Utc};
@@ -43,7 +43,7 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         return;
     };
     save(&state, &cfg, &name).await;
-    if state.last_result == Some(Outcome::Ok) {
+    if state.last_result == Some(CycleResult::Ok) {
         let t = state.last_finished.map_or(0, |t| t.timestamp_millis());
         ctx.metrics
             .group(&name, |m| m.last_success_timestamp = t as f64 / 1000.0);
@@ -124,7 +124,7 @@ fn start_up(
     let mut state = GroupState::load(cfg, cg);
     let journal = Journal::open(&cfg.journal_path(cg)).ok();
     state.settle_after_crash(journal.as_ref());
-    let interrupted = state.last_result == Some(Outcome::Interrupted);
+    let interrupted = state.last_result == Some(CycleResult::Interrupted);
     if interrupted {
         tracing::warn!(cg = %name, started = ?state.last_started,
             "the last cycle was interrupted by a stop or crash; it left nothing in the journal");
@@ -140,7 +140,7 @@ fn start_up(
 /// to an older tick (the daemon skipped ticks since, by policy) is not retried.
 fn retry(state: &GroupState) -> Option<Due> {
     let (tick, started, finished) = (state.last_tick?, state.last_started?, state.last_finished?);
-    (state.last_result == Some(Outcome::Failed) && started >= tick).then(|| Due::Owed {
+    (state.last_result == Some(CycleResult::Failed) && started >= tick).then(|| Due::Owed {
         at: finished + backoff(state.failures),
         tick,
     })
@@ -163,7 +163,7 @@ async fn sleep_until(at: DateTime<Utc>) {
 /// `missed` policy makes of them.
 fn missed_at_start(
     name: &str,
-    schedule: &super::Schedule,
+    schedule: &crate::config::Schedule,
     state: &mut GroupState,
     interrupted: bool,
 ) -> Option<Due> {
@@ -214,7 +214,7 @@ async fn cycle(
     let delay_ms = delay.map(|d| d.num_microseconds().unwrap_or(0).max(0) as f64 / 1000.0);
     state.last_tick = Some(tick);
     state.last_started = Some(started);
-    state.last_result = Some(Outcome::Running);
+    state.last_result = Some(CycleResult::Running);
     state.last_delay_ms = delay_ms.map(|d| d as u64);
     state.next = None;
     save(state, cfg, name).await;
@@ -248,7 +248,7 @@ async fn cycle(
         Ok(Ok(r)) => {
             tracing::info!(parent: &span, delta = r.delta, full = r.full, changed_bytes = r.changed_bytes,
                 stored_bytes = r.stored_bytes, ms = r.total_ms, "cycle committed");
-            state.last_result = Some(Outcome::Ok);
+            state.last_result = Some(CycleResult::Ok);
             state.last_delta = Some(r.delta);
             state.last_changed_bytes = Some(r.changed_bytes);
             state.last_error = None;
@@ -263,7 +263,7 @@ async fn cycle(
         }
         Ok(Err(e @ crate::Error::Stopped(_))) => {
             tracing::warn!(parent: &span, error = %e, "cycle abandoned for the stop");
-            state.last_result = Some(Outcome::Interrupted);
+            state.last_result = Some(CycleResult::Interrupted);
             state.last_error = Some(e.to_string());
             None
         }
@@ -271,7 +271,7 @@ async fn cycle(
         Err(panic) => Some(format!("the cycle panicked: {panic}")),
     };
     if let Some(e) = failure {
-        state.last_result = Some(Outcome::Failed);
+        state.last_result = Some(CycleResult::Failed);
         state.last_error = Some(e.clone());
         state.failures += 1;
         let retry_in = backoff(state.failures);

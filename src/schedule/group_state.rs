@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub enum CycleResult {
     Running,
     Ok,
     Failed,
@@ -23,13 +23,13 @@ pub enum Outcome {
     Interrupted,
 }
 
-impl Outcome {
+impl CycleResult {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Running => "running",
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
+            CycleResult::Running => "running",
+            CycleResult::Ok => "ok",
+            CycleResult::Failed => "failed",
+            CycleResult::Interrupted => "interrupted",
         }
     }
 }
@@ -40,7 +40,7 @@ pub struct GroupState {
     pub last_tick: Option<DateTime<Utc>>,
     pub last_started: Option<DateTime<Utc>>,
     pub last_finished: Option<DateTime<Utc>>,
-    pub last_result: Option<Outcome>,
+    pub last_result: Option<CycleResult>,
     /// The delta the last successful cycle committed.
     pub last_delta: Option<u64>,
     pub last_duration_ms: Option<u64>,
@@ -77,7 +77,7 @@ impl GroupState {
         let dir = cfg.state_path(cg);
         std::fs::create_dir_all(&dir)
             .map_err(crate::Error::io("cannot create state directory", &dir))?;
-        crate::export::write_atomic(
+        crate::fsutil::write_atomic(
             &state_file(cfg, cg),
             &serde_json::to_vec_pretty(self).expect("state serialises"),
         )
@@ -86,7 +86,7 @@ impl GroupState {
     /// Settles a cycle that was running when the daemon died: committed if the
     /// journal's newest delta was stamped after the cycle started, interrupted if not.
     pub fn settle_after_crash(&mut self, journal: Option<&Journal>) {
-        if self.last_result != Some(Outcome::Running) {
+        if self.last_result != Some(CycleResult::Running) {
             return;
         }
         let started_ns = self
@@ -98,13 +98,13 @@ impl GroupState {
             .filter(|d| d.time_ns >= started_ns);
         match committed {
             Some(d) => {
-                self.last_result = Some(Outcome::Ok);
+                self.last_result = Some(CycleResult::Ok);
                 self.last_delta = Some(d.delta);
                 self.failures = 0;
                 self.last_error = None;
             }
             None => {
-                self.last_result = Some(Outcome::Interrupted);
+                self.last_result = Some(CycleResult::Interrupted);
                 self.last_error = Some("the daemon stopped during this cycle".into());
             }
         }

@@ -22,18 +22,14 @@
 //! safety then applies. SIGHUP reloads the config and keeps the running one if the
 //! new one does not load.
 mod backoff;
-pub mod cron;
 mod daemon;
 mod group_job;
 pub mod group_state;
 mod http;
 pub mod metrics;
 pub mod report;
-mod settings;
 mod target_job;
 
-pub use cron::{Missed, Schedule};
 pub use daemon::{daemon_pid, run_daemon, DaemonOptions};
-pub use group_state::{GroupState, Outcome};
+pub use group_state::{CycleResult, GroupState};
 pub use report::{group_report, GroupReport};
-pub use settings::{parse_listen, DaemonConfig};

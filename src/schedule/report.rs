@@ -48,7 +48,7 @@ pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
     let journal = journal.ok();
     let deltas = journal.as_ref().map_or(&[][..], |j| j.deltas());
     let last_delta = journal.as_ref().map_or(0, |j| j.last_delta());
-    let now_ns = crate::volume::now_ns();
+    let now_ns = crate::clock::now_ns();
     let targets = cg
         .targets
         .iter()

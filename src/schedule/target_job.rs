@@ -59,20 +59,20 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
             // After a failure everything is tried again, even with nothing new.
             let skip_if = carried.filter(|_| failures == 0);
             match export(&cfg, &cg_name, &target, &handle, &ctx, skip_if).await {
-                Outcome::Done(c) => {
+                ExportEnd::Done(c) => {
                     exported = now_stamp;
                     carried = Some(c);
                     failures = 0;
                     retry_at = None;
                 }
-                Outcome::Failed => {
+                ExportEnd::Failed => {
                     failures += 1;
                     let wait = backoff(failures);
                     tracing::warn!(cg = %cg_name, target = %target, failures,
                         retry_in_s = wait.as_secs(), "export failed; retrying with backoff");
                     retry_at = Some(Instant::now() + wait);
                 }
-                Outcome::Stopped => return,
+                ExportEnd::Stopped => return,
             }
             continue;
         }
@@ -89,7 +89,8 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
     }
 }
 
-enum Outcome {
+/// How one export of the daemon ended, for its loop to decide what comes next.
+enum ExportEnd {
     /// The target holds this content of the journal.
     Done(Content),
     Failed,
@@ -105,7 +106,7 @@ async fn export(
     handle: &GroupHandle,
     ctx: &Ctx,
     skip_if: Option<Content>,
-) -> Outcome {
+) -> ExportEnd {
     let span = tracing::info_span!("export", cg = %cg_name, target = %target);
     let (c, n, t, s, stop) = (
         cfg.clone(),
@@ -131,16 +132,16 @@ async fn export(
     .await;
     let (now, status) = match result {
         Ok(Ok((now, Some(st)))) => (now, st),
-        Ok(Ok((now, None))) => return Outcome::Done(now),
+        Ok(Ok((now, None))) => return ExportEnd::Done(now),
         Ok(Err(e)) => {
             tracing::error!(parent: &span, error = %e, "export failed");
             ctx.metrics.target(cg_name, target, |m| m.errors += 1);
-            return Outcome::Failed;
+            return ExportEnd::Failed;
         }
         Err(panic) => {
             tracing::error!(parent: &span, error = %panic, "the export panicked");
             ctx.metrics.target(cg_name, target, |m| m.errors += 1);
-            return Outcome::Failed;
+            return ExportEnd::Failed;
         }
     };
     ctx.metrics.target(cg_name, target, |m| {
@@ -150,12 +151,12 @@ async fn export(
     });
     if let Some(e) = &status.last_error {
         tracing::error!(parent: &span, cursor = status.cursor, error = %e, "export failed");
-        return Outcome::Failed;
+        return ExportEnd::Failed;
     }
     if status.stopped {
         tracing::info!(parent: &span, cursor = status.cursor, applied = status.applied,
             "export stopped at a delta boundary for shutdown");
-        return Outcome::Stopped;
+        return ExportEnd::Stopped;
     }
     if status.applied > 0 || status.upkeep.synthetic_full.is_some() {
         tracing::info!(parent: &span, cursor = status.cursor, applied = status.applied,
@@ -163,7 +164,7 @@ async fn export(
             deleted_objects = status.upkeep.deleted_objects, "export done");
     }
     prune(cfg, cg_name, handle, &span).await;
-    Outcome::Done(now)
+    ExportEnd::Done(now)
 }
 
 /// Journal retention after an export; skipped quietly when there is no policy.

@@ -17,8 +17,9 @@ use super::{SnapshotSet, SnapshotVolume, VolumeDriver};
 use crate::config::ConsistencyGroup;
 use crate::diff::{self, BlockCompare, Changes, ExtentMapDiff};
 use crate::error::{Error, Result};
+use crate::fsutil::{rename_durable, sync_dir, write_atomic};
 use crate::journal::Journal;
-use crate::replay::{Applier, Target};
+use crate::journal::{Applier, VolumeFile};
 use crate::sys;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -67,13 +68,8 @@ impl FileDriver {
 
     /// Writes the manifest of `set` into `dir` atomically.
     fn write_manifest(dir: &Path, set: &SnapshotSet) -> Result<()> {
-        let path = dir.join(MANIFEST);
-        let tmp = dir.join("snapshot.json.tmp");
         let json = serde_json::to_vec_pretty(set).expect("snapshot manifest serialises");
-        std::fs::write(&tmp, json).map_err(Error::io("cannot write snapshot manifest", &tmp))?;
-        sync_path(&tmp)?;
-        std::fs::rename(&tmp, &path).map_err(Error::io("cannot write snapshot manifest", &path))?;
-        sync_path(dir)
+        write_atomic(&dir.join(MANIFEST), &json)
     }
 }
 
@@ -92,7 +88,7 @@ impl VolumeDriver for FileDriver {
         }
         std::fs::create_dir(&tmp).map_err(Error::io("cannot create snapshot directory", &tmp))?;
         let result = (|| {
-            let time_ns = now_ns();
+            let time_ns = crate::clock::now_ns();
             let mut volumes = Vec::new();
             for (id, src) in &self.volumes {
                 let dst = tmp.join(format!("{id}.img"));
@@ -113,8 +109,7 @@ impl VolumeDriver for FileDriver {
             };
             Self::write_manifest(&tmp, &set)?;
             let done = self.tag_dir(tag);
-            std::fs::rename(&tmp, &done).map_err(Error::io("cannot complete snapshot", &done))?;
-            sync_path(&self.dir)?;
+            rename_durable(&tmp, &done)?;
             Ok(set)
         })();
         if result.is_err() {
@@ -212,7 +207,7 @@ impl VolumeDriver for FileDriver {
                     )))
                     }
                 }
-                sync_path(&dir)?;
+                sync_dir(&dir)?;
             }
             let file = OpenOptions::new()
                 .write(true)
@@ -222,7 +217,7 @@ impl VolumeDriver for FileDriver {
                 .map_err(Error::io("cannot size volume copy", &v.path))?;
             targets.insert(
                 v.id.clone(),
-                Target {
+                VolumeFile {
                     file,
                     device: false,
                     path: v.path.clone(),
@@ -283,14 +278,4 @@ fn try_clone(id: &str, src: &Path, dst: &Path) -> Result<(u64, bool)> {
     to.sync_all()
         .map_err(Error::io("cannot sync snapshot", dst))?;
     Ok((size, true))
-}
-
-fn sync_path(p: &Path) -> Result<()> {
-    File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(Error::io("cannot sync", p))
-}
-
-pub fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }

@@ -17,7 +17,8 @@
 //! activation skip off so it is readable at once, and `STATE/lvm-snapshots/TAG.json`
 //! records the set. The JSON is written after every LV exists; LVs of a tag without
 //! JSON are leftovers of an interrupted snapshot, removed before that tag is tried again.
-use super::{now_ns, SnapshotSet, SnapshotVolume, VolumeDriver};
+use super::{SnapshotSet, SnapshotVolume, VolumeDriver};
+use crate::clock::now_ns;
 use crate::command;
 use crate::config::ConsistencyGroup;
 use crate::diff::{Change, ChangeKind, Changes, RunBuilder};
@@ -251,7 +252,7 @@ impl VolumeDriver for LvmThinDriver {
                 time_ns,
                 volumes,
             };
-            crate::export::write_atomic(
+            crate::fsutil::write_atomic(
                 &self.manifest(tag),
                 &serde_json::to_vec_pretty(&set).expect("snapshot set serialises"),
             )?;

@@ -19,7 +19,7 @@
 mod file;
 mod lvm_thin;
 
-pub use file::{now_ns, FileDriver};
+pub use file::FileDriver;
 pub use lvm_thin::LvmThinDriver;
 
 use crate::config::{ConsistencyGroup, DriverKind};

@@ -6,7 +6,7 @@
 #   ${CASCADE_TOOLS:-/var/cache/cascade-tools}/bin/s3s-fs
 #
 # s3s-fs 0.14.1 is the newest release that builds with our rustc (later versions
-# need a newer one). Building it from crates.io takes a few minutes on 2 cores.
+# need a newer one). Building it with `cargo install` takes a few minutes on 2 cores.
 # Idempotent and safe to run concurrently (flock). Exit 0 when the binary is there.
 set -euo pipefail
 
@@ -38,7 +38,7 @@ if installed; then
     exit 0
 fi
 
-echo "s3s-fs $VERSION: not found at $BIN; building from crates.io (takes a few minutes)"
+echo "s3s-fs $VERSION: not found at $BIN; building it with cargo install (takes a few minutes)"
 echo "+ $CARGO install s3s-fs@$VERSION --features binary --locked --root $TOOLS"
 start=$(date +%s)
 # A private target dir: never the project's own (CARGO_TARGET_DIR may point at it),

@@ -1,6 +1,21 @@
 //! The YAML config: consistency groups, their volumes, and where state and journals
 //! live. Parsing is strict (unknown fields are errors) because a misspelt key that is
 //! silently ignored is how a volume ends up unprotected.
+//!
+//! The whole schema lives here, validated at load: the group file (this module), the
+//! target files (`target`), schedules (`schedule`), retention policies
+//! (`retention`) and the daemon's own settings (`daemon`). Every layer above takes
+//! these typed values; none parses YAML of its own.
+mod daemon;
+mod retention;
+mod schedule;
+mod target;
+
+pub use daemon::{parse_listen, DaemonConfig, DEFAULT_STOP_GRACE};
+pub use retention::{Age, Retention};
+pub use schedule::{CronSpec, Missed, Schedule, TimeZone};
+pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec};
+
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -18,10 +33,10 @@ pub struct Config {
     pub targets_dir: PathBuf,
     /// Settings of `cascade run`, the daemon.
     #[serde(default)]
-    pub daemon: crate::schedule::DaemonConfig,
+    pub daemon: DaemonConfig,
     /// The targets the groups name, loaded and checked with the config.
     #[serde(skip)]
-    pub targets: std::collections::BTreeMap<String, crate::export::Target>,
+    pub targets: std::collections::BTreeMap<String, Target>,
 }
 
 fn default_targets_dir() -> PathBuf {
@@ -44,11 +59,11 @@ pub struct ConsistencyGroup {
     /// Which deltas the journal keeps; beyond the policy, a delta stays until every
     /// target holds it. Without a policy the journal keeps everything.
     #[serde(default)]
-    pub journal_retention: crate::retention::Retention,
+    pub journal_retention: Retention,
     /// When `cascade run` cycles this group; without one the daemon only exports
     /// and prunes what other cycles journal.
     #[serde(default)]
-    pub schedule: Option<crate::schedule::Schedule>,
+    pub schedule: Option<Schedule>,
 }
 
 fn default_segment_mib() -> u64 {
@@ -118,7 +133,7 @@ impl Config {
         for cg in &cfg.consistency_groups {
             for name in &cg.targets {
                 if !cfg.targets.contains_key(name) {
-                    let t = crate::export::Target::load(&cfg.targets_dir, name)?;
+                    let t = Target::load(&cfg.targets_dir, name)?;
                     cfg.targets.insert(name.clone(), t);
                 }
             }
@@ -256,7 +271,7 @@ impl Config {
             })
     }
 
-    pub fn target(&self, name: &str) -> Result<&crate::export::Target> {
+    pub fn target(&self, name: &str) -> Result<&Target> {
         self.targets.get(name).ok_or_else(|| {
             Error::NotFound(format!(
                 "no consistency group names a target `{name}` (targets are files in {})",

@@ -16,7 +16,7 @@ pub struct DaemonConfig {
     /// (it then keeps nothing of it, and the next start makes the tick up). Default
     /// 30s; longer suits large first cycles, within the service manager's own timeout.
     #[serde(default)]
-    pub stop_grace: Option<crate::retention::Age>,
+    pub stop_grace: Option<super::Age>,
 }
 
 /// The stop grace when the config names none.

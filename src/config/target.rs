@@ -45,7 +45,7 @@ pub enum TargetSpec {
         /// Which restore points the replica keeps; objects no kept point needs are
         /// deleted. Without a policy everything is kept.
         #[serde(default)]
-        retention: crate::retention::Retention,
+        retention: super::Retention,
     },
 }
 
@@ -57,7 +57,7 @@ fn default_synthetic_full_every() -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectPolicy {
     pub synthetic_full_every: u64,
-    pub retention: crate::retention::Retention,
+    pub retention: super::Retention,
 }
 
 /// A credential: usable, but its Debug never shows it. YAML may read a key of digits

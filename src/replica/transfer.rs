@@ -1,0 +1,212 @@
+//! Moving objects of a replica: a delta's journal bytes uploaded as one multipart
+//! object, an object read back as ranged GETs in order, and the checks (existence,
+//! size, CRC-32C) made against the manifest before anything is written.
+use super::{Bucket, ManifestDelta};
+use crate::error::{Error, Result};
+use crate::journal::frame::{self, Pos};
+use crate::journal::Journal;
+use crate::progress::Progress;
+use futures_util::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::WriteMultipart;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// How many parts of one object are in flight at once, uploading or downloading.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Multipart upload part size: large parts, few requests.
+const UPLOAD_PART: usize = 16 << 20;
+
+/// Uploads the journal bytes `begin..end` (which may span segments) as one object,
+/// streaming in parts; returns its size and CRC-32C.
+pub async fn upload_range(
+    bucket: &Bucket,
+    key: &str,
+    journal: &Journal,
+    begin: Pos,
+    end: Pos,
+) -> Result<(u64, u32)> {
+    let path = bucket.key(key);
+    let upload = bucket
+        .store
+        .put_multipart(&path)
+        .await
+        .map_err(|e| bucket.err("cannot start upload", e))?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
+    let mut crc = 0u32;
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 4 << 20];
+    let result: Result<()> = async {
+        for seg in begin.segment..=end.segment {
+            let file_path = frame::segment_path(journal.dir(), seg);
+            let file = File::open(&file_path)
+                .map_err(Error::io("cannot open journal segment", &file_path))?;
+            let from = if seg == begin.segment {
+                begin.offset
+            } else {
+                frame::HEADER_LEN
+            };
+            let to = if seg == end.segment {
+                end.offset
+            } else {
+                file.metadata()
+                    .map_err(Error::io("cannot stat", &file_path))?
+                    .len()
+            };
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(Error::io("cannot read journal segment", &file_path))?;
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                w.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| bucket.err("cannot upload", e))?;
+                w.write(&buf[..n]);
+                size += n as u64;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            w.finish()
+                .await
+                .map_err(|e| bucket.err("cannot complete upload", e))?;
+            bucket.sync(key)?;
+            Ok((size, crc))
+        }
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Objects are downloaded as ranged GETs of this size, [`PARTS_IN_FLIGHT`] at a time
+/// (in order, so the CRC runs as they arrive): one stream is bound by a single server
+/// connection, and local files are read in large blocks rather than object_store's
+/// 8 KiB stream chunks.
+const DOWNLOAD_PART: u64 = 4 << 20;
+
+/// A failed read of object `key`, said the way a user can act on it.
+pub fn object_error(bucket: &Bucket, key: &ObjectPath, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::NotFound(format!(
+            "{}: the manifest lists {key} but the object is missing",
+            bucket.url
+        )),
+        e => Error::ObjectStore {
+            url: bucket.url.clone(),
+            what: format!("cannot read {key}"),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Object `d` of the replica fails a check at `offset` within it, for `reason`.
+pub fn corrupt_object(bucket: &Bucket, d: &ManifestDelta, offset: u64, reason: String) -> Error {
+    Error::CorruptObject {
+        url: bucket.url.clone(),
+        object: bucket.key(&d.key).to_string(),
+        delta: Some(d.delta),
+        offset,
+        reason,
+    }
+}
+
+/// Checks that every object of a chain exists and has the size the manifest gives,
+/// before anything is written anywhere.
+pub async fn check_objects(bucket: &Bucket, chain: &[&ManifestDelta]) -> Result<()> {
+    for d in chain {
+        let key = bucket.key(&d.key);
+        let meta = bucket
+            .store
+            .head(&key)
+            .await
+            .map_err(|e| object_error(bucket, &key, e))?;
+        if meta.size != d.size {
+            return Err(corrupt_object(
+                bucket,
+                d,
+                0,
+                format!(
+                    "the object is {} bytes; the manifest says {}",
+                    meta.size, d.size
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of object `d`, in order, fetched as ranged GETs several at a time.
+pub fn parts(
+    bucket: Bucket,
+    d: ManifestDelta,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
+    let key = bucket.key(&d.key);
+    let ranges: Vec<std::ops::Range<u64>> = (0..d.size)
+        .step_by(DOWNLOAD_PART as usize)
+        .map(|at| at..(at + DOWNLOAD_PART).min(d.size))
+        .collect();
+    futures_util::stream::iter(ranges)
+        .map(move |r| {
+            let (bucket, key) = (bucket.clone(), key.clone());
+            async move {
+                bucket
+                    .store
+                    .get_range(&key, r)
+                    .await
+                    .map_err(|e| object_error(&bucket, &key, e))
+            }
+        })
+        .buffered(PARTS_IN_FLIGHT)
+}
+
+/// Downloads one delta object into segment `delta` of the scratch journal, checking
+/// its size and CRC-32C against the manifest.
+pub async fn download(
+    bucket: &Bucket,
+    d: &ManifestDelta,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let path = frame::segment_path(dir, d.delta);
+    let mut out =
+        std::fs::File::create(&path).map_err(Error::io("cannot write scratch journal", &path))?;
+    out.write_all(&frame::segment_header(d.delta))
+        .map_err(Error::io("cannot write scratch journal", &path))?;
+    let (mut size, mut crc) = (0u64, 0u32);
+    let mut parts = std::pin::pin!(parts(bucket.clone(), d.clone()));
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        crc = crc32c::crc32c_append(crc, &part);
+        size += part.len() as u64;
+        out.write_all(&part)
+            .map_err(Error::io("cannot write scratch journal", &path))?;
+        progress.inc(part.len() as u64);
+    }
+    check_whole(bucket, d, size, crc)
+}
+
+/// The size and CRC-32C of a whole object against its manifest entry.
+pub fn check_whole(bucket: &Bucket, d: &ManifestDelta, size: u64, crc: u32) -> Result<()> {
+    if (size, crc) != (d.size, d.crc32c) {
+        return Err(corrupt_object(
+            bucket,
+            d,
+            0,
+            format!(
+                "the object is {size} bytes with CRC {crc:08x}; the manifest says {} bytes with CRC {:08x}",
+                d.size, d.crc32c
+            ),
+        ));
+    }
+    Ok(())
+}
