@@ -561,8 +561,17 @@ mod tests {
         Ok(extents)
     }
 
-    fn fiemap_unsupported(err: &io::Error) -> bool {
-        matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY))
+    /// The extents of `file`, or `None` (after a `SKIPPED` line) where the
+    /// filesystem has no FIEMAP.
+    fn extents_or_skip(file: &File) -> Option<Vec<Extent>> {
+        match collect_extents(file) {
+            Ok(extents) => Some(extents),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => {
+                eprintln!("SKIPPED: FIEMAP not supported on this filesystem: {err}");
+                None
+            }
+            Err(err) => panic!("fiemap: {err}"),
+        }
     }
 
     #[test]
@@ -610,13 +619,8 @@ mod tests {
     fn fiemap_sparse_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = sparse_file(dir.path());
-        let extents = match collect_extents(&file) {
-            Ok(extents) => extents,
-            Err(err) if fiemap_unsupported(&err) => {
-                eprintln!("SKIPPED: FIEMAP not supported on this filesystem: {err}");
-                return;
-            }
-            Err(err) => panic!("fiemap: {err}"),
+        let Some(extents) = extents_or_skip(&file) else {
+            return;
         };
         let covers = |off: u64| {
             extents
@@ -647,13 +651,8 @@ mod tests {
         for i in 0..pieces {
             file.write_all_at(&[1u8; 4096], i * 8 * KIB).unwrap();
         }
-        let extents = match collect_extents(&file) {
-            Ok(extents) => extents,
-            Err(err) if fiemap_unsupported(&err) => {
-                eprintln!("SKIPPED: FIEMAP not supported on this filesystem: {err}");
-                return;
-            }
-            Err(err) => panic!("fiemap: {err}"),
+        let Some(extents) = extents_or_skip(&file) else {
+            return;
         };
         assert!(extents.len() as u64 >= pieces, "{} extents", extents.len());
         for pair in extents.windows(2) {
@@ -669,12 +668,8 @@ mod tests {
     fn fiemap_empty_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = rw_file(&dir.path().join("empty"));
-        match collect_extents(&file) {
-            Ok(extents) => assert!(extents.is_empty(), "{extents:?}"),
-            Err(err) if fiemap_unsupported(&err) => {
-                eprintln!("SKIPPED: FIEMAP not supported on this filesystem: {err}")
-            }
-            Err(err) => panic!("fiemap: {err}"),
+        if let Some(extents) = extents_or_skip(&file) {
+            assert!(extents.is_empty(), "{extents:?}");
         }
     }
 
