@@ -89,6 +89,17 @@ fn to_off_t(value: u64, what: &str) -> io::Result<libc::off_t> {
     })
 }
 
+/// `Ok(rc)`, or [`io::Error::last_os_error`] when `rc` is the `-1` by which a
+/// syscall or ioctl reports failure (the cause is in `errno`, so this must
+/// run right after the call).
+fn os_result<T: PartialEq + From<i8>>(rc: T) -> io::Result<T> {
+    if rc == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// Clones the whole content of `src` into `dst` with the `FICLONE` ioctl
 /// (copy-on-write, no data is copied).
 ///
@@ -101,9 +112,7 @@ pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
     // outlive the call; FICLONE takes the source fd by value as its argument
     // and does not touch user memory.
     let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(())
 }
 
@@ -256,9 +265,7 @@ impl FiemapIter {
         // FIEMAP_BATCH) `struct fiemap_extent`s, so the kernel writes at most
         // that many extents inside the buffer.
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, ptr) };
-        if rc == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        os_result(rc)?;
         Ok((self.buf.header.fm_mapped_extents as usize).min(FIEMAP_BATCH))
     }
 
@@ -338,9 +345,7 @@ fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<u64> {
     // SAFETY: the fd is valid for the duration of the call; lseek takes only
     // integers and does not touch user memory.
     let rc = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(rc as u64)
 }
 
@@ -379,9 +384,7 @@ pub fn block_device_size(file: &File) -> io::Result<u64> {
     // SAFETY: the fd is valid; BLKGETSIZE64 writes one u64 (64-bit size_t)
     // through the pointer, which points to a live, aligned local u64.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(size)
 }
 
@@ -405,9 +408,7 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
             length,
         )
     };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(())
 }
 
@@ -436,9 +437,7 @@ pub fn start_writeback(file: &File) -> io::Result<()> {
     // SAFETY: the fd is valid; sync_file_range takes only integers and does not
     // touch user memory.
     let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(())
 }
 
@@ -455,9 +454,7 @@ pub fn zero_device_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: the fd is valid; BLKZEROOUT reads a `[u64; 2]` (start, length)
     // through the pointer, which points to a live, aligned local array.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    os_result(rc)?;
     Ok(())
 }
 
