@@ -1,5 +1,6 @@
 //! Block devices: their size (`BLKGETSIZE64`) and zeroing ranges of them
-//! (`BLKZEROOUT`).
+//! (`BLKZEROOUT`). The tests here cover what needs no device; the one on a
+//! real (loop) block device needs root and lives in `tests/sys.rs`.
 
 use std::fs::File;
 use std::io;
@@ -69,11 +70,7 @@ pub fn device_or_file_size(file: &File) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::test_files::{rw_file, MIB};
-    use std::fs::OpenOptions;
-    use std::os::unix::fs::FileExt;
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use crate::sys::test_files::rw_file;
 
     #[test]
     fn regular_file_is_not_a_block_device() {
@@ -88,90 +85,5 @@ mod tests {
         let dir_fd = File::open(dir.path()).unwrap();
         let err = device_or_file_size(&dir_fd).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    }
-
-    /// A loop device backed by a file; detached on drop.
-    struct LoopDevice {
-        device: PathBuf,
-    }
-
-    impl LoopDevice {
-        fn attach(backing: &Path) -> Option<LoopDevice> {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let root = unsafe { libc::geteuid() } == 0;
-            if !root {
-                eprintln!("SKIPPED: loop device test needs root");
-                return None;
-            }
-            let out = match Command::new("losetup")
-                .args(["-f", "--show"])
-                .arg(backing)
-                .output()
-            {
-                Ok(out) => out,
-                Err(err) => {
-                    eprintln!("SKIPPED: loop device test needs losetup: {err}");
-                    return None;
-                }
-            };
-            assert!(
-                out.status.success(),
-                "losetup -f --show failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-            Some(LoopDevice {
-                device: device.into(),
-            })
-        }
-    }
-
-    impl Drop for LoopDevice {
-        fn drop(&mut self) {
-            let status = Command::new("losetup").arg("-d").arg(&self.device).status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!(
-                    "warning: losetup -d {} failed: {status:?}",
-                    self.device.display()
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn loop_device_size_and_zeroout() {
-        let dir = tempfile::tempdir().unwrap();
-        let backing = dir.path().join("backing.img");
-        rw_file(&backing).set_len(64 * MIB).unwrap();
-        let Some(lo) = LoopDevice::attach(&backing) else {
-            return;
-        };
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&lo.device)
-            .unwrap();
-        assert_eq!(block_device_size(&dev).unwrap(), 64 * MIB);
-        assert_eq!(device_or_file_size(&dev).unwrap(), 64 * MIB);
-
-        dev.write_all_at(&vec![0xCD; 2 * MIB as usize], MIB)
-            .unwrap();
-        dev.sync_all().unwrap();
-        let (start, len) = (MIB + 4096, MIB);
-        zero_device_range(&dev, start, len).unwrap();
-        zero_device_range(&dev, 0, 0).unwrap();
-        let mut buf = vec![0u8; 2 * MIB as usize];
-        dev.read_exact_at(&mut buf, MIB).unwrap();
-        let (a, b) = (4096usize, 4096 + MIB as usize);
-        assert!(buf[..a].iter().all(|&x| x == 0xCD));
-        assert!(buf[a..b].iter().all(|&x| x == 0));
-        assert!(buf[b..].iter().all(|&x| x == 0xCD));
-
-        // Misaligned or out-of-range requests are EINVAL.
-        let err = zero_device_range(&dev, 100, 512).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
-        let err = zero_device_range(&dev, 64 * MIB - 512, 1024).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
-        drop(dev);
     }
 }

@@ -6,7 +6,8 @@
 //! opts back in, so the FFI surface is in one place to audit. Every `unsafe`
 //! block is a single FFI call inside a safe function, carries a
 //! `// SAFETY:` comment explaining why it is sound, and is exercised by the
-//! unit tests beside it.
+//! unit tests beside it (and, on a real block device, which needs root, by
+//! `tests/sys.rs`).
 //!
 //! What lives where, and why `std` is not enough:
 //!
