@@ -1,6 +1,8 @@
-//! Test fixture: a scratch XFS filesystem (with reflink) on a loop device.
+//! Test fixtures: a loop device over a file, and a scratch XFS filesystem
+//! (with reflink) on one.
 //!
-//! Needs root and xfsprogs; without them [`XfsMount::new`] prints a loud
+//! Both need root (check [`is_root`] before [`LoopDevice::attach`]); XFS also
+//! needs xfsprogs, and without either [`XfsMount::new`] prints a loud
 //! `SKIPPED` line and returns `None` so the calling test can return early.
 //! Once those are confirmed, any failing step panics with the command's
 //! stderr: a broken environment must not look like a skipped test.
@@ -16,21 +18,98 @@ use tempfile::TempDir;
 /// xfsprogs refuses filesystems smaller than this unless run from fstests.
 const XFS_MIN_MIB: u64 = 300;
 
+/// A loop device over a backing file (`losetup -f --show`), detached on drop.
+pub struct LoopDevice {
+    /// The device, e.g. `/dev/loop3`.
+    pub path: PathBuf,
+    /// Cleared once detached, or when deliberately left attached.
+    attached: bool,
+}
+
+impl LoopDevice {
+    /// Attaches `backing` to the first free loop device.
+    ///
+    /// # Panics
+    ///
+    /// If losetup fails (callers check [`is_root`] first).
+    pub fn attach(backing: &Path) -> LoopDevice {
+        let out = run(Command::new("losetup").arg("-f").arg("--show").arg(backing));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(
+            !path.as_os_str().is_empty(),
+            "losetup -f --show printed no device"
+        );
+        LoopDevice {
+            path,
+            attached: true,
+        }
+    }
+
+    /// Detaches the device, retrying while it is busy; with `wait`, also
+    /// waits until the kernel has released it, so the next test does not
+    /// find it taken. Warns if it stays attached.
+    fn detach(&mut self, wait: bool) {
+        self.attached = false;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                sleep(Duration::from_millis(100 * attempt));
+            }
+            // A device still in use (e.g. after a lazy unmount) is switched
+            // to autoclear by the kernel and goes away once released.
+            let last = attempt == 4;
+            if quiet(Command::new("losetup").arg("-d").arg(&self.path), last) {
+                if wait {
+                    self.wait_released();
+                }
+                return;
+            }
+        }
+        eprintln!("warning: losetup -d {} failed", self.path.display());
+    }
+
+    /// Waits (bounded) until the kernel has really unbound the loop device:
+    /// if something still had it open, `losetup -d` only set autoclear.
+    fn wait_released(&self) {
+        let Some(name) = self.path.file_name() else {
+            return;
+        };
+        let bound = Path::new("/sys/block").join(name).join("loop");
+        for _ in 0..150 {
+            if !bound.exists() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "warning: {} still bound 3s after losetup -d (autoclear will release it)",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if self.attached {
+            self.detach(true);
+        }
+    }
+}
+
 /// A freshly made, mounted XFS filesystem (`-m reflink=1`) backed by a
 /// sparse file on a loop device. Dropping it unmounts the filesystem,
 /// detaches the loop device and removes the backing file and mount point.
 pub struct XfsMount {
     /// Mount point (the filesystem root).
     pub dir: PathBuf,
-    /// Loop device holding the filesystem, e.g. `/dev/loop3`.
-    pub device: PathBuf,
+    /// Loop device holding the filesystem; declared before `tmp` so it is
+    /// detached before the backing file is removed.
+    pub device: LoopDevice,
     /// Sparse backing file of the loop device.
     pub backing: PathBuf,
     mounted: bool,
     /// Unmounted lazily: the filesystem (and so the loop device) may still
     /// be busy.
     lazy: bool,
-    attached: bool,
     /// Holds `backing` and `dir`; `None` once deliberately leaked.
     tmp: Option<TempDir>,
 }
@@ -69,37 +148,27 @@ impl XfsMount {
             .and_then(|f| f.set_len(size_mib * 1024 * 1024))
             .expect("create sparse XFS backing file");
 
-        let out = run(Command::new("losetup")
-            .arg("-f")
-            .arg("--show")
-            .arg(&backing));
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(
-            !device.as_os_str().is_empty(),
-            "losetup -f --show printed no device"
-        );
         // From here on, Drop cleans up if a later step panics.
         let mut mount = XfsMount {
             dir,
-            device,
+            device: LoopDevice::attach(&backing),
             backing,
             mounted: false,
             lazy: false,
-            attached: true,
             tmp: Some(tmp),
         };
 
         let mut mkfs = Command::new(mkfs);
-        mkfs.args(["-q", "-m", "reflink=1"]).arg(&mount.device);
+        mkfs.args(["-q", "-m", "reflink=1"]).arg(&mount.device.path);
         if size_mib < XFS_MIN_MIB {
             mkfs.env("TEST_DIR", &mount.dir)
-                .env("TEST_DEV", &mount.device)
+                .env("TEST_DEV", &mount.device.path)
                 .env("QA_CHECK_FS", "1");
         }
         run(&mut mkfs);
         run(Command::new("mount")
             .args(["-t", "xfs"])
-            .arg(&mount.device)
+            .arg(&mount.device.path)
             .arg(&mount.dir));
         mount.mounted = true;
         Some(mount)
@@ -126,43 +195,6 @@ impl XfsMount {
         self.lazy = quiet(Command::new("umount").arg("-l").arg(&self.dir), true);
         self.lazy
     }
-
-    fn detach(&mut self) -> bool {
-        for attempt in 0..5 {
-            if attempt > 0 {
-                sleep(Duration::from_millis(100 * attempt));
-            }
-            // A device still in use (e.g. after a lazy unmount) is switched
-            // to autoclear by the kernel and goes away once released.
-            let last = attempt == 4;
-            if quiet(Command::new("losetup").arg("-d").arg(&self.device), last) {
-                if !self.lazy {
-                    self.wait_released();
-                }
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Waits (bounded) until the kernel has really unbound the loop device:
-    /// if something still had it open, `losetup -d` only set autoclear.
-    fn wait_released(&self) {
-        let Some(name) = self.device.file_name() else {
-            return;
-        };
-        let bound = Path::new("/sys/block").join(name).join("loop");
-        for _ in 0..150 {
-            if !bound.exists() {
-                return;
-            }
-            sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "warning: {} still bound 3s after losetup -d (autoclear will release it)",
-            self.device.display()
-        );
-    }
 }
 
 impl Drop for XfsMount {
@@ -176,23 +208,23 @@ impl Drop for XfsMount {
                 eprintln!(
                     "warning: could not unmount {}; leaking {} and {}",
                     self.dir.display(),
-                    self.device.display(),
+                    self.device.path.display(),
                     self.backing.display()
                 );
+                self.device.attached = false;
                 if let Some(tmp) = self.tmp.take() {
                     let _ = tmp.keep();
                 }
                 return;
             }
         }
-        if self.attached {
-            if self.detach() {
-                self.attached = false;
-            } else {
-                eprintln!("warning: losetup -d {} failed", self.device.display());
-            }
+        if self.lazy {
+            // The lazily unmounted filesystem may still hold the device:
+            // waiting for its release would only time out.
+            self.device.detach(false);
         }
-        // Dropping `tmp` removes the backing file and the mount point.
+        // Dropping `device` detaches it (unless done above), then dropping
+        // `tmp` removes the backing file and the mount point.
     }
 }
 
@@ -200,7 +232,7 @@ impl std::fmt::Debug for XfsMount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XfsMount")
             .field("dir", &self.dir)
-            .field("device", &self.device)
+            .field("device", &self.device.path)
             .field("backing", &self.backing)
             .finish_non_exhaustive()
     }
