@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod config;
 pub mod daemon;
 pub mod group;
 pub mod s3;
