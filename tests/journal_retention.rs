@@ -4,6 +4,7 @@
 mod common;
 
 use cascade::journal::{Journal, JournalWriter};
+use common::config::{Retention, TargetFile};
 use common::group::{noise, Group};
 use std::path::Path;
 
@@ -12,14 +13,13 @@ use std::path::Path;
 fn group(dir: &Path) -> Group {
     let g = Group::new(dir, &[3 << 20, 1 << 20]);
     g.block_target("near", true);
-    std::fs::write(
-        g.dir.join("cascade-targets/vault.yaml"),
-        "kind: object\nurl: ../vault\n",
-    )
-    .unwrap();
-    g.configure(
-        "    targets: [near, vault]\n    segment-size-mib: 1\n    journal-retention:\n      keep-deltas: 2\n",
-    );
+    g.write_target("vault", &TargetFile::object("../vault"));
+    g.configure(|c| {
+        let cg = &mut c.groups[0];
+        cg.targets = vec!["near".into(), "vault".into()];
+        cg.segment_size_mib = Some(1);
+        cg.journal_retention = Retention::keep_deltas(2);
+    });
     g
 }
 
@@ -196,10 +196,7 @@ fn the_slowest_target_bounds_the_journal() {
 
     // A target named after the deltas it needs were pruned is refused, clearly.
     g.block_target("late", true);
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("targets: [near, vault]", "targets: [near, vault, late]");
-    std::fs::write(&g.config, yaml).unwrap();
+    g.configure(|c| c.groups[0].targets.push("late".into()));
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
