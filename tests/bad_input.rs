@@ -4,6 +4,7 @@ mod common;
 
 use common::config::{ConfigFile, Daemon, Driver, ObjectTarget, Retention, Schedule, Volume};
 use common::group::{cascade_in, noise, Group};
+use common::loopdev::LoopDev;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -279,29 +280,18 @@ fn replay_target_too_small_block_device() {
     let g = history(tmp.path());
     let backing = g.dir.join("loop.img");
     std::fs::write(&backing, vec![7u8; 1 << 20]).unwrap();
-    let Ok(out) = std::process::Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
+    let Some(loop_dev) = LoopDev::attach_or_skip(&backing, "replay onto a small loop device")
     else {
-        eprintln!("SKIPPED: no losetup");
         return;
     };
-    if !out.status.success() {
-        eprintln!("SKIPPED (needs root for loop devices): {}", stderr(&out));
-        return;
-    }
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dev = loop_dev.path().to_string();
     let o = g.cascade(&[
         "replay",
         g.journal().to_str().unwrap(),
         "--to",
         &format!("v0={dev}"),
     ]);
-    std::process::Command::new("losetup")
-        .args(["-d", &dev])
-        .status()
-        .unwrap();
+    drop(loop_dev);
     fails(&o, 5, &[&dev, "needs 4194304 bytes"]);
     assert_eq!(
         std::fs::read(&backing).unwrap(),

@@ -10,6 +10,7 @@ use cascade::journal::{Journal, Point};
 use cascade::restore::restore_from;
 use common::config::{ObjectTarget, TargetFile};
 use common::group::{noise, Group};
+use common::loopdev::LoopDev;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -160,47 +161,20 @@ fn a_replica_is_never_a_source_nor_shared_nor_mixed() {
     assert!(out.contains("holds deltas 1..=3 of journal"), "{out}");
 }
 
-/// Loop devices over backing files, detached on drop.
-struct Loops(Vec<String>);
-
-impl Drop for Loops {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", d])
-                .status();
-        }
-    }
-}
-
-fn attach(backing: &Path) -> Option<String> {
-    let out = std::process::Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(backing)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
-
 #[test]
 fn block_exporter_on_loop_devices() {
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
-    let mut loops = Loops(Vec::new());
+    let mut loops = Vec::new();
     for (i, size) in [(0, 4 << 20), (1, 1 << 20)] {
         let backing = g.dir.join(format!("dev{i}.img"));
         std::fs::write(&backing, vec![0xeeu8; size]).unwrap();
-        match attach(&backing) {
-            Some(d) => loops.0.push(d),
-            None => {
-                eprintln!("SKIPPED (needs root for loop devices): block exporter on loop devices");
-                return;
-            }
+        match LoopDev::attach_or_skip(&backing, "block exporter on loop devices") {
+            Some(d) => loops.push(d),
+            None => return,
         }
     }
-    let (d0, d1) = (PathBuf::from(&loops.0[0]), PathBuf::from(&loops.0[1]));
+    let (d0, d1) = (loops[0].device.clone(), loops[1].device.clone());
     let cfg = with_target(&g, block(&d0, &d1));
     suite(&g, &points, &|| open(&cfg), &|| {
         read_files(&[d0.clone(), d1.clone()], &[3 << 20, 1 << 20])

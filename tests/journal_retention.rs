@@ -433,7 +433,7 @@ fn a_prune_during_a_verify_does_not_make_it_see_damage() {
 /// readers took a lock: read unguarded).
 #[test]
 fn a_journal_on_a_read_only_mount_is_read_with_or_without_the_lock_file() {
-    if !common::xfs::is_root() {
+    if !common::host::is_root() {
         eprintln!("SKIPPED (needs root for a read-only bind mount)");
         return;
     }
@@ -442,27 +442,7 @@ fn a_journal_on_a_read_only_mount_is_read_with_or_without_the_lock_file() {
     let points: Vec<_> = (0..2).map(|i| change_and_cycle(&g, i)).collect();
     let ro = tmp.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
-    let mount = |args: &[&str]| {
-        let o = std::process::Command::new("mount")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let (src, dst) = (g.journal(), ro.clone());
-    mount(&["--bind", src.to_str().unwrap(), dst.to_str().unwrap()]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(ro.clone());
-    mount(&["-o", "remount,ro,bind", dst.to_str().unwrap()]);
+    let _mount = common::mount::Mount::read_only_bind(&g.journal(), &ro);
     assert!(
         std::fs::write(ro.join("probe"), b"x").is_err(),
         "the mount is read-only"

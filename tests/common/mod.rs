@@ -2,6 +2,9 @@
 pub mod config;
 pub mod daemon;
 pub mod group;
+pub mod host;
+pub mod loopdev;
+pub mod mount;
 pub mod s3;
 pub mod vm;
 pub mod xfs;
