@@ -459,19 +459,7 @@ fn second_writer_is_refused() {
         6,
         &["locked by another cascade process"],
     );
-    fails(
-        &g.cascade(&[
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--cg",
-            "cg",
-            "--name",
-            "x",
-        ]),
-        6,
-        &["locked"],
-    );
+    fails(&g.try_bookmark("x"), 6, &["locked"]);
 }
 
 #[test]
@@ -479,15 +467,7 @@ fn duplicate_bookmark_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let g = history(tmp.path());
     fails(
-        &g.cascade(&[
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--cg",
-            "cg",
-            "--name",
-            "nightly",
-        ]),
+        &g.try_bookmark("nightly"),
         2,
         &["bookmark `nightly` already exists"],
     );

@@ -136,7 +136,13 @@ impl Group {
 
     /// Places bookmark `name` through the binary.
     pub fn bookmark(&self, name: &str) {
-        let o = self.cascade(&[
+        let o = self.try_bookmark(name);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Runs `cascade bookmark` for group `cg`, which may fail.
+    pub fn try_bookmark(&self, name: &str) -> Output {
+        self.cascade(&[
             "bookmark",
             "-c",
             "cascade.yaml",
@@ -144,8 +150,7 @@ impl Group {
             "cg",
             "--name",
             name,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ])
     }
 
     /// Runs the `cascade` binary in the group's directory.
