@@ -2,7 +2,9 @@
 //! wrong, the documented exit code, and changes nothing.
 mod common;
 
+use common::config::{ConfigFile, Daemon, Driver, ObjectTarget, Retention, Schedule, Volume};
 use common::group::{cascade_in, noise, Group};
+use common::loopdev::LoopDev;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -66,17 +68,33 @@ fn missing_and_garbled_config() {
 #[test]
 fn bad_lvm_volumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let head = "state-dir: s\njournal-dir: j\nconsistency-groups:\n  - name: a\n    volumes:\n";
+    let no_lv = Volume {
+        id: "v".into(),
+        driver: Driver::LvmThin,
+        path: None,
+        lv: None,
+    };
     for (volumes, want) in [
-        ("      - { id: v, driver: lvm-thin }\n", "volumes[0].lv: the lvm-thin driver needs the thin LV as VG/LV"),
-        ("      - { id: v, driver: lvm-thin, lv: novg }\n", "volumes[0].lv: `novg` is not VG/LV"),
-        ("      - { id: v, driver: lvm-thin, lv: vg/a b }\n", "is not VG/LV"),
         (
-            "      - { id: v, driver: lvm-thin, lv: vg/v }\n      - { id: w, driver: file, path: w.img }\n",
+            vec![no_lv],
+            "volumes[0].lv: the lvm-thin driver needs the thin LV as VG/LV",
+        ),
+        (
+            vec![Volume::lvm_thin("v", "novg")],
+            "volumes[0].lv: `novg` is not VG/LV",
+        ),
+        (vec![Volume::lvm_thin("v", "vg/a b")], "is not VG/LV"),
+        (
+            vec![Volume::lvm_thin("v", "vg/v"), Volume::file("w", "w.img")],
             "volumes[1].driver: all volumes of a consistency group use one driver",
         ),
     ] {
-        std::fs::write(tmp.path().join("lvm.yaml"), format!("{head}{volumes}")).unwrap();
+        let cfg = ConfigFile {
+            state_dir: "s".into(),
+            journal_dir: "j".into(),
+            ..ConfigFile::group("a", volumes)
+        };
+        cfg.write_to(&tmp.path().join("lvm.yaml"));
         let o = cascade_in(tmp.path(), &["cycle", "--config", "lvm.yaml", "--cg", "a"]);
         fails(&o, 2, &["lvm.yaml", want]);
     }
@@ -89,23 +107,20 @@ fn bad_lvm_volumes() {
 fn bad_retention_policies() {
     let tmp = tempfile::tempdir().unwrap();
     let g = history(tmp.path());
-    let config = std::fs::read_to_string(&g.config).unwrap();
-    g.configure("    journal-retention:\n      keep-deltas: 0\n");
+    let config = g.config_file();
+    g.configure(|c| c.groups[0].journal_retention = Retention::keep_deltas(0));
     let o = g.cascade(&["journal", "prune", "-c", "cascade.yaml", "--cg", "cg"]);
     fails(&o, 2, &["cascade.yaml", "journal-retention.keep-deltas: 0"]);
-    std::fs::write(&g.config, &config).unwrap();
-    g.configure("    journal-retention:\n      keep-age: 7x\n");
+    g.write_config(&config);
+    g.configure(|c| c.groups[0].journal_retention = Retention::keep_age("7x"));
     let o = g.cascade(&["journal", "prune", "-c", "cascade.yaml", "--cg", "cg"]);
     fails(&o, 2, &["cascade.yaml", "`7x` is not an age"]);
 
-    std::fs::write(&g.config, &config).unwrap();
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    std::fs::write(
-        g.dir.join("cascade-targets/vault.yaml"),
-        "kind: object\nurl: ../vault\nretention:\n  keep-deltas: 0\n",
-    )
-    .unwrap();
-    g.configure("    targets: [vault]\n");
+    g.write_config(&config);
+    let mut vault = ObjectTarget::new("../vault");
+    vault.retention = Retention::keep_deltas(0);
+    g.write_target("vault", &vault.into());
+    g.configure(|c| c.groups[0].targets = vec!["vault".into()]);
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     fails(&o, 2, &["vault.yaml", "retention.keep-deltas: 0"]);
     assert!(!g.dir.join("vault").exists(), "nothing was exported");
@@ -265,29 +280,18 @@ fn replay_target_too_small_block_device() {
     let g = history(tmp.path());
     let backing = g.dir.join("loop.img");
     std::fs::write(&backing, vec![7u8; 1 << 20]).unwrap();
-    let Ok(out) = std::process::Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
+    let Some(loop_dev) = LoopDev::attach_or_skip(&backing, "replay onto a small loop device")
     else {
-        eprintln!("SKIPPED: no losetup");
         return;
     };
-    if !out.status.success() {
-        eprintln!("SKIPPED (needs root for loop devices): {}", stderr(&out));
-        return;
-    }
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dev = loop_dev.path().to_string();
     let o = g.cascade(&[
         "replay",
         g.journal().to_str().unwrap(),
         "--to",
         &format!("v0={dev}"),
     ]);
-    std::process::Command::new("losetup")
-        .args(["-d", &dev])
-        .status()
-        .unwrap();
+    drop(loop_dev);
     fails(&o, 5, &[&dev, "needs 4194304 bytes"]);
     assert_eq!(
         std::fs::read(&backing).unwrap(),
@@ -455,19 +459,7 @@ fn second_writer_is_refused() {
         6,
         &["locked by another cascade process"],
     );
-    fails(
-        &g.cascade(&[
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--cg",
-            "cg",
-            "--name",
-            "x",
-        ]),
-        6,
-        &["locked"],
-    );
+    fails(&g.try_bookmark("x"), 6, &["locked"]);
 }
 
 #[test]
@@ -475,15 +467,7 @@ fn duplicate_bookmark_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let g = history(tmp.path());
     fails(
-        &g.cascade(&[
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--cg",
-            "cg",
-            "--name",
-            "nightly",
-        ]),
+        &g.try_bookmark("nightly"),
         2,
         &["bookmark `nightly` already exists"],
     );
@@ -539,46 +523,68 @@ fn scrambled_uncommitted_tail_is_cut_off() {
     );
 }
 
+/// The group of [`history`] with a misspelt field in its schedule: malformed text,
+/// so written as text.
+const MISSPELT_SCHEDULE: &str = r#"state-dir: state
+journal-dir: journals
+consistency-groups:
+  - name: cg
+    schedule:
+      crn: "@daily"
+    volumes:
+      - { id: v0, driver: file, path: v0.img }
+      - { id: v1, driver: file, path: v1.img }
+"#;
+
 #[test]
 fn bad_schedules_and_daemon_settings() {
     let tmp = tempfile::tempdir().unwrap();
     let g = history(tmp.path());
-    let config = std::fs::read_to_string(&g.config).unwrap();
-    let cases: [(&str, &[&str]); 5] = [
+    let config = g.config_file();
+    let scheduled = |schedule: Schedule| {
+        let mut c = config.clone();
+        c.groups[0].schedule = Some(schedule);
+        c.to_yaml()
+    };
+    let cases: [(String, &[&str]); 5] = [
         (
-            "    schedule:\n      cron: \"*/5 * *\"\n",
+            scheduled(Schedule::cron("*/5 * *")),
             &["consistency-groups[0].schedule", "`*/5 * *` has 3 fields"],
         ),
         (
-            "    schedule:\n      cron: \"0 25 * * *\"\n",
+            scheduled(Schedule::cron("0 25 * * *")),
             &["`0 25 * * *` is not a cron schedule"],
         ),
         (
-            "    schedule:\n      cron: \"@daily\"\n      timezone: Mars/Olympus\n",
+            scheduled(Schedule {
+                timezone: Some("Mars/Olympus".into()),
+                ..Schedule::cron("@daily")
+            }),
             &["`Mars/Olympus` is not an IANA time zone"],
         ),
         (
-            "    schedule:\n      cron: \"@daily\"\n      missed: all\n",
+            scheduled(Schedule {
+                missed: Some("all".into()),
+                ..Schedule::cron("@daily")
+            }),
             &["unknown variant `all`", "run-once", "skip"],
         ),
-        (
-            "    schedule:\n      crn: \"@daily\"\n",
-            &["unknown field `crn`"],
-        ),
+        (MISSPELT_SCHEDULE.into(), &["unknown field `crn`"]),
     ];
     for (yaml, words) in cases {
-        std::fs::write(&g.config, &config).unwrap();
-        g.configure(yaml);
+        std::fs::write(&g.config, yaml).unwrap();
         let mut want = vec!["cascade.yaml"];
         want.extend_from_slice(words);
         fails(&g.cascade(&["run", "-c", "cascade.yaml"]), 2, &want);
         fails(&g.cascade(&["status", "-c", "cascade.yaml"]), 2, &want);
     }
-    std::fs::write(
-        &g.config,
-        format!("{config}daemon:\n  metrics-listen: localhost:x\n"),
-    )
-    .unwrap();
+    g.write_config(&ConfigFile {
+        daemon: Some(Daemon {
+            metrics_listen: Some("localhost:x".into()),
+            ..Default::default()
+        }),
+        ..config.clone()
+    });
     fails(
         &g.cascade(&["run", "-c", "cascade.yaml"]),
         2,
@@ -587,13 +593,19 @@ fn bad_schedules_and_daemon_settings() {
             "`localhost:x` is not a listen address",
         ],
     );
-    std::fs::write(&g.config, format!("{config}daemon:\n  stop-grace: 0s\n")).unwrap();
+    g.write_config(&ConfigFile {
+        daemon: Some(Daemon {
+            stop_grace: Some("0s".into()),
+            ..Default::default()
+        }),
+        ..config.clone()
+    });
     fails(
         &g.cascade(&["run", "-c", "cascade.yaml"]),
         2,
         &["daemon: `0s` is not an age"],
     );
-    std::fs::write(&g.config, &config).unwrap();
+    g.write_config(&config);
     fails(
         &g.cascade(&["run", "-c", "cascade.yaml", "--metrics-listen", "nowhere"]),
         2,

@@ -8,6 +8,7 @@ use cascade::journal::{Journal, JournalWriter};
 use cascade::progress::NoProgress;
 use cascade::replay::{replay, Destination};
 use cascade::volume::driver_for;
+use common::config::{command, Hooks};
 use common::group::{noise, Group};
 
 fn replay_matches(g: &Group, delta: u64, want: &[Vec<u8>]) {
@@ -93,11 +94,12 @@ fn interrupted_advance_is_finished_by_the_next_cycle() {
 }
 
 fn with_hooks(g: &Group, freeze: &str, thaw: &str) {
-    let yaml = std::fs::read_to_string(&g.config).unwrap().replace(
-        "    volumes:\n",
-        &format!("    hooks:\n      freeze: [sh, -c, '{freeze}']\n      thaw: [sh, -c, '{thaw}']\n    volumes:\n"),
-    );
-    std::fs::write(&g.config, yaml).unwrap();
+    g.configure(|c| {
+        c.groups[0].hooks = Hooks {
+            freeze: command(&["sh", "-c", freeze]),
+            thaw: command(&["sh", "-c", thaw]),
+        }
+    });
 }
 
 #[test]
@@ -124,7 +126,7 @@ fn failing_hooks_fail_the_cycle_and_commit_nothing() {
         let g = Group::new(tmp.path(), &[1 << 20]);
         g.write(0, 0, &noise(1, 4096));
         g.cycle();
-        let plain = std::fs::read_to_string(&g.config).unwrap();
+        let plain = g.config_file();
         with_hooks(&g, freeze, &format!("echo thawed >> thaw.log; {thaw}"));
         g.write(0, 0, &noise(2, 4096));
         let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
@@ -143,7 +145,7 @@ fn failing_hooks_fail_the_cycle_and_commit_nothing() {
             "thaw ran once"
         );
         // Once the hooks are gone the next cycle picks the change up.
-        std::fs::write(&g.config, plain).unwrap();
+        g.write_config(&plain);
         assert_eq!(g.cycle().delta, 2);
         replay_matches(&g, 2, &g.contents());
     }

@@ -5,6 +5,7 @@
 mod common;
 
 use cascade::journal::Journal;
+use common::config::{command, GroupConfig, ObjectTarget, Schedule, Volume};
 use common::daemon::Daemon;
 use common::group::{noise, Group};
 use serde_json::Value;
@@ -12,27 +13,33 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-const EVERY_SECOND: &str = "    schedule:\n      cron: \"* * * * * *\"\n";
+const EVERY_SECOND: &str = "* * * * * *";
 /// A schedule that does not fire during a test (and whose last tick is long past).
-const YEARLY: &str = "    schedule:\n      cron: \"0 0 1 1 *\"\n";
+const YEARLY: &str = "0 0 1 1 *";
 
-/// One 1 MiB volume, cycled on `schedule`.
-fn small_group(dir: &Path, schedule: &str) -> Group {
+/// Group `cg` of the config cycles on `cron`.
+fn schedule(g: &Group, cron: &str) {
+    g.configure(|c| c.groups[0].schedule = Some(Schedule::cron(cron)));
+}
+
+/// One 1 MiB volume, cycled on `cron`.
+fn small_group(dir: &Path, cron: &str) -> Group {
     let g = Group::new(dir, &[1 << 20]);
-    g.configure(schedule);
+    schedule(&g, cron);
     g
 }
 
-/// Appends group `name` to the config: `lines` (YAML for the group, such as its
-/// schedule) and one file volume `v0` at `path`.
-fn add_group(g: &Group, name: &str, lines: &str, path: &str) {
-    let yaml = std::fs::read_to_string(&g.config).unwrap();
-    let volume = format!("      - {{ id: v0, driver: file, path: {path} }}\n");
-    std::fs::write(
-        &g.config,
-        format!("{yaml}  - name: {name}\n{lines}    volumes:\n{volume}"),
-    )
-    .unwrap();
+/// Group `name` of one file volume `v0` at `path`, cycled every second.
+fn every_second(name: &str, path: &str) -> GroupConfig {
+    GroupConfig {
+        schedule: Some(Schedule::cron(EVERY_SECOND)),
+        ..GroupConfig::new(name, vec![Volume::file("v0", path)])
+    }
+}
+
+/// Appends `group` to the config.
+fn add_group(g: &Group, group: GroupConfig) {
+    g.configure(|c| c.groups.push(group));
 }
 
 fn last_delta(g: &Group) -> u64 {
@@ -55,14 +62,14 @@ fn target_cursor(g: &Group, target: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// An object target `NAME` in a local directory `NAME-store/`.
-fn dir_target(g: &Group, name: &str, extra: &str) {
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    std::fs::write(
-        g.dir.join(format!("cascade-targets/{name}.yaml")),
-        format!("kind: object\nurl: ../{name}-store\n{extra}"),
-    )
-    .unwrap();
+/// An object target `NAME` in a local directory `NAME-store/`, with
+/// `synthetic-full-every` if given.
+fn dir_target(g: &Group, name: &str, synthetic_full_every: Option<u64>) {
+    let target = ObjectTarget {
+        synthetic_full_every,
+        ..ObjectTarget::new(format!("../{name}-store"))
+    };
+    g.write_target(name, &target.into());
 }
 
 /// Restores `until` from an object target's directory into fresh files.
@@ -132,8 +139,11 @@ fn scheduled_cycles_are_exported_continuously_and_replay_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let g = Group::new(tmp.path(), &[4 << 20, 2 << 20]);
     g.block_target("replica", true);
-    dir_target(&g, "vault", "");
-    g.configure(&format!("    targets: [replica, vault]\n{EVERY_SECOND}"));
+    dir_target(&g, "vault", None);
+    g.configure(|c| {
+        c.groups[0].targets = vec!["replica".into(), "vault".into()];
+        c.groups[0].schedule = Some(Schedule::cron(EVERY_SECOND));
+    });
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "127.0.0.1:0"]);
 
     // Writes land between cycles; each point the daemon committed is checked below.
@@ -213,8 +223,8 @@ fn scheduled_cycles_are_exported_continuously_and_replay_exactly() {
 
 /// A daemon started on one volume of `mib` MiB of random bytes, returned while its
 /// first (full) cycle is journalling: a segment holds data that no committed delta
-/// covers. `extra` is appended to the config.
-fn inside_a_full_cycle(dir: &Path, mib: u64, extra: &str) -> (Group, Daemon) {
+/// covers. `stop_grace` is the daemon's, if given.
+fn inside_a_full_cycle(dir: &Path, mib: u64, stop_grace: Option<&str>) -> (Group, Daemon) {
     let g = Group::new(dir, &[mib << 20]);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -226,9 +236,13 @@ fn inside_a_full_cycle(dir: &Path, mib: u64, extra: &str) -> (Group, Daemon) {
     )
     .unwrap();
     f.sync_all().unwrap();
-    g.configure(EVERY_SECOND);
-    let yaml = std::fs::read_to_string(&g.config).unwrap();
-    std::fs::write(&g.config, format!("{yaml}{extra}")).unwrap();
+    g.configure(|c| {
+        c.groups[0].schedule = Some(Schedule::cron(EVERY_SECOND));
+        c.daemon = stop_grace.map(|grace| common::config::Daemon {
+            stop_grace: Some(grace.into()),
+            ..Default::default()
+        });
+    });
     let d = Daemon::start(&g.dir, "first", &[]);
     let segments = g.journal();
     d.until(
@@ -250,7 +264,7 @@ fn inside_a_full_cycle(dir: &Path, mib: u64, extra: &str) -> (Group, Daemon) {
 #[test]
 fn sigterm_in_the_middle_of_a_cycle_lets_it_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let (g, d) = inside_a_full_cycle(tmp.path(), 160, "");
+    let (g, d) = inside_a_full_cycle(tmp.path(), 160, None);
     assert!(d.stop().success(), "a clean stop exits 0");
     assert_eq!(
         last_delta(&g),
@@ -269,7 +283,7 @@ fn sigterm_in_the_middle_of_a_cycle_lets_it_commit() {
 fn a_cycle_that_outlasts_the_stop_grace_is_abandoned_and_made_up() {
     let tmp = tempfile::tempdir().unwrap();
     // About 9 s of first cycle for this debug build; the grace is 1 s.
-    let (g, mut d) = inside_a_full_cycle(tmp.path(), 480, "daemon:\n  stop-grace: 1s\n");
+    let (g, mut d) = inside_a_full_cycle(tmp.path(), 480, Some("1s"));
     d.signal(libc::SIGTERM);
     assert!(
         d.wait(Duration::from_secs(20)).success(),
@@ -310,7 +324,7 @@ fn a_cycle_that_outlasts_the_stop_grace_is_abandoned_and_made_up() {
 #[test]
 fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let (g, d) = inside_a_full_cycle(tmp.path(), 160, "");
+    let (g, d) = inside_a_full_cycle(tmp.path(), 160, None);
     d.kill();
     assert_eq!(last_delta(&g), 0, "killed before the commit");
     let state: Value =
@@ -349,8 +363,11 @@ fn kill_9_in_the_middle_of_a_cycle_then_restart_recovers() {
 fn sigterm_during_an_export_stops_at_a_delta_boundary() {
     let tmp = tempfile::tempdir().unwrap();
     let g = Group::new(tmp.path(), &[24 << 20]);
-    dir_target(&g, "vault", "synthetic-full-every: 0\n");
-    g.configure(&format!("    targets: [vault]\n{YEARLY}"));
+    dir_target(&g, "vault", Some(0));
+    g.configure(|c| {
+        c.groups[0].targets = vec!["vault".into()];
+        c.groups[0].schedule = Some(Schedule::cron(YEARLY));
+    });
     // Six deltas of 24 MiB each wait for the export.
     let mut points = Vec::new();
     for i in 0..6u64 {
@@ -420,13 +437,15 @@ fn a_second_daemon_on_the_same_state_is_refused() {
 fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
     let tmp = tempfile::tempdir().unwrap();
     let g = small_group(tmp.path(), EVERY_SECOND);
-    let good = std::fs::read_to_string(&g.config).unwrap();
+    let good = g.config_file();
     let d = Daemon::start(&g.dir, "daemon", &[]);
     d.until("a first cycle", Duration::from_secs(30), || {
         last_delta(&g) >= 1
     });
 
-    std::fs::write(&g.config, good.replace("* * * * * *", "61 * * * *")).unwrap();
+    let mut bad = good.clone();
+    bad.groups[0].schedule = Some(Schedule::cron("61 * * * *"));
+    g.write_config(&bad);
     d.signal(libc::SIGHUP);
     d.until("the reload to be refused", Duration::from_secs(30), || {
         !d.find("config reload refused").is_empty()
@@ -448,8 +467,8 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
 
     // A valid config with a second group: it starts cycling.
     std::fs::write(g.dir.join("w0.img"), vec![7u8; 1 << 20]).unwrap();
-    std::fs::write(&g.config, &good).unwrap();
-    add_group(&g, "web", EVERY_SECOND, "w0.img");
+    g.write_config(&good);
+    add_group(&g, every_second("web", "w0.img"));
     d.signal(libc::SIGHUP);
     let web = g.dir.join("journals/web");
     d.until("the new group to cycle", Duration::from_secs(30), || {
@@ -458,13 +477,7 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
     assert_eq!(d.find("config reloaded").len(), 1);
 
     // A changed schedule of a running group takes effect: yearly, so no more cycles.
-    std::fs::write(
-        &g.config,
-        std::fs::read_to_string(&g.config)
-            .unwrap()
-            .replacen("* * * * * *", "0 0 1 1 *", 1),
-    )
-    .unwrap();
+    schedule(&g, YEARLY);
     d.signal(libc::SIGHUP);
     d.until("the second reload", Duration::from_secs(30), || {
         d.find("config reloaded").len() == 2
@@ -523,12 +536,7 @@ fn missed_ticks_run_once_at_start_up_or_are_skipped_by_policy() {
     assert!(d.stop().success());
     std::thread::sleep(Duration::from_secs(3));
 
-    let yaml = std::fs::read_to_string(&g.config).unwrap();
-    std::fs::write(
-        &g.config,
-        yaml.replace("      cron:", "      missed: skip\n      cron:"),
-    )
-    .unwrap();
+    g.configure(|c| c.groups[0].schedule.as_mut().unwrap().missed = Some("skip".into()));
     let before = last_delta(&g);
     let d = Daemon::start(&g.dir, "skip", &[]);
     d.until("two cycles", Duration::from_secs(30), || {
@@ -548,11 +556,14 @@ fn a_failing_group_or_target_does_not_stop_the_others() {
     let tmp = tempfile::tempdir().unwrap();
     let g = Group::new(tmp.path(), &[2 << 20]);
     g.write(0, 0, &noise(5, 1 << 20));
-    dir_target(&g, "vault", "");
+    dir_target(&g, "vault", None);
     // A block target whose replica files do not exist: every export fails.
     g.block_target("broken", false);
-    g.configure(&format!("    targets: [vault, broken]\n{EVERY_SECOND}"));
-    add_group(&g, "gone", EVERY_SECOND, "missing.img");
+    g.configure(|c| {
+        c.groups[0].targets = vec!["vault".into(), "broken".into()];
+        c.groups[0].schedule = Some(Schedule::cron(EVERY_SECOND));
+    });
+    add_group(&g, every_second("gone", "missing.img"));
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
     d.until(
         "the healthy group to cycle and export",
@@ -644,7 +655,7 @@ fn status_watch_refreshes_until_interrupted() {
 fn a_stop_signal_to_the_whole_process_group_spares_a_running_hook() {
     let tmp = tempfile::tempdir().unwrap();
     let g = small_group(tmp.path(), EVERY_SECOND);
-    g.configure("    hooks:\n      freeze: [sleep, \"2\"]\n");
+    g.configure(|c| c.groups[0].hooks.freeze = command(&["sleep", "2"]));
     let d = Daemon::start(&g.dir, "daemon", &[]);
     d.until("a cycle to start", Duration::from_secs(30), || {
         !d.find("cycle started").is_empty()
@@ -729,12 +740,9 @@ fn a_long_cycle_skips_its_own_ticks_but_not_another_groups() {
     let tmp = tempfile::tempdir().unwrap();
     let g = small_group(tmp.path(), EVERY_SECOND);
     std::fs::write(g.dir.join("s0.img"), vec![1u8; 1 << 20]).unwrap();
-    add_group(
-        &g,
-        "slow",
-        &format!("{EVERY_SECOND}    hooks:\n      freeze: [sleep, \"4\"]\n"),
-        "s0.img",
-    );
+    let mut slow = every_second("slow", "s0.img");
+    slow.hooks.freeze = command(&["sleep", "4"]);
+    add_group(&g, slow);
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
     let slow = g.dir.join("journals/slow");
     d.until(
@@ -797,7 +805,7 @@ fn metrics_show_the_journal_and_lag_as_they_are_at_the_scrape() {
     let g = Group::new(tmp.path(), &[1 << 20]);
     // No schedule: the CLI cycles; a target that never exports.
     g.block_target("broken", false);
-    g.configure("    targets: [broken]\n");
+    g.configure(|c| c.groups[0].targets = vec!["broken".into()]);
     let d = Daemon::start(&g.dir, "daemon", &["--metrics-listen", "0"]);
     d.until("the metrics endpoint", Duration::from_secs(30), || {
         !d.find("serving Prometheus metrics").is_empty()

@@ -233,8 +233,8 @@ fn lvm_thin_driver() {
     };
     let vg = common::vm::ThinVg::new(&scratch, "cconf", 128);
     let paths = vec![vg.thin_lv("v0", SIZE >> 20), vg.thin_lv("v1", SIZE >> 21)];
-    let entries = ["v0", "v1"].map(|v| format!("{{ id: {v}, driver: lvm-thin, lv: cconf/{v} }}"));
-    let g = Group::with_volumes(&scratch.join("group"), &entries, paths);
+    let entries = ["v0", "v1"].map(|v| common::config::Volume::lvm_thin(v, &format!("cconf/{v}")));
+    let g = Group::with_volumes(&scratch.join("group"), entries.to_vec(), paths);
     suite(
         &g,
         DriverPath {

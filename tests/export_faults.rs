@@ -3,6 +3,7 @@
 //! names a missing or damaged object.
 mod common;
 
+use common::config::TargetFile;
 use common::group::{noise, Group};
 use common::s3::S3Server;
 use std::process::{Command, Output};
@@ -35,13 +36,10 @@ fn big_history(g: &Group) -> Vec<Vec<Vec<u8>>> {
     points
 }
 
-fn name_target(g: &Group, yaml: &str) {
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    std::fs::write(g.dir.join("cascade-targets/vault.yaml"), yaml).unwrap();
-    let cfg = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("    volumes:\n", "    targets: [vault]\n    volumes:\n");
-    std::fs::write(&g.config, cfg).unwrap();
+/// Writes `target` as `vault` and names it in the group's config.
+fn name_target(g: &Group, target: TargetFile) {
+    g.write_target("vault", &target);
+    g.configure(|c| c.groups[0].targets = vec!["vault".into()]);
 }
 
 #[test]
@@ -51,7 +49,7 @@ fn s3_server_stopped_during_an_export() {
     let g = Group::new(tmp.path(), &[24 << 20]);
     let points = big_history(&g);
     // Credentials, endpoint and region come from the environment, the AWS way.
-    name_target(&g, &format!("kind: object\nurl: {}\n", s3.url("cg")));
+    name_target(&g, TargetFile::object(s3.url("cg")));
 
     let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
         .args(["export", "-c", "cascade.yaml"])
@@ -117,7 +115,7 @@ fn unusable_targets_fail_with_a_clear_error() {
     g.write(0, 0, &noise(1, 4096));
     g.cycle();
     std::fs::write(g.dir.join("not-a-dir"), b"x").unwrap();
-    name_target(&g, "kind: object\nurl: ../not-a-dir\n");
+    name_target(&g, TargetFile::object("../not-a-dir"));
     let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -127,11 +125,7 @@ fn unusable_targets_fail_with_a_clear_error() {
     );
 
     std::fs::create_dir(g.dir.join("a-dir")).unwrap();
-    std::fs::write(
-        g.dir.join("cascade-targets/vault.yaml"),
-        "kind: block\nvolumes:\n  v0: ../a-dir\n",
-    )
-    .unwrap();
+    g.write_target("vault", &TargetFile::block([("v0", "../a-dir")]));
     let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -140,11 +134,10 @@ fn unusable_targets_fail_with_a_clear_error() {
         text(&o)
     );
 
-    std::fs::write(
-        g.dir.join("cascade-targets/vault.yaml"),
-        "kind: block\nvolumes:\n  v0: ../r.img\n  nope: ../x.img\n",
-    )
-    .unwrap();
+    g.write_target(
+        "vault",
+        &TargetFile::block([("v0", "../r.img"), ("nope", "../x.img")]),
+    );
     let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
     assert!(
         text(&o).contains("vault.yaml") && text(&o).contains("`nope` is not a volume"),
@@ -158,7 +151,7 @@ fn restore_refuses_a_missing_or_damaged_object() {
     let tmp = tempfile::tempdir().unwrap();
     let g = Group::new(tmp.path(), &[4 << 20]);
     big_history(&g);
-    name_target(&g, "kind: object\nurl: ../vault\n");
+    name_target(&g, TargetFile::object("../vault"));
     assert!(cascade(&g, None, &["export", "-c", "cascade.yaml"])
         .status
         .success());

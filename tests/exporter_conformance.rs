@@ -8,7 +8,9 @@ use cascade::export::{open_exporter, Exporter, ObjectExporter};
 use cascade::journal::{Journal, Point};
 use cascade::replica::Bucket;
 use cascade::restore::restore_from;
+use common::config::{ObjectTarget, TargetFile};
 use common::group::{noise, Group};
+use common::loopdev::LoopDev;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -30,15 +32,17 @@ fn history(dir: &Path) -> (Group, Vec<Vec<Vec<u8>>>) {
     (g, points)
 }
 
-/// Names `target` in the group's config and returns the loaded config.
-fn with_target(g: &Group, target_yaml: &str) -> Config {
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    std::fs::write(g.dir.join("cascade-targets/replica.yaml"), target_yaml).unwrap();
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("    volumes:\n", "    targets: [replica]\n    volumes:\n");
-    std::fs::write(&g.config, yaml).unwrap();
+/// Writes `target` as `replica`, names it in the group's config and returns the
+/// loaded config.
+fn with_target(g: &Group, target: TargetFile) -> Config {
+    g.write_target("replica", &target);
+    g.configure(|c| c.groups[0].targets = vec!["replica".into()]);
     g.config()
+}
+
+/// A block target of volumes `v0` and `v1`.
+fn block(v0: impl Into<PathBuf>, v1: impl Into<PathBuf>) -> TargetFile {
+    TargetFile::block([("v0", v0.into()), ("v1", v1.into())])
 }
 
 fn open(cfg: &Config) -> Box<dyn Exporter> {
@@ -92,10 +96,7 @@ fn block_exporter_on_image_files() {
     for (p, size) in paths.iter().zip([3 << 20, 1 << 20]) {
         std::fs::write(p, vec![0xeeu8; size]).unwrap();
     }
-    let cfg = with_target(
-        &g,
-        "kind: block\nvolumes:\n  v0: ../r0.img\n  v1: ../r1.img\n",
-    );
+    let cfg = with_target(&g, block("../r0.img", "../r1.img"));
     suite(&g, &points, &|| open(&cfg), &|| {
         read_files(&paths, &[3 << 20, 1 << 20])
     });
@@ -130,25 +131,13 @@ fn block_exporter_on_image_files() {
 fn a_replica_is_never_a_source_nor_shared_nor_mixed() {
     let tmp = tempfile::tempdir().unwrap();
     let (g, _) = history(tmp.path());
-    std::fs::create_dir_all(g.dir.join("cascade-targets")).unwrap();
-    std::fs::write(
-        g.dir.join("cascade-targets/replica.yaml"),
-        "kind: block\nvolumes:\n  v0: ../v0.img\n  v1: ../r1.img\n",
-    )
-    .unwrap();
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("    volumes:\n", "    targets: [replica]\n    volumes:\n");
-    std::fs::write(&g.config, yaml).unwrap();
+    g.write_target("replica", &block("../v0.img", "../r1.img"));
+    g.configure(|c| c.groups[0].targets = vec!["replica".into()]);
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("is the source volume `v0` itself"), "{out}");
     std::fs::write(g.dir.join("r.img"), vec![0u8; 3 << 20]).unwrap();
-    std::fs::write(
-        g.dir.join("cascade-targets/replica.yaml"),
-        "kind: block\nvolumes:\n  v0: ../r.img\n  v1: ../r.img\n",
-    )
-    .unwrap();
+    g.write_target("replica", &block("../r.img", "../r.img"));
     let out =
         String::from_utf8_lossy(&g.cascade(&["export", "-c", "cascade.yaml"]).stdout).into_owned();
     assert!(
@@ -157,11 +146,7 @@ fn a_replica_is_never_a_source_nor_shared_nor_mixed() {
     );
 
     // An object replica filled from one journal refuses another journal's deltas.
-    std::fs::write(
-        g.dir.join("cascade-targets/replica.yaml"),
-        "kind: object\nurl: ../vault\n",
-    )
-    .unwrap();
+    g.write_target("replica", &TargetFile::object("../vault"));
     assert!(g
         .cascade(&["export", "-c", "cascade.yaml"])
         .status
@@ -176,55 +161,21 @@ fn a_replica_is_never_a_source_nor_shared_nor_mixed() {
     assert!(out.contains("holds deltas 1..=3 of journal"), "{out}");
 }
 
-/// Loop devices over backing files, detached on drop.
-struct Loops(Vec<String>);
-
-impl Drop for Loops {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", d])
-                .status();
-        }
-    }
-}
-
-fn attach(backing: &Path) -> Option<String> {
-    let out = std::process::Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(backing)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
-
 #[test]
 fn block_exporter_on_loop_devices() {
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
-    let mut loops = Loops(Vec::new());
+    let mut loops = Vec::new();
     for (i, size) in [(0, 4 << 20), (1, 1 << 20)] {
         let backing = g.dir.join(format!("dev{i}.img"));
         std::fs::write(&backing, vec![0xeeu8; size]).unwrap();
-        match attach(&backing) {
-            Some(d) => loops.0.push(d),
-            None => {
-                eprintln!("SKIPPED (needs root for loop devices): block exporter on loop devices");
-                return;
-            }
+        match LoopDev::attach_or_skip(&backing, "block exporter on loop devices") {
+            Some(d) => loops.push(d),
+            None => return,
         }
     }
-    let (d0, d1) = (PathBuf::from(&loops.0[0]), PathBuf::from(&loops.0[1]));
-    let cfg = with_target(
-        &g,
-        &format!(
-            "kind: block\nvolumes:\n  v0: {}\n  v1: {}\n",
-            d0.display(),
-            d1.display()
-        ),
-    );
+    let (d0, d1) = (loops[0].device.clone(), loops[1].device.clone());
+    let cfg = with_target(&g, block(&d0, &d1));
     suite(&g, &points, &|| open(&cfg), &|| {
         read_files(&[d0.clone(), d1.clone()], &[3 << 20, 1 << 20])
     });
@@ -236,10 +187,7 @@ fn block_target_too_small_is_refused_before_writing() {
     let (g, _) = history(tmp.path());
     std::fs::write(g.dir.join("r0.img"), vec![0xeeu8; 1 << 20]).unwrap();
     std::fs::write(g.dir.join("r1.img"), vec![0xeeu8; 1 << 20]).unwrap();
-    let cfg = with_target(
-        &g,
-        "kind: block\nvolumes:\n  v0: ../r0.img\n  v1: ../r1.img\n",
-    );
+    let cfg = with_target(&g, block("../r0.img", "../r1.img"));
     let journal = Journal::open(&g.journal()).unwrap();
     let err = open(&cfg).apply(&journal, 1).unwrap_err().to_string();
     assert!(
@@ -262,7 +210,7 @@ fn a_failing_target_does_not_hold_up_another() {
     let (g, points) = history(tmp.path());
     g.block_target("near", true);
     g.block_target("far", false);
-    g.configure("    targets: [far, near]\n");
+    g.configure(|c| c.groups[0].targets = vec!["far".into(), "near".into()]);
 
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
@@ -343,7 +291,7 @@ fn restored(bucket: &Bucket, dir: &Path) -> Vec<Vec<u8>> {
 fn object_exporter_on_a_local_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
-    let cfg = with_target(&g, "kind: object\nurl: ../vault\n");
+    let cfg = with_target(&g, TargetFile::object("../vault"));
     let bucket = Bucket::open(
         &g.dir.join("vault").display().to_string(),
         &Default::default(),
@@ -413,15 +361,15 @@ fn object_exporter_on_s3() {
     let s3 = common::s3::S3Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
-    let yaml = format!(
-        "kind: object\nurl: {}\nendpoint: {}\nregion: {}\nallow-http: true\naccess-key-id: {}\nsecret-access-key: {}\n",
-        s3.url("replicas/cg"),
-        s3.endpoint,
-        s3.region,
-        s3.access_key,
-        s3.secret_key
-    );
-    let cfg = with_target(&g, &yaml);
+    let target = ObjectTarget {
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some(s3.region.clone()),
+        allow_http: true,
+        access_key_id: Some(s3.access_key.clone()),
+        secret_access_key: Some(s3.secret_key.clone()),
+        ..ObjectTarget::new(s3.url("replicas/cg"))
+    };
+    let cfg = with_target(&g, target.into());
     let (url, options) = cfg
         .target("replica")
         .unwrap()

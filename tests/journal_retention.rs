@@ -4,6 +4,7 @@
 mod common;
 
 use cascade::journal::{Journal, JournalWriter};
+use common::config::{Retention, TargetFile};
 use common::group::{noise, Group};
 use std::path::Path;
 
@@ -12,14 +13,13 @@ use std::path::Path;
 fn group(dir: &Path) -> Group {
     let g = Group::new(dir, &[3 << 20, 1 << 20]);
     g.block_target("near", true);
-    std::fs::write(
-        g.dir.join("cascade-targets/vault.yaml"),
-        "kind: object\nurl: ../vault\n",
-    )
-    .unwrap();
-    g.configure(
-        "    targets: [near, vault]\n    segment-size-mib: 1\n    journal-retention:\n      keep-deltas: 2\n",
-    );
+    g.write_target("vault", &TargetFile::object("../vault"));
+    g.configure(|c| {
+        let cg = &mut c.groups[0];
+        cg.targets = vec!["near".into(), "vault".into()];
+        cg.segment_size_mib = Some(1);
+        cg.journal_retention = Retention::keep_deltas(2);
+    });
     g
 }
 
@@ -196,10 +196,7 @@ fn the_slowest_target_bounds_the_journal() {
 
     // A target named after the deltas it needs were pruned is refused, clearly.
     g.block_target("late", true);
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("targets: [near, vault]", "targets: [near, vault, late]");
-    std::fs::write(&g.config, yaml).unwrap();
+    g.configure(|c| c.groups[0].targets.push("late".into()));
     let o = g.cascade(&["export", "-c", "cascade.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -436,7 +433,7 @@ fn a_prune_during_a_verify_does_not_make_it_see_damage() {
 /// readers took a lock: read unguarded).
 #[test]
 fn a_journal_on_a_read_only_mount_is_read_with_or_without_the_lock_file() {
-    if !common::xfs::is_root() {
+    if !common::host::is_root() {
         eprintln!("SKIPPED (needs root for a read-only bind mount)");
         return;
     }
@@ -445,27 +442,7 @@ fn a_journal_on_a_read_only_mount_is_read_with_or_without_the_lock_file() {
     let points: Vec<_> = (0..2).map(|i| change_and_cycle(&g, i)).collect();
     let ro = tmp.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
-    let mount = |args: &[&str]| {
-        let o = std::process::Command::new("mount")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let (src, dst) = (g.journal(), ro.clone());
-    mount(&["--bind", src.to_str().unwrap(), dst.to_str().unwrap()]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(ro.clone());
-    mount(&["-o", "remount,ro,bind", dst.to_str().unwrap()]);
+    let _mount = common::mount::Mount::read_only_bind(&g.journal(), &ro);
     assert!(
         std::fs::write(ro.join("probe"), b"x").is_err(),
         "the mount is read-only"

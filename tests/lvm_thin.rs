@@ -3,6 +3,7 @@
 //! committed point replays, byte for byte, onto fresh files and onto fresh thin LVs.
 mod common;
 
+use common::config::Volume;
 use common::group::{noise, Group};
 use common::vm::{in_vm, sh, ThinVg};
 use std::path::Path;
@@ -40,8 +41,8 @@ fn thin_volumes_cycle_and_replay_exactly() {
     };
     let vg = ThinVg::new(&scratch, "ce2e", 256);
     let paths = vec![vg.thin_lv("a", 32), vg.thin_lv("b", 16)];
-    let entries = ["a", "b"].map(|v| format!("{{ id: {v}, driver: lvm-thin, lv: ce2e/{v} }}"));
-    let g = Group::with_volumes(&scratch.join("group"), &entries, paths);
+    let entries = ["a", "b"].map(|v| Volume::lvm_thin(v, &format!("ce2e/{v}")));
+    let g = Group::with_volumes(&scratch.join("group"), entries.to_vec(), paths);
 
     g.write(0, 0, &noise(1, 8 << 20));
     g.write(1, 1 << 20, &noise(2, 2 << 20));
@@ -129,10 +130,7 @@ fn thin_volumes_cycle_and_replay_exactly() {
 
     // A volume that is not a thin LV is refused, naming it.
     sh("lvcreate -q -L 8M -n linear ce2e");
-    let yaml = std::fs::read_to_string(&g.config)
-        .unwrap()
-        .replace("lv: ce2e/b", "lv: ce2e/linear");
-    std::fs::write(&g.config, yaml).unwrap();
+    g.configure(|c| c.groups[0].volumes[1].lv = Some("ce2e/linear".into()));
     let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

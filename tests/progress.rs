@@ -3,6 +3,7 @@
 //! or told `none`; stdout keeps the command's report either way.
 mod common;
 
+use common::config::TargetFile;
 use common::group::{noise, Group};
 use serde_json::Value;
 use std::process::Output;
@@ -92,16 +93,14 @@ fn json((o, _): &(Output, Duration)) -> Value {
 /// so a verify crosses several.
 fn group(dir: &std::path::Path) -> Group {
     let g = Group::new(dir, &[6 << 20, 3 << 20]);
-    g.configure("    segment-size-mib: 1\n    targets: [vault]\n");
+    g.configure(|c| {
+        c.groups[0].segment_size_mib = Some(1);
+        c.groups[0].targets = vec!["vault".into()];
+    });
     g.write(0, 0, &noise(1, 4 << 20));
     g.write(0, 5 << 20, &noise(2, 512 << 10));
     g.write(1, 1 << 20, &noise(3, 1 << 20));
-    std::fs::create_dir_all(dir.join("cascade-targets")).unwrap();
-    std::fs::write(
-        dir.join("cascade-targets/vault.yaml"),
-        "kind: object\nurl: ../vault\n",
-    )
-    .unwrap();
+    g.write_target("vault", &TargetFile::object("../vault"));
     g
 }
 

@@ -4,7 +4,8 @@
 mod common;
 
 use cascade::sys::{block_device_size, device_or_file_size, zero_device_range};
-use common::xfs::{is_root, LoopDevice};
+use common::host::is_root;
+use common::loopdev::LoopDev;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
@@ -19,11 +20,11 @@ fn loop_device_size_and_zeroout() {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("backing.img");
     File::create(&backing).unwrap().set_len(64 * MIB).unwrap();
-    let lo = LoopDevice::attach(&backing);
+    let lo = LoopDev::attach(&backing).unwrap();
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&lo.path)
+        .open(&lo.device)
         .unwrap();
     assert_eq!(block_device_size(&dev).unwrap(), 64 * MIB);
     assert_eq!(device_or_file_size(&dev).unwrap(), 64 * MIB);

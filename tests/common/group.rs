@@ -1,5 +1,6 @@
 //! A consistency group of small image files in a directory, with its config, for
 //! tests that drive the library or the binary.
+use super::config::{ConfigFile, TargetFile, Volume};
 use cascade::config::Config;
 use cascade::cycle::{run_cycle, CycleReport};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -16,7 +17,7 @@ impl Group {
     /// Volumes `v0`, `v1`, … of the given sizes (sparse, all zeros) in group `cg`.
     pub fn new(dir: &Path, sizes: &[u64]) -> Group {
         std::fs::create_dir_all(dir).unwrap();
-        let mut yaml = String::from("state-dir: state\njournal-dir: journals\nconsistency-groups:\n  - name: cg\n    volumes:\n");
+        let mut entries = Vec::new();
         let mut volumes = Vec::new();
         for (i, size) in sizes.iter().enumerate() {
             let path = dir.join(format!("v{i}.img"));
@@ -24,33 +25,45 @@ impl Group {
                 .unwrap()
                 .set_len(*size)
                 .unwrap();
-            yaml += &format!("      - {{ id: v{i}, driver: file, path: v{i}.img }}\n");
+            entries.push(Volume::file(&format!("v{i}"), format!("v{i}.img")));
             volumes.push(path);
         }
-        let config = dir.join("cascade.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        Group {
-            dir: dir.to_path_buf(),
-            config,
-            volumes,
-        }
+        Group::with_volumes(dir, entries, volumes)
     }
 
-    /// A group `cg` of given volume entries (YAML flow mappings, as in
-    /// `{ id: v0, driver: lvm-thin, lv: vg/v0 }`) whose bytes are at `paths`.
-    pub fn with_volumes(dir: &Path, entries: &[String], paths: Vec<PathBuf>) -> Group {
+    /// A group `cg` of the given volumes (as in `Volume::lvm_thin("v0", "vg/v0")`)
+    /// whose bytes are at `paths`.
+    pub fn with_volumes(dir: &Path, entries: Vec<Volume>, paths: Vec<PathBuf>) -> Group {
         std::fs::create_dir_all(dir).unwrap();
-        let mut yaml = String::from("state-dir: state\njournal-dir: journals\nconsistency-groups:\n  - name: cg\n    volumes:\n");
-        for e in entries {
-            yaml += &format!("      - {e}\n");
-        }
-        let config = dir.join("cascade.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        let config = ConfigFile::group("cg", entries).write(dir);
         Group {
             dir: dir.to_path_buf(),
             config,
             volumes: paths,
         }
+    }
+
+    /// The config file as it is now.
+    pub fn config_file(&self) -> ConfigFile {
+        ConfigFile::read(&self.config)
+    }
+
+    /// Replaces the config file.
+    pub fn write_config(&self, cfg: &ConfigFile) {
+        cfg.write_to(&self.config);
+    }
+
+    /// Changes the config file: `change` gets it as it is now, and what it leaves is
+    /// written back (group `cg` is `groups[0]`).
+    pub fn configure(&self, change: impl FnOnce(&mut ConfigFile)) {
+        let mut cfg = self.config_file();
+        change(&mut cfg);
+        self.write_config(&cfg);
+    }
+
+    /// Writes target file `cascade-targets/NAME.yaml` beside the config.
+    pub fn write_target(&self, name: &str, target: &TargetFile) {
+        target.write(&self.dir, name);
     }
 
     pub fn config(&self) -> Config {
@@ -105,11 +118,10 @@ impl Group {
     /// A block replica target `NAME`: its file in `cascade-targets/`, and one zeroed
     /// image per volume in `NAME/`, as large as the volume, unless `images` is false.
     pub fn block_target(&self, name: &str, images: bool) {
-        std::fs::create_dir_all(self.dir.join("cascade-targets")).unwrap();
         std::fs::create_dir_all(self.dir.join(name)).unwrap();
-        let mut yaml = String::from("kind: block\nvolumes:\n");
+        let mut volumes = Vec::new();
         for (i, v) in self.volumes.iter().enumerate() {
-            yaml += &format!("  v{i}: ../{name}/v{i}.img\n");
+            volumes.push((format!("v{i}"), format!("../{name}/v{i}.img")));
             if images {
                 let size = std::fs::metadata(v).unwrap().len();
                 std::fs::write(
@@ -119,20 +131,18 @@ impl Group {
                 .unwrap();
             }
         }
-        std::fs::write(self.dir.join(format!("cascade-targets/{name}.yaml")), yaml).unwrap();
-    }
-
-    /// Names `extra` (YAML lines for the group, such as `targets: [a, b]`) in the
-    /// group's config.
-    pub fn configure(&self, extra: &str) {
-        let yaml = std::fs::read_to_string(&self.config).unwrap();
-        let yaml = yaml.replace("    volumes:\n", &format!("{extra}    volumes:\n"));
-        std::fs::write(&self.config, yaml).unwrap();
+        self.write_target(name, &TargetFile::block(volumes));
     }
 
     /// Places bookmark `name` through the binary.
     pub fn bookmark(&self, name: &str) {
-        let o = self.cascade(&[
+        let o = self.try_bookmark(name);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Runs `cascade bookmark` for group `cg`, which may fail.
+    pub fn try_bookmark(&self, name: &str) -> Output {
+        self.cascade(&[
             "bookmark",
             "-c",
             "cascade.yaml",
@@ -140,8 +150,7 @@ impl Group {
             "cg",
             "--name",
             name,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ])
     }
 
     /// Runs the `cascade` binary in the group's directory.

@@ -1,6 +1,10 @@
 #![allow(dead_code)]
+pub mod config;
 pub mod daemon;
 pub mod group;
+pub mod host;
+pub mod loopdev;
+pub mod mount;
 pub mod s3;
 pub mod vm;
 pub mod xfs;

@@ -9,6 +9,7 @@
 //! A plain `cargo test` on a machine without the VM skips them, loudly.
 #![allow(dead_code)]
 
+use super::loopdev::LoopDev;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -78,27 +79,25 @@ pub fn sh(script: &str) -> String {
 /// (64 KiB chunks); removed with its loop device when dropped.
 pub struct ThinVg {
     pub vg: String,
-    loop_dev: String,
+    // Dropped after the volume group is removed.
+    dev: LoopDev,
 }
 
 impl ThinVg {
     pub fn new(scratch: &std::path::Path, vg: &str, pool_mib: u64) -> ThinVg {
         let backing = scratch.join(format!("{vg}.img"));
-        sh(&format!(
-            "truncate -s {}M {}",
-            pool_mib + 64,
-            backing.display()
-        ));
-        let loop_dev = sh(&format!("losetup -f --show {}", backing.display()))
-            .trim()
-            .to_string();
+        std::fs::File::create(&backing)
+            .and_then(|f| f.set_len((pool_mib + 64) << 20))
+            .unwrap();
+        let dev = LoopDev::attach(&backing).unwrap_or_else(|e| panic!("ThinVg: {e}"));
+        let loop_dev = dev.path();
         sh(&format!(
             "pvcreate -q {loop_dev} && vgcreate -q {vg} {loop_dev} && \
              lvcreate -q -L {pool_mib}M -c 64k -T {vg}/pool"
         ));
         ThinVg {
             vg: vg.to_string(),
-            loop_dev,
+            dev,
         }
     }
 
@@ -111,12 +110,14 @@ impl ThinVg {
 
 impl Drop for ThinVg {
     fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .args([
-                "-c",
-                &format!("vgremove -q -f {} && losetup -d {}", self.vg, self.loop_dev),
-            ])
+        let removed = Command::new("vgremove")
+            .args(["-q", "-f", &self.vg])
             .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-            .status();
+            .status()
+            .is_ok_and(|s| s.success());
+        if !removed {
+            // The device still holds the volume group: leave it attached, as before.
+            self.dev.leak();
+        }
     }
 }
