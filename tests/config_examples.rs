@@ -74,7 +74,7 @@ fn the_tests_typed_config_reads_and_writes_every_example() {
         let back: TargetFile =
             serde_yaml::from_str(&std::fs::read_to_string(&written).unwrap()).unwrap();
         assert_eq!(back, typed, "{}", path.display());
-        cascade::export::Target::load(&tmp.path().join("cascade-targets"), &name)
+        cascade::config::Target::load(&tmp.path().join("cascade-targets"), &name)
             .unwrap_or_else(|e| panic!("{} as written back: {e}", path.display()));
         seen += 1;
     }
