@@ -1,8 +1,8 @@
 //! Durable file-system steps, each written once: a file replaced atomically, a
 //! rename made durable, a directory's entries made durable, a scratch directory that
-//! removes itself. A rename or a create is durable only once its directory is
-//! fsynced; a file's bytes only once the file is. Everything that must survive a
-//! crash in a known state goes through here.
+//! removes itself, and what makes two paths the same file. A rename or a create is
+//! durable only once its directory is fsynced; a file's bytes only once the file is.
+//! These steps exist here once; the callers decide which of their files need them.
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::Write;
@@ -31,7 +31,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// Renames `from` to `to` and makes the rename durable; the caller has made `from`'s
 /// bytes durable first, so a crash leaves the old `to` or the whole new one.
 pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(Error::io("cannot replace", to))?;
+    std::fs::rename(from, to).map_err(Error::io("cannot rename into place", to))?;
     sync_dir(parent_dir(to))
 }
 

@@ -203,3 +203,49 @@ fn restore_refuses_a_missing_or_damaged_object() {
     );
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn restore_names_the_damaged_object_even_when_the_manifest_agrees_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[4 << 20]);
+    big_history(&g);
+    name_target(&g, TargetFile::object("../vault"));
+    assert!(cascade(&g, None, &["export", "-c", "cascade.yaml"])
+        .status
+        .success());
+    // Damage delta 2's records and make the manifest agree with the damaged object,
+    // so only the records' own checksums can find it.
+    let object = g.dir.join("vault/deltas/00000000000000000002.cjd");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&object, &bytes).unwrap();
+    let manifest = g.dir.join("vault/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for d in m["deltas"].as_array_mut().unwrap() {
+        if d["delta"] == 2 {
+            d["crc32c"] = crc32c::crc32c(&bytes).into();
+        }
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    // Onto an existing file (downloaded into a scratch journal, then replayed) and
+    // into a new one (streamed): both name the object and its delta, not a scratch
+    // file, and write nothing.
+    std::fs::write(g.dir.join("old.img"), b"keep me").unwrap();
+    for to in ["old.img", "new.img"] {
+        let o = cascade(&g, None, &["restore", "--from", "vault", "--to", to]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("deltas/00000000000000000002.cjd")
+                && t.contains("delta 2")
+                && t.contains("checksum mismatch")
+                && !t.contains("cascade-restore-"),
+            "{t}"
+        );
+    }
+    assert_eq!(std::fs::read(g.dir.join("old.img")).unwrap(), b"keep me");
+    assert!(!g.dir.join("new.img").exists());
+}

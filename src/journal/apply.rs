@@ -99,7 +99,7 @@ impl Applier {
                     if let Some(t) = t.filter(|t| !t.device) {
                         t.file
                             .set_len(v.size)
-                            .map_err(Error::io("cannot size replay target", &t.path))?;
+                            .map_err(Error::io("cannot size", &t.path))?;
                     }
                 }
             }
@@ -123,7 +123,7 @@ impl Applier {
                 }
                 t.file
                     .write_all_at(out, offset)
-                    .map_err(Error::io("cannot write replay target", &t.path))?;
+                    .map_err(Error::io("cannot write", &t.path))?;
                 self.unflushed += length as u64;
                 if self.unflushed >= WRITEBACK_EVERY {
                     // Only a hint: the final fsync is what makes the target durable.
@@ -166,7 +166,7 @@ fn zero_range(t: &VolumeFile, offset: u64, length: u64, zeros: &[u8]) -> Result<
         let n = (offset + length - at).min(zeros.len() as u64) as usize;
         t.file
             .write_all_at(&zeros[..n], at)
-            .map_err(Error::io("cannot write replay target", &t.path))?;
+            .map_err(Error::io("cannot write", &t.path))?;
         at += n as u64;
     }
     Ok(())

@@ -9,7 +9,8 @@
 //! or reordered record inside a committed delta is caught, not just flipped bytes.
 //!
 //! The index file is an accelerator (delta id, bookmark, time → position). It is
-//! rebuilt from the segments whenever it lags or is torn, so it needs no fsync.
+//! rebuilt from the segments whenever it lags or is torn, so its appends need no
+//! fsync; a rewrite (after recovery, or by a prune) replaces it atomically.
 
 mod apply;
 mod copy;

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::journal::{frame, Journal, Point};
 use crate::progress::Progress;
 use crate::replay::{replay, Destination, ReplayReport};
-use crate::replica::{check_objects, corrupt_object, download, runtime, Bucket};
+use crate::replica::{check_objects, corrupt_object, download, runtime, Bucket, ManifestDelta};
 use std::path::Path;
 
 mod stream;
@@ -81,16 +81,44 @@ pub fn restore_from(
         rt.block_on(download(bucket, d, &scratch.0, progress))?;
     }
     progress.finish();
-    let journal = Journal::open(&scratch.0)?;
+    let object_err = |e| in_object(bucket, &chain, e);
+    let journal = Journal::open(&scratch.0).map_err(object_err)?;
     if journal.last_delta() != n {
         let why = journal
             .tail()
             .map_or("deltas missing".to_string(), |t| t.reason.clone());
+        // The first object whose delta the scratch journal lacks (or, if it holds more
+        // than asked for, the last one).
         let bad = chain
             .iter()
             .find(|d| d.delta > journal.last_delta())
-            .expect("the chain reaches n");
+            .unwrap_or_else(|| chain.last().expect("a chain is never empty"));
         return Err(corrupt_object(bucket, bad, 0, why));
     }
-    replay(&journal, n, targets, progress)
+    replay(&journal, n, targets, progress).map_err(object_err)
+}
+
+/// The scratch journal of a restore holds one segment per object, numbered by the
+/// object's delta id, so damage found in segment N is damage in delta N's object:
+/// say so, by key and offset in the object, rather than name a scratch file that is
+/// gone when the error is read.
+fn in_object(bucket: &Bucket, chain: &[&ManifestDelta], e: Error) -> Error {
+    match e {
+        Error::Corrupt {
+            segment,
+            offset,
+            reason,
+            ..
+        } => match chain.iter().find(|d| d.delta == segment) {
+            Some(d) => corrupt_object(bucket, d, offset.saturating_sub(frame::HEADER_LEN), reason),
+            None => Error::CorruptObject {
+                url: bucket.url.clone(),
+                object: format!("the object of delta {segment}"),
+                delta: Some(segment),
+                offset,
+                reason,
+            },
+        },
+        e => e,
+    }
 }

@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const MANIFEST: &str = "snapshot.json";
+const SNAPSHOT_MANIFEST: &str = "snapshot.json";
 
 pub struct FileDriver {
     volumes: Vec<(String, PathBuf)>,
@@ -69,7 +69,7 @@ impl FileDriver {
     /// Writes the manifest of `set` into `dir` atomically.
     fn write_manifest(dir: &Path, set: &SnapshotSet) -> Result<()> {
         let json = serde_json::to_vec_pretty(set).expect("snapshot manifest serialises");
-        write_atomic(&dir.join(MANIFEST), &json)
+        write_atomic(&dir.join(SNAPSHOT_MANIFEST), &json)
     }
 }
 
@@ -123,7 +123,7 @@ impl VolumeDriver for FileDriver {
     }
 
     fn open_snapshot(&self, tag: u64) -> Result<SnapshotSet> {
-        super::read_set(self.tag_dir(tag).join(MANIFEST))
+        super::read_set(self.tag_dir(tag).join(SNAPSHOT_MANIFEST))
     }
 
     fn open_volume(&self, snap: &SnapshotSet, volume: usize) -> Result<File> {

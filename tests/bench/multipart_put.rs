@@ -10,7 +10,7 @@
 //! Uploads the files one after another as the one object `K` of bucket `B`, leaving
 //! out the first `--skip` bytes of each (the journal segment header, which cascade does
 //! not upload either), with `WriteMultipart` in 16 MiB parts, at most 4 in flight, read
-//! in 4 MiB buffers: what `src/export/object.rs` does. The endpoint, region and
+//! in 4 MiB buffers: what `src/replica/transfer.rs` does. The endpoint, region and
 //! credentials come from the standard AWS environment variables (AWS_ENDPOINT_URL,
 //! AWS_ALLOW_HTTP, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Prints one
 //! JSON line: `{"bytes":N,"seconds":S}`.

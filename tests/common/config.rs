@@ -1,7 +1,7 @@
 //! The config file and the target files as typed values, so tests build their inputs
 //! as data and serialize them instead of splicing YAML text. The structs mirror the
-//! schema of src/config.rs, src/export/target.rs, src/retention.rs and
-//! src/schedule/ field for field (kebab-case, optional fields left out when unset);
+//! schema of src/config/ (mod.rs, target.rs, retention.rs, schedule.rs, daemon.rs)
+//! field for field (kebab-case, optional fields left out when unset);
 //! values the library parses (cron, ages, time zones) are strings here, so a test can
 //! write a bad one. Raw text stays only where a test's point is malformed YAML.
 //!
