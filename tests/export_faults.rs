@@ -146,15 +146,21 @@ fn unusable_targets_fail_with_a_clear_error() {
     );
 }
 
-#[test]
-fn restore_refuses_a_missing_or_damaged_object() {
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[4 << 20]);
+/// A group with [`big_history`], exported to the directory target `vault`.
+fn exported_to_vault(dir: &std::path::Path) -> Group {
+    let g = Group::new(dir, &[4 << 20]);
     big_history(&g);
     name_target(&g, TargetFile::object("../vault"));
     assert!(cascade(&g, None, &["export", "-c", "cascade.yaml"])
         .status
         .success());
+    g
+}
+
+#[test]
+fn restore_refuses_a_missing_or_damaged_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = exported_to_vault(tmp.path());
     let object = g.dir.join("vault/deltas/00000000000000000002.cjd");
 
     let bytes = std::fs::read(&object).unwrap();
@@ -207,12 +213,7 @@ fn restore_refuses_a_missing_or_damaged_object() {
 #[test]
 fn restore_names_the_damaged_object_even_when_the_manifest_agrees_with_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[4 << 20]);
-    big_history(&g);
-    name_target(&g, TargetFile::object("../vault"));
-    assert!(cascade(&g, None, &["export", "-c", "cascade.yaml"])
-        .status
-        .success());
+    let g = exported_to_vault(tmp.path());
     // Damage delta 2's records and make the manifest agree with the damaged object,
     // so only the records' own checksums can find it.
     let object = g.dir.join("vault/deltas/00000000000000000002.cjd");

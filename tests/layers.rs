@@ -320,10 +320,6 @@ fn no_module_imports_from_a_higher_layer_or_in_a_loop() {
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
 }
 
-fn refs(text: &str, depth: usize) -> Vec<(usize, String)> {
-    crate_refs(text, depth)
-}
-
 fn want(v: &[(usize, &str)]) -> Vec<(usize, String)> {
     v.iter().map(|(l, m)| (*l, m.to_string())).collect()
 }
@@ -332,7 +328,7 @@ fn want(v: &[(usize, &str)]) -> Vec<(usize, String)> {
 fn the_reader_finds_single_grouped_and_nested_imports() {
     let text = "use crate::journal::Journal;\nuse crate::{\n    clock::now_ns,\n    replica::{Bucket, Manifest},\n};\n// crate::export in a comment\nlet x = crate::volume::f(); foo_crate::bar();\n";
     assert_eq!(
-        refs(text, 1),
+        crate_refs(text, 1),
         want(&[(1, "journal"), (3, "clock"), (4, "replica"), (7, "volume")])
     );
 }
@@ -341,9 +337,9 @@ fn the_reader_finds_single_grouped_and_nested_imports() {
 fn the_reader_skips_strings_and_comments_and_follows_super_to_the_root() {
     let text = "let u = \"s3://b\"; let c = crate::cycle::X;\n/* crate::export\n crate::schedule */ let s = \"crate::restore\";\nlet r = r#\"crate::replay\"#; let ch = '\\'';\nuse super::super::export::Y;\nuse super::sibling;\n";
     // From src/a/b.rs (depth 2), super::super:: is the crate root; super:: is `a`.
-    assert_eq!(refs(text, 2), want(&[(1, "cycle"), (5, "export")]));
+    assert_eq!(crate_refs(text, 2), want(&[(1, "cycle"), (5, "export")]));
     // From src/a.rs (depth 1), super:: is already the root; `sibling` is no module.
-    assert_eq!(refs(text, 1), want(&[(1, "cycle"), (5, "export")]));
+    assert_eq!(crate_refs(text, 1), want(&[(1, "cycle"), (5, "export")]));
     assert_eq!(
         declared_modules("// 1\npub mod clock;\nmod lock;\npub use error::Error;\n"),
         ["clock", "lock"]

@@ -109,16 +109,9 @@ fn in_object(bucket: &Bucket, chain: &[&ManifestDelta], e: Error) -> Error {
             offset,
             reason,
             ..
-        } => match chain.iter().find(|d| d.delta == segment) {
-            Some(d) => corrupt_object(bucket, d, offset.saturating_sub(frame::HEADER_LEN), reason),
-            None => Error::CorruptObject {
-                url: bucket.url.clone(),
-                object: format!("the object of delta {segment}"),
-                delta: Some(segment),
-                offset,
-                reason,
-            },
-        },
+        } if let Some(d) = chain.iter().find(|d| d.delta == segment) => {
+            corrupt_object(bucket, d, offset.saturating_sub(frame::HEADER_LEN), reason)
+        }
         e => e,
     }
 }
