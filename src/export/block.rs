@@ -1,6 +1,9 @@
 //! The physical replica: every volume kept current on a block device or image file by
 //! applying deltas in journal order. The cursor is a local file, advanced only after
-//! the delta's writes are fsynced.
+//! the delta's writes are fsynced. Deltas are written in place, so before the first
+//! write the cursor records the delta being applied: a crash or power cut part-way
+//! leaves a replica whose cursor says it is between two deltas, never one that claims
+//! a point it does not hold.
 use super::cursor::FileCursor;
 use super::Exporter;
 use crate::config::ConsistencyGroup;
@@ -165,6 +168,10 @@ impl Exporter for BlockExporter {
         }
         // Checked in full before the first write, like replay.
         journal.read_delta(delta)?.check_all(&NoProgress)?;
+        if state.applying != Some(delta) {
+            state.applying = Some(delta);
+            self.cursor.set(&state)?;
+        }
         self.applier.apply(journal, delta, &devices, &NoProgress)?;
         for d in devices.values() {
             d.file
@@ -172,6 +179,7 @@ impl Exporter for BlockExporter {
                 .map_err(Error::io("cannot sync replica", &d.path))?;
         }
         state.delta = delta;
+        state.applying = None;
         state.journal = journal.id().map(String::from);
         self.cursor.set(&state)?;
         Ok(journal.delta(delta)?.stored_bytes)

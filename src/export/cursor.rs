@@ -10,6 +10,13 @@ use std::path::Path;
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CursorState {
     pub delta: u64,
+    /// A delta being written over the replica in place: until it is done the replica
+    /// is neither at `delta` nor at this one, and says so. Written (durably) before
+    /// the first byte of the delta, cleared with the advance of `delta`; an export
+    /// that finds it set applies that delta again (deltas are absolute bytes, so the
+    /// second application gives exactly that delta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applying: Option<u64>,
     pub journal: Option<String>,
     /// Volume id → identity of the file written (device and inode).
     pub replicas: std::collections::BTreeMap<String, String>,

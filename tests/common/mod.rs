@@ -3,6 +3,7 @@ pub mod config;
 pub mod daemon;
 pub mod group;
 pub mod host;
+pub mod logwrites;
 pub mod loopdev;
 pub mod mount;
 pub mod s3;

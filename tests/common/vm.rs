@@ -19,6 +19,12 @@ const SCRATCH: &str = "CASCADE_VM_SCRATCH";
 /// `None` on the host, after the test ran and passed inside the VM; inside the VM,
 /// `Some(scratch)`: a directory writable from the VM, removed by the host afterwards.
 pub fn in_vm(test: &str) -> Option<PathBuf> {
+    in_vm_with(test, None, &[])
+}
+
+/// [`in_vm`] with guest memory `memory` (as `2G`; the default otherwise) and the host's
+/// values of the environment variables `env` passed on to the guest (those set).
+pub fn in_vm_with(test: &str, memory: Option<&str>, env: &[&str]) -> Option<PathBuf> {
     if std::env::var_os(IN_VM).is_some() {
         return Some(PathBuf::from(
             std::env::var_os(SCRATCH).expect("set by the host"),
@@ -31,11 +37,18 @@ pub fn in_vm(test: &str) -> Option<PathBuf> {
         .unwrap();
     let exe = std::env::current_exe().unwrap();
     let started = std::time::Instant::now();
-    let status = Command::new(format!("{root}/tests/vm/run.sh"))
-        .arg("--rwdir")
-        .arg(scratch.path())
-        .arg("--")
-        .arg("env")
+    let mut vm = Command::new(format!("{root}/tests/vm/run.sh"));
+    vm.arg("--rwdir").arg(scratch.path());
+    if let Some(m) = memory {
+        vm.args(["--memory", m]);
+    }
+    vm.arg("--").arg("env");
+    for name in env {
+        if let Ok(v) = std::env::var(name) {
+            vm.arg(format!("{name}={v}"));
+        }
+    }
+    let status = vm
         .arg(format!("{IN_VM}=1"))
         .arg(format!("{SCRATCH}={}", scratch.path().display()))
         .arg(format!("CARGO_MANIFEST_DIR={root}"))

@@ -1,0 +1,833 @@
+//! Power cuts, for real (issue 11): the journal, a block replica and the file driver's
+//! copy live on devices stacked over one dm-log-writes device in the test VM, which
+//! records every write with its FLUSH/FUA flags. Cycles, exports (one of them running
+//! all through a cycle), a bookmark and a prune run with a mark after each; then the
+//! log is replayed onto a fresh image up to every durability point and up to random
+//! subsets of the writes after each (tests/common/logwrites.rs): exactly the states a
+//! power cut can leave. At every state the journal must open and verify, replay to the
+//! last delta whose commit returned (or the next one, if its commit was durable), take
+//! the next cycle, and the block replica must be exact at its cursor.
+//!
+//! The devices model two disks and a neighbour, the worst a real host does:
+//! - the journal's file system sits behind a dm-delay device, so its writes reach the
+//!   "disk" a while after the writer issued them, while the state file system (the
+//!   file driver's copy, the cursor) and the replica do not wait: a reader that trusts
+//!   a Commit still in the page cache makes a replica durable ahead of the journal;
+//! - the journal's ext4 keeps its own journal on a fast device of its own (as on a host
+//!   with an SSD beside its disks), runs `data=writeback,nodelalloc`, and a neighbour
+//!   fsyncs its own file there all the time: a segment's size and blocks become
+//!   durable before its data, which then lands page by page in any order (a torn delta
+//!   whose Commit reached the disk).
+//!
+//! `make test` tries a few hundred states; `make crash` thousands
+//! (CASCADE_CRASH_CYCLES, CASCADE_CRASH_SUBSETS, CASCADE_CRASH_STATES, CASCADE_CRASH_SEED).
+mod common;
+
+use cascade::config::Config;
+use cascade::journal::{Applier, Journal, VolumeFile};
+use cascade::progress::NoProgress;
+use common::config::{ConfigFile, GroupConfig, Retention, TargetFile, Volume};
+use common::logwrites::{Log, State};
+use common::loopdev::LoopDev;
+use common::vm::{in_vm_with, sh};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const CASCADE: &str = env!("CARGO_BIN_EXE_cascade");
+const MIB: u64 = 1 << 20;
+/// Regions of the logged device: the journal's file system, the state file system,
+/// then one replica device per volume.
+const JOURNAL_FS: u64 = 24 * MIB;
+/// The journal file system's own (ext4) journal, on a device of its own.
+const EXT4_JOURNAL: u64 = 4 * MIB;
+const STATE_FS: u64 = 16 * MIB;
+const VOLUMES: [(&str, u64); 2] = [("v0", 2 * MIB), ("v1", MIB)];
+/// What the delay device adds to each write of the journal's file system.
+const JOURNAL_DELAY_MS: u64 = 150;
+const JOURNAL_MOUNT: &str = "data=writeback,nodelalloc";
+
+struct Params {
+    cycles: u64,
+    subsets: usize,
+    max_states: usize,
+    seed: u64,
+}
+
+impl Params {
+    fn from_env() -> Params {
+        let get = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+                })
+                .unwrap_or(default)
+        };
+        Params {
+            cycles: get("CASCADE_CRASH_CYCLES", 6),
+            subsets: get("CASCADE_CRASH_SUBSETS", 2) as usize,
+            max_states: get("CASCADE_CRASH_STATES", 300) as usize,
+            seed: get("CASCADE_CRASH_SEED", 11),
+        }
+    }
+}
+
+const ENV: [&str; 4] = [
+    "CASCADE_CRASH_CYCLES",
+    "CASCADE_CRASH_SUBSETS",
+    "CASCADE_CRASH_STATES",
+    "CASCADE_CRASH_SEED",
+];
+
+/// Paths inside the guest (its /tmp is a tmpfs: fast, and gone at power-off).
+struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    fn journal_mnt(&self) -> PathBuf {
+        self.root.join("mnt-journal")
+    }
+    fn state_mnt(&self) -> PathBuf {
+        self.root.join("mnt-state")
+    }
+    fn journal(&self) -> PathBuf {
+        self.journal_mnt().join("journals/g")
+    }
+    fn cursor(&self) -> PathBuf {
+        self.state_mnt().join("state/g/targets/rep.cursor")
+    }
+    fn config(&self) -> PathBuf {
+        self.root.join("cfg/cascade.yaml")
+    }
+    fn prune_config(&self) -> PathBuf {
+        self.root.join("cfg-prune/cascade.yaml")
+    }
+    fn source(&self, id: &str) -> PathBuf {
+        self.root.join("src").join(format!("{id}.img"))
+    }
+    fn truth(&self, delta: u64, id: &str) -> PathBuf {
+        self.root.join(format!("truth/{delta}/{id}.img"))
+    }
+    fn replica_offset(&self, id: &str) -> u64 {
+        let mut at = STATE_AT + STATE_FS;
+        for (v, size) in VOLUMES {
+            if v == id {
+                return at;
+            }
+            at += size;
+        }
+        panic!("no volume {id}")
+    }
+}
+
+const STATE_AT: u64 = JOURNAL_FS + EXT4_JOURNAL;
+
+fn device_size() -> u64 {
+    STATE_AT + STATE_FS + VOLUMES.iter().map(|v| v.1).sum::<u64>()
+}
+
+fn dm(args: &str) {
+    sh(&format!("dmsetup {args}"));
+}
+
+fn cascade(args: &[&str]) -> std::process::Output {
+    Command::new(CASCADE).args(args).output().unwrap()
+}
+
+fn cascade_ok(args: &[&str]) -> String {
+    let out = cascade(args);
+    assert!(
+        out.status.success(),
+        "cascade {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mark(name: &str) {
+    dm(&format!("message pc-lw 0 mark {name}"));
+}
+
+fn write_configs(l: &Layout) {
+    let volumes = VOLUMES
+        .iter()
+        .map(|(id, _)| Volume::file(id, l.source(id)))
+        .collect();
+    let mut group = GroupConfig::new("g", volumes);
+    group.targets = vec!["rep".into()];
+    let mut cfg = ConfigFile {
+        state_dir: l.state_mnt().join("state"),
+        journal_dir: l.journal_mnt().join("journals"),
+        targets_dir: None,
+        daemon: None,
+        groups: vec![group],
+    };
+    let target = TargetFile::block(VOLUMES.iter().map(|(id, _)| {
+        (
+            id.to_string(),
+            PathBuf::from(format!("/dev/mapper/pc-{id}")),
+        )
+    }));
+    for (file, retention) in [
+        (l.config(), Retention::default()),
+        (l.prune_config(), Retention::keep_deltas(3)),
+    ] {
+        let dir = file.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        cfg.groups[0].journal_retention = retention;
+        cfg.write_to(&file);
+        target.write(dir, "rep");
+    }
+}
+
+/// Random writes, zeros and holes over the sources, like a guest's.
+fn mutate(l: &Layout, rng: &mut impl Rng) {
+    for (id, size) in VOLUMES {
+        let f = OpenOptions::new().write(true).open(l.source(id)).unwrap();
+        for _ in 0..rng.gen_range(1..6) {
+            let len = rng.gen_range(1..32) * 4096u64;
+            let at = rng.gen_range(0..(size - len) / 4096) * 4096;
+            let mut buf = vec![0u8; len as usize];
+            if rng.gen_bool(0.85) {
+                rng.fill(&mut buf[..]);
+            }
+            f.write_all_at(&buf, at).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+}
+
+/// Keeps running `body` on a thread until the returned guard is dropped.
+struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Background {
+    fn start(body: impl Fn() + Send + 'static) -> Background {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                body();
+                n += 1;
+            }
+            n
+        });
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; how many times it ran.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Where the time of the states goes, to keep `make test` quick.
+#[derive(Default)]
+struct Timings {
+    at: Option<std::time::Instant>,
+    total: BTreeMap<&'static str, std::time::Duration>,
+}
+
+impl Timings {
+    fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        if let Some(at) = self.at {
+            *self.total.entry(phase).or_default() += now - at;
+        }
+        self.at = Some(now);
+    }
+}
+
+/// What the marks before a state say had finished, and what was running.
+#[derive(Debug, Default)]
+struct Expected {
+    /// The newest delta whose cycle had returned.
+    delta: u64,
+    /// The command running at the power cut, if it was a cycle: its delta.
+    cycle_in_flight: Option<u64>,
+    /// The newest delta a sequential export had brought the replica to.
+    exported: u64,
+    bookmarks: Vec<String>,
+}
+
+fn expected(log: &Log, s: &State) -> Expected {
+    let mut e = Expected::default();
+    for entry in &log.entries[..s.window_end] {
+        let Some(m) = entry.mark.as_deref() else {
+            continue;
+        };
+        let mut words = m.split(":");
+        match (words.next(), words.next()) {
+            (Some("cycle"), Some(d)) => e.delta = d.parse().unwrap(),
+            (Some("export"), Some(d)) => e.exported = d.parse().unwrap(),
+            (Some("bookmark"), Some(name)) => e.bookmarks.push(name.into()),
+            _ => {}
+        }
+    }
+    let next = log.entries[s.window_end..]
+        .iter()
+        .find_map(|entry| entry.mark.as_deref());
+    if let Some(m) = next {
+        if let Some(d) = m.strip_prefix("cycle:") {
+            e.cycle_in_flight = Some(d.parse().unwrap());
+        }
+    }
+    e
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+/// Files holding each volume at `delta` (zeros for 0), to replay onto.
+fn volumes_at(l: &Layout, delta: u64, dir: &Path) -> HashMap<String, VolumeFile> {
+    std::fs::create_dir_all(dir).unwrap();
+    VOLUMES
+        .iter()
+        .map(|(id, size)| {
+            let path = dir.join(format!("{id}.img"));
+            if delta == 0 {
+                File::create(&path).unwrap().set_len(*size).unwrap();
+            } else {
+                std::fs::copy(l.truth(delta, id), &path).unwrap();
+            }
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            (
+                id.to_string(),
+                VolumeFile {
+                    file,
+                    device: false,
+                    path,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The checks at one power-cut state, with the replayed file systems mounted.
+fn check_state(
+    l: &Layout,
+    exp: &Expected,
+    image: &File,
+    t: &mut Timings,
+) -> Result<String, String> {
+    if exp.delta == 0 && !l.journal().exists() {
+        // Cut before the first cycle made its journal: nothing was committed.
+        return Ok("no journal yet".into());
+    }
+    let j = Journal::open(&l.journal()).map_err(|e| format!("the journal does not open: {e}"))?;
+    let report = cascade::journal::verify::verify(&l.journal(), &NoProgress)
+        .map_err(|e| format!("verify fails: {e}"))?;
+    if let Some(p) = &report.problem {
+        return Err(format!(
+            "verify finds damage at segment {} offset {}: {}",
+            p.segment, p.offset, p.reason
+        ));
+    }
+    let last = j.last_delta();
+    let allowed = last == exp.delta || Some(last) == exp.cycle_in_flight;
+    if !allowed {
+        return Err(format!(
+            "the journal ends at delta {last}; the last cycle that returned made delta {}{}",
+            exp.delta,
+            exp.cycle_in_flight
+                .map_or(String::new(), |d| format!(" (delta {d} was being written)"))
+        ));
+    }
+    for b in &exp.bookmarks {
+        if !j.bookmarks().iter().any(|x| &x.name == b) {
+            return Err(format!("bookmark {b} placed before the cut is gone"));
+        }
+    }
+    // Replay from the journal's first delta onto the volumes as they were before it.
+    let first = j.first_delta();
+    let work = l.root.join("replay");
+    let targets = volumes_at(l, first - 1, &work);
+    let mut applier = Applier::new().unwrap();
+    for d in first..=last {
+        applier
+            .apply(&j, d, &targets, &NoProgress)
+            .map_err(|e| format!("replay of delta {d} fails: {e}"))?;
+    }
+    for (id, _) in VOLUMES {
+        if last > 0 && !same_file(&work.join(format!("{id}.img")), &l.truth(last, id)) {
+            return Err(format!(
+                "replay to delta {last} differs from the source at that delta in {id}"
+            ));
+        }
+    }
+    // The block replica: never ahead of the journal, at or past the last export, and
+    // exact at its cursor.
+    let mut replica = String::from("no cursor");
+    if let Ok(text) = std::fs::read(l.cursor()) {
+        let c: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| format!("the cursor is damaged: {e}"))?;
+        let at = c["delta"].as_u64().unwrap_or(0);
+        let applying = c["applying"].as_u64();
+        if at > last || applying.is_some_and(|a| a > last) {
+            return Err(format!(
+                "the replica's cursor says delta {at} (applying {applying:?}) but the journal ends at {last}: \
+                 an export shipped a delta that was not durable"
+            ));
+        }
+        if at < exp.exported {
+            return Err(format!(
+                "the cursor says {at}; delta {} was exported before the cut",
+                exp.exported
+            ));
+        }
+        // An export cut short says so, and finishing it gives that delta exactly.
+        let want = applying.unwrap_or(at);
+        let views = replica_views(l, image);
+        if let Some(a) = applying {
+            applier
+                .apply(&j, a, &views, &NoProgress)
+                .map_err(|e| format!("finishing the replica's delta {a} fails: {e}"))?;
+        }
+        if want > 0 {
+            for (id, view) in &views {
+                if !same_file(&view.path, &l.truth(want, id)) {
+                    return Err(format!(
+                        "replica volume {id} is not exact at its cursor (delta {at}, applying {applying:?})"
+                    ));
+                }
+            }
+        }
+        replica = format!("replica at {want}");
+    }
+    t.lap("checks");
+    // The next cycle succeeds and journals exactly the source as it is now.
+    let cfg = Config::load(&l.config()).unwrap();
+    let next = cascade::cycle::run_cycle(&cfg, cfg.group("g").unwrap(), &NoProgress)
+        .map_err(|e| format!("the next cycle fails: {e}"))?;
+    drop(j);
+    let j = Journal::open(&l.journal()).unwrap();
+    for d in last + 1..=j.last_delta() {
+        applier
+            .apply(&j, d, &targets, &NoProgress)
+            .map_err(|e| format!("replay of the next cycle's delta {d} fails: {e}"))?;
+    }
+    for (id, _) in VOLUMES {
+        if !same_file(&work.join(format!("{id}.img")), &l.source(id)) {
+            return Err(format!(
+                "after the next cycle (delta {}), replay differs from the source in {id}",
+                next.delta
+            ));
+        }
+    }
+    t.lap("next cycle");
+    Ok(format!("journal at {last}, {replica}"))
+}
+
+/// The replica regions of the state image, as files a delta can be applied to.
+fn replica_views(l: &Layout, image: &File) -> HashMap<String, VolumeFile> {
+    VOLUMES
+        .iter()
+        .map(|(id, size)| {
+            let path = l.root.join(format!("replica-{id}.img"));
+            let mut buf = vec![0u8; *size as usize];
+            image.read_exact_at(&mut buf, l.replica_offset(id)).unwrap();
+            std::fs::write(&path, &buf).unwrap();
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            (
+                id.to_string(),
+                VolumeFile {
+                    file,
+                    device: false,
+                    path,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The loop devices over the two file systems of the work image, attached once: each
+/// state rewrites the image under them and drops their cached blocks.
+struct Views {
+    journal: String,
+    ext4_journal: String,
+    state: String,
+}
+
+impl Views {
+    fn attach(image: &Path) -> Views {
+        let attach = |offset: u64, size: u64| -> String {
+            sh(&format!(
+                "losetup -f --show -o {offset} --sizelimit {size} {}",
+                image.display()
+            ))
+            .trim()
+            .to_string()
+        };
+        Views {
+            journal: attach(0, JOURNAL_FS),
+            ext4_journal: attach(JOURNAL_FS, EXT4_JOURNAL),
+            state: attach(STATE_AT, STATE_FS),
+        }
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup")
+            .args(["-d", &self.journal, &self.ext4_journal, &self.state])
+            .status();
+    }
+}
+
+fn c(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+fn mount(dev: &str, dir: &Path, options: &str) -> Result<(), String> {
+    let (src, dst) = (c(dev), c(dir.to_str().unwrap()));
+    let (fs, data) = (c("ext4"), c(options));
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fs.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{dev} does not mount on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+fn umount(dir: &Path) {
+    let dst = c(dir.to_str().unwrap());
+    // SAFETY: a valid NUL-terminated string.
+    if unsafe { libc::umount2(dst.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            panic!("umount {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Drops the block device's cached blocks, which belong to the previous state.
+fn flush_buffers(dev: &str) {
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    let f = File::open(dev).unwrap();
+    // SAFETY: BLKFLSBUF takes no argument.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), BLKFLSBUF, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "BLKFLSBUF {dev}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Makes `work` a copy of `base`, copying only the ranges that hold data.
+fn copy_sparse(base: &File, work: &File) {
+    use cascade::sys::{next_data, next_hole};
+    let size = base.metadata().unwrap().len();
+    work.set_len(0).unwrap();
+    work.set_len(size).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while let Some(start) = next_data(base, at).unwrap() {
+        let end = next_hole(base, start).unwrap().min(size);
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            base.read_exact_at(&mut buf[..n], pos).unwrap();
+            work.write_all_at(&buf[..n], pos).unwrap();
+            pos += n as u64;
+        }
+        at = end;
+        if at >= size {
+            break;
+        }
+    }
+}
+
+/// Mounts one state's file systems, checks it, and unmounts them.
+fn try_state(
+    l: &Layout,
+    exp: &Expected,
+    views: &Views,
+    image: &File,
+    t: &mut Timings,
+) -> Result<String, String> {
+    for dev in [&views.journal, &views.ext4_journal, &views.state] {
+        flush_buffers(dev);
+    }
+    let options = format!("{JOURNAL_MOUNT},journal_path={}", views.ext4_journal);
+    let result = mount(&views.journal, &l.journal_mnt(), &options)
+        .and_then(|()| mount(&views.state, &l.state_mnt(), ""))
+        .and_then(|()| {
+            t.lap("mount");
+            check_state(l, exp, image, t)
+        });
+    umount(&l.journal_mnt());
+    umount(&l.state_mnt());
+    t.lap("unmount");
+    result
+}
+
+#[test]
+fn power_cut_states() {
+    let Some(_scratch) = in_vm_with("power_cut_states", Some("3G"), &ENV) else {
+        return;
+    };
+    let p = Params::from_env();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
+    let l = Layout {
+        root: PathBuf::from("/tmp/pc"),
+    };
+    for d in [
+        "src",
+        "truth",
+        "cfg",
+        "cfg-prune",
+        "mnt-journal",
+        "mnt-state",
+    ] {
+        std::fs::create_dir_all(l.root.join(d)).unwrap();
+    }
+    sh("modprobe -a dm-log-writes dm-delay");
+    let data_img = l.root.join("data.img");
+    let log_img = l.root.join("log.img");
+    File::create(&data_img)
+        .unwrap()
+        .set_len(device_size())
+        .unwrap();
+    File::create(&log_img).unwrap().set_len(1536 * MIB).unwrap();
+    let data = LoopDev::attach(&data_img).unwrap();
+    let logdev = LoopDev::attach(&log_img).unwrap();
+    let sectors = |b: u64| b / 512;
+    dm(&format!(
+        "create pc-lw --table '0 {} log-writes {} {}'",
+        sectors(device_size()),
+        data.path(),
+        logdev.path()
+    ));
+    dm(&format!(
+        "create pc-j --table '0 {} linear /dev/mapper/pc-lw 0'",
+        sectors(JOURNAL_FS)
+    ));
+    dm(&format!(
+        "create pc-jd --table '0 {n} delay /dev/mapper/pc-j 0 0 /dev/mapper/pc-j 0 {JOURNAL_DELAY_MS}'",
+        n = sectors(JOURNAL_FS)
+    ));
+    dm(&format!(
+        "create pc-jj --table '0 {} linear /dev/mapper/pc-lw {}'",
+        sectors(EXT4_JOURNAL),
+        sectors(JOURNAL_FS)
+    ));
+    dm(&format!(
+        "create pc-s --table '0 {} linear /dev/mapper/pc-lw {}'",
+        sectors(STATE_FS),
+        sectors(STATE_AT)
+    ));
+    for (id, size) in VOLUMES {
+        dm(&format!(
+            "create pc-{id} --table '0 {} linear /dev/mapper/pc-lw {}'",
+            sectors(size),
+            sectors(l.replica_offset(id))
+        ));
+    }
+    let mkfs = "mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0";
+    sh(&format!(
+        "{mkfs} /dev/mapper/pc-jd && {mkfs} /dev/mapper/pc-s"
+    ));
+    sh(&format!(
+        "mount -o {JOURNAL_MOUNT} /dev/mapper/pc-jd {} && mount /dev/mapper/pc-s {}",
+        l.journal_mnt().display(),
+        l.state_mnt().display()
+    ));
+    for (id, size) in VOLUMES {
+        File::create(l.source(id)).unwrap().set_len(size).unwrap();
+    }
+    write_configs(&l);
+    let cfg = l.config();
+    let cfg = cfg.to_str().unwrap();
+    mark("ready");
+
+    // The workload.
+    let neighbour_file = l.journal_mnt().join("neighbour");
+    for i in 1..=p.cycles {
+        mutate(&l, &mut rng);
+        let nf = neighbour_file.clone();
+        let neighbour = Background::start(move || {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&nf)
+                .unwrap();
+            std::io::Write::write_all(&mut &f, b"neighbour\n").unwrap();
+            f.sync_all().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+        // From the second cycle on, exports keep running while the cycle commits.
+        let exporter = (i > 1).then(|| {
+            let cfg = cfg.to_string();
+            Background::start(move || {
+                let out = cascade(&["export", "--config", &cfg, "--cg", "g"]);
+                assert!(
+                    out.status.success(),
+                    "concurrent export failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            })
+        });
+        let out = cascade_ok(&["cycle", "--config", cfg, "--cg", "g", "--json"]);
+        let exports = exporter.map_or(0, Background::stop);
+        let fsyncs = neighbour.stop();
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let delta = report["delta"].as_u64().unwrap();
+        for (id, _) in VOLUMES {
+            std::fs::create_dir_all(l.truth(delta, id).parent().unwrap()).unwrap();
+            std::fs::copy(l.source(id), l.truth(delta, id)).unwrap();
+        }
+        mark(&format!("cycle:{delta}"));
+        eprintln!("cycle {i}: delta {delta}; {exports} exports ran beside it, the neighbour fsynced {fsyncs} times");
+        if i % 2 == 0 {
+            cascade_ok(&["export", "--config", cfg, "--cg", "g"]);
+            mark(&format!("export:{delta}"));
+        }
+        if i == 3 {
+            cascade_ok(&["bookmark", "--config", cfg, "--cg", "g", "--name", "b3"]);
+            mark("bookmark:b3");
+        }
+        if i == 4 {
+            let prune = l.prune_config();
+            cascade_ok(&[
+                "journal",
+                "prune",
+                "--config",
+                prune.to_str().unwrap(),
+                "--cg",
+                "g",
+            ]);
+            mark("prune");
+        }
+    }
+    sh(&format!(
+        "umount {} {} && dmsetup remove pc-v1 pc-v0 pc-s pc-jd pc-j pc-jj && dmsetup remove pc-lw",
+        l.journal_mnt().display(),
+        l.state_mnt().display()
+    ));
+
+    // The states.
+    let log = Log::open(&log_img);
+    let ready = log.mark("ready").expect("the ready mark is in the log");
+    let mut states: Vec<State> = log
+        .states(p.subsets, &mut rng)
+        .into_iter()
+        .filter(|s| s.upto > ready)
+        .collect();
+    let found = states.len();
+    if states.len() > p.max_states {
+        // An even spread over the whole run, so every phase is cut somewhere.
+        let step = states.len() as f64 / p.max_states as f64;
+        states = (0..p.max_states)
+            .map(|k| states[(k as f64 * step) as usize].clone())
+            .collect();
+    }
+    eprintln!(
+        "power-cut harness: {} log entries, {found} states, trying {}",
+        log.entries.len(),
+        states.len()
+    );
+    let base_path = l.root.join("base.img");
+    let base = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&base_path)
+        .unwrap();
+    base.set_len(device_size()).unwrap();
+    let mut applied = 0;
+    let work_path = l.root.join("work.img");
+    let work = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&work_path)
+        .unwrap();
+    work.set_len(device_size()).unwrap();
+    let views = Views::attach(&work_path);
+    let mut failed = Vec::new();
+    let mut timings = Timings::default();
+    let started = std::time::Instant::now();
+    for (n, s) in states.iter().enumerate() {
+        while applied <= s.upto {
+            log.apply(applied, &base);
+            applied += 1;
+        }
+        copy_sparse(&base, &work);
+        for &i in &s.extra {
+            log.apply(i, &work);
+        }
+        let exp = expected(&log, s);
+        timings.lap("replay the log");
+        match try_state(&l, &exp, &views, &work, &mut timings) {
+            Ok(_) => {}
+            Err(why) => {
+                eprintln!(
+                    "FAILED state {n} ({}; expected {exp:?}): {why}",
+                    s.describe()
+                );
+                failed.push((s.describe(), why));
+            }
+        }
+        if n % 50 == 49 {
+            eprintln!(
+                "  {} states tried, {} failed, {:.0} s",
+                n + 1,
+                failed.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!(
+        "power-cut harness: {} states tried, {} failed ({:.0} s)",
+        states.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("  time per phase: {:?}", timings.total);
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, why) in &failed {
+        *by_reason.entry(why.clone()).or_default() += 1;
+    }
+    for (why, n) in &by_reason {
+        eprintln!("  {n} × {why}");
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} power-cut states failed",
+        failed.len(),
+        states.len()
+    );
+}
