@@ -11,7 +11,7 @@ use cascade::journal::verify::verify;
 use cascade::journal::{DeltaEntry, Journal, JournalWriter};
 use cascade::progress::NoProgress;
 use cascade::Error;
-use common::group::noise;
+use common::group::{noise, Group};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -285,5 +285,150 @@ fn a_failed_index_append_after_a_durable_commit_is_its_own_error() {
         (index.on_disk, index.deltas.len()),
         (3, 3),
         "the index lists 1, 2 and 3"
+    );
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "stderr: {} stdout: {}",
+        stderr(&o),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
+/// Every file of the journal and its bytes, to show that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Real damage through the binary: verify names the repair, a dry run changes
+/// nothing, the repair cuts and saves what it cut, cycles go on, and a block target
+/// that held a delta past the cut is refused while one at the cut goes on.
+#[test]
+fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[VOLUME]);
+    g.block_target("replica", true);
+    g.block_target("early", true);
+    let targets = |names: &[&str]| {
+        g.configure(|c| c.groups[0].targets = names.iter().map(|n| n.to_string()).collect())
+    };
+    targets(&["replica", "early"]);
+    for n in 1..=2u64 {
+        g.write(0, n << 16, &noise(n, 200 << 10));
+        g.cycle();
+    }
+    ok(g.cascade(&["export", "-c", "cascade.yaml"]));
+    targets(&["replica"]);
+    g.write(0, 3 << 16, &noise(3, 200 << 10));
+    g.cycle();
+    ok(g.cascade(&["export", "-c", "cascade.yaml"]));
+    g.write(0, 4 << 16, &noise(4, 200 << 10));
+    g.cycle();
+    targets(&["replica", "early"]);
+
+    let j = g.journal();
+    let js = j.to_str().unwrap();
+    let third = Journal::open(&j).unwrap().delta(3).unwrap().clone();
+    let second_end = Journal::open(&j).unwrap().delta(2).unwrap().end;
+    lose_page_inside(&j, &third);
+
+    let o = g.cascade(&["journal", "verify", js]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("cascade journal repair {js} --cut-at 2")),
+        "{}",
+        stdout(&o)
+    );
+
+    let before = snapshot(&j);
+    let dry = ok(g.cascade(&["journal", "repair", js, "--cut-at", "2", "--dry-run"]));
+    assert!(
+        dry.contains("would cut") && dry.contains("deltas [3, 4]"),
+        "{dry}"
+    );
+    assert_eq!(snapshot(&j), before, "a dry run changes nothing");
+    assert_eq!(
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".cut-after-")
+            })
+            .count(),
+        0,
+        "and saves nothing"
+    );
+
+    let o = g.cascade(&["journal", "repair", js, "--cut-at", "3"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--cut-at 2"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&j), before, "a cut past the damage is refused");
+
+    let r: serde_json::Value = serde_json::from_str(&ok(
+        g.cascade(&["journal", "repair", js, "--cut-at", "2", "--json"])
+    ))
+    .unwrap();
+    assert_eq!(r["deltas_removed"], serde_json::json!([3, 4]));
+    let saved = PathBuf::from(r["saved_to"].as_str().unwrap());
+    let seg = before.iter().find(|(n, _)| n.starts_with("seg-")).unwrap();
+    assert_eq!(
+        std::fs::read(saved.join(format!("{}.from-{}", seg.0, second_end.offset))).unwrap(),
+        seg.1[second_end.offset as usize..],
+        "the cut bytes are kept beside the journal"
+    );
+    assert_ne!(r["new_id"], r["old_id"]);
+    let v = ok(g.cascade(&["journal", "verify", js, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["deltas"].clone()),
+        (true.into(), 2.into())
+    );
+
+    g.write(0, 5 << 16, &noise(5, 200 << 10));
+    assert_eq!(g.cycle().delta, 3, "cycles go on after the cut");
+    let o = g.cascade(&["export", "-c", "cascade.yaml", "--target", "replica"]);
+    assert!(!o.status.success());
+    let why = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        why.contains("holds deltas up to 3")
+            && why.contains("journal repair")
+            && why.contains("after delta 2"),
+        "{why}"
+    );
+    ok(g.cascade(&["export", "-c", "cascade.yaml", "--target", "early"]));
+    let early = std::fs::read(tmp.path().join("early/v0.img")).unwrap();
+    assert_eq!(
+        early,
+        g.contents()[0],
+        "a target at the cut goes on exactly"
     );
 }
