@@ -11,6 +11,7 @@ use cascade::journal::verify::verify;
 use cascade::journal::{DeltaEntry, Journal, JournalWriter};
 use cascade::progress::NoProgress;
 use cascade::Error;
+use common::config::TargetFile;
 use common::group::{noise, Group};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -256,6 +257,21 @@ fn a_missing_segment_the_index_does_not_cover_is_damage() {
     assert!(!r.ok && r.problem.unwrap().reason.contains("segment 2 is missing"));
 }
 
+/// A power cut can keep a later segment's directory entry and lose an earlier one's
+/// (both created during the in-flight delta, neither synced yet): with only that
+/// delta's own records after the gap, it is a tail, cut with every segment after it.
+#[test]
+fn a_missing_segment_inside_the_in_flight_delta_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let e = journal(dir, 3, 100 << 10);
+    let (first, last) = (e[2].begin.segment, e[2].end.segment);
+    assert!(last >= first + 2, "delta 3 spans three segments or more");
+    std::fs::remove_file(segment(dir, first + 1)).unwrap();
+    lose_index(dir);
+    recovers(dir, 3, e[2].begin);
+}
+
 /// An index append that fails after the delta's fsync returned is told apart from a
 /// failed commit: the delta is in the journal, and the index catches up.
 #[test]
@@ -332,22 +348,23 @@ fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
     let g = Group::new(tmp.path(), &[VOLUME]);
     g.block_target("replica", true);
     g.block_target("early", true);
+    g.write_target("vault", &TargetFile::object("../vault-store"));
     let targets = |names: &[&str]| {
         g.configure(|c| c.groups[0].targets = names.iter().map(|n| n.to_string()).collect())
     };
-    targets(&["replica", "early"]);
+    targets(&["replica", "vault", "early"]);
     for n in 1..=2u64 {
         g.write(0, n << 16, &noise(n, 200 << 10));
         g.cycle();
     }
     ok(g.cascade(&["export", "-c", "cascade.yaml"]));
-    targets(&["replica"]);
+    targets(&["replica", "vault"]);
     g.write(0, 3 << 16, &noise(3, 200 << 10));
     g.cycle();
     ok(g.cascade(&["export", "-c", "cascade.yaml"]));
     g.write(0, 4 << 16, &noise(4, 200 << 10));
     g.cycle();
-    targets(&["replica", "early"]);
+    targets(&["replica", "vault", "early"]);
 
     let j = g.journal();
     let js = j.to_str().unwrap();
@@ -415,15 +432,17 @@ fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
 
     g.write(0, 5 << 16, &noise(5, 200 << 10));
     assert_eq!(g.cycle().delta, 3, "cycles go on after the cut");
-    let o = g.cascade(&["export", "-c", "cascade.yaml", "--target", "replica"]);
-    assert!(!o.status.success());
-    let why = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(
-        why.contains("holds deltas up to 3")
-            && why.contains("journal repair")
-            && why.contains("after delta 2"),
-        "{why}"
-    );
+    for past in ["replica", "vault"] {
+        let o = g.cascade(&["export", "-c", "cascade.yaml", "--target", past]);
+        assert!(!o.status.success(), "{past} was fed past the cut");
+        let why = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            why.contains(&format!("target `{past}` holds deltas up to 3"))
+                && why.contains("journal repair")
+                && why.contains("after delta 2"),
+            "{why}"
+        );
+    }
     ok(g.cascade(&["export", "-c", "cascade.yaml", "--target", "early"]));
     let early = std::fs::read(tmp.path().join("early/v0.img")).unwrap();
     assert_eq!(
