@@ -5,10 +5,13 @@
 //! replica holding deltas past the cut is refused from then on, even if the repair
 //! is interrupted and run again.
 //!
-//! Order, for crashes: save the cut bytes (fsynced), record the cut, write the new id,
-//! rewrite the index without the cut entries, then remove the bytes (highest segment
-//! first). A crash at any step leaves a journal that a second run of the same repair
-//! finishes, and never one whose id still vouches for deltas that are gone.
+//! Order, for crashes and for readers: save the cut bytes (fsynced), record the cut
+//! under the old id, rewrite the index without the cut entries, write the new id, then
+//! remove the bytes (highest segment first). A crash at any step leaves a journal that
+//! a second run of the same repair finishes; a reader that opens meanwhile (it trusts
+//! the index alone while the repair holds the writer's lock) pairs the old id with any
+//! delta past the cut, which `cuts` already refuses, and the new id only with the new
+//! index.
 use super::frame::{self, FrameCursor, Pos, Step};
 use super::index::{Entry, Index};
 use super::scan::Scanner;
@@ -125,13 +128,15 @@ pub fn repair(dir: &Path, cut_at: u64, dry_run: bool) -> Result<RepairReport> {
             },
         )?;
     }
-    report.new_id = Some(super::writer::write_new_id(dir)?);
+    // The index before the id: a reader never finds the new id beside entries of
+    // cut deltas (readers trust the index alone while this holds the writer's lock).
     let mut index = Index {
         start,
         ..Index::default()
     };
     kept.into_iter().for_each(|e| index.push(e));
     index.rewrite(dir)?;
+    report.new_id = Some(super::writer::write_new_id(dir)?);
     super::writer::cut_segments(dir, cut)?;
     Ok(report)
 }
