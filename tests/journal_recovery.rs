@@ -257,6 +257,31 @@ fn a_missing_segment_the_index_does_not_cover_is_damage() {
     assert!(!r.ok && r.problem.unwrap().reason.contains("segment 2 is missing"));
 }
 
+/// A segment is begun only after the one before it is durable: a break in a segment
+/// with a later one present is damage, even when only the broken delta's own commit
+/// follows (it committed; the index just lost its entry).
+#[test]
+fn a_break_in_a_segment_before_a_later_one_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let e = journal(dir, 3, 100 << 10);
+    let first = e[2].begin.segment;
+    assert!(e[2].end.segment > first, "delta 3 spans segments");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment(dir, first))
+        .unwrap()
+        .write_all_at(&[0u8; 64], e[2].begin.offset + 20)
+        .unwrap();
+    lose_index(dir);
+    let err = JournalWriter::open(dir, 100 << 10).err().expect("refused");
+    damaged(
+        err,
+        &[&format!("segment {} exists", first + 1), "--cut-at 2"],
+    );
+    assert!(!verify(dir, &NoProgress).unwrap().ok);
+}
+
 /// A power cut can keep a later segment's directory entry and lose an earlier one's
 /// (both created during the in-flight delta, neither synced yet): with only that
 /// delta's own records after the gap, it is a tail, cut with every segment after it.

@@ -6,8 +6,9 @@
 //! committed, so it may be cut. Damage is a break followed by evidence of a *later*
 //! transaction, one the writer began only after the in-flight one had returned: a valid
 //! Commit frame of a delta after the in-flight one, a valid Bookmark frame numbered
-//! after the last one before the break, or an index entry past the break (the index is
-//! appended only after a commit returned). Cutting there would lose committed data.
+//! after the last one before the break, an index entry past the break (the index is
+//! appended only after a commit returned), or a segment after the break's own (begun
+//! only once the break's segment was synced). Cutting there would lose committed data.
 //! docs/journal-format.md ("Commit and crash safety") gives the argument in full.
 use super::frame::{self, Pos, FRAME_LEN};
 use super::record::{BOOKMARK, COMMIT};
@@ -41,10 +42,20 @@ pub fn damage(dir: &Path, at: Pos, before: Before, indexed_end: Pos) -> Result<O
             "the index lists committed records up to {indexed_end}, past the break"
         )));
     }
-    for n in frame::list_segments(dir)?
-        .into_iter()
-        .filter(|n| *n >= at.segment)
-    {
+    let segments = frame::list_segments(dir)?;
+    // The writer creates segment k+1 only after segment k's fdatasync returned, and
+    // never writes to k again: a break inside an existing segment with a later one
+    // present lies in synced bytes. (A *missing* segment is another matter: its data
+    // was synced, but maybe not its directory entry.)
+    if segments.binary_search(&at.segment).is_ok() {
+        if let Some(later) = segments.iter().find(|n| **n > at.segment) {
+            return Ok(Some(format!(
+                "segment {later} exists, and a segment is begun only after the one before it \
+                 is durable"
+            )));
+        }
+    }
+    for n in segments.into_iter().filter(|n| *n >= at.segment) {
         let start = if n == at.segment { at.offset + 1 } else { 0 };
         if let Some((offset, what)) = scan_segment(&frame::segment_path(dir, n), start, before)? {
             return Ok(Some(format!(
