@@ -43,6 +43,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A delta (`delta` is its id) or a bookmark that is committed, durable in the
+    /// segments, but whose index entry could not be written. Unlike any other error
+    /// of a commit, the delta or bookmark *is* in the journal: the writer keeps the
+    /// entry in memory and the next open of the journal rebuilds the index.
+    #[error("journal {journal}: {what} is committed and durable, but its index entry could not be written ({reason}); the next open of the journal rebuilds the index")]
+    Unindexed {
+        journal: PathBuf,
+        delta: Option<u64>,
+        what: String,
+        reason: String,
+    },
+
     /// A journal written by a newer (or unknown) format version.
     #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads version 1")]
     UnsupportedVersion {

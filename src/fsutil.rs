@@ -20,6 +20,24 @@ pub fn sync_path(path: &Path) -> Result<()> {
         .map_err(Error::io("cannot sync", path))
 }
 
+/// Creates `dir` and any missing parents, and makes each new entry durable (its
+/// parent fsynced), so a crash after the call cannot lose the directory that files
+/// were then made durable in.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_dir(dir);
+    create_dir_durable(parent)?;
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::io("cannot create directory", dir)(e))
+        }
+        _ => {}
+    }
+    sync_dir(parent)
+}
+
 /// The directory a path's entry lives in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

@@ -6,7 +6,7 @@ use cascade::journal::Journal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Inspect, check and prune a journal. Only `prune` modifies it.
+/// Inspect, check, prune and repair a journal. Only `prune` and `repair` modify it.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// List committed deltas and bookmarks.
@@ -40,6 +40,40 @@ pub enum Command {
         /// in the demo).
         journal: PathBuf,
         /// One JSON object: counts, and the problem or unfinished tail found, if any.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a damaged journal after the last good delta, so that cycles can go on.
+    ///
+    /// `verify` and a refused cycle name the delta to cut at: the last one committed
+    /// before the damage. Everything after that delta's commit goes: later deltas,
+    /// bookmarks placed after it, and the damaged bytes. Every record up to the cut is
+    /// checked first; if one is damaged, nothing changes and the error names the delta
+    /// to cut at instead. The journal's start (what retention pruned) stays.
+    ///
+    /// Nothing is thrown away: the cut bytes are copied first into a directory beside
+    /// the journal, `NAME.cut-after-DELTA-TIME` (for journals/demo cut after delta 7:
+    /// journals/demo.cut-after-7-20261201T101500Z), holding `seg-N.cjs.from-OFFSET` (segment
+    /// N's bytes from OFFSET on) and the old `index.cji`.
+    ///
+    /// The journal gets a new id and records the cut in its `cuts` file: the deltas
+    /// written after the repair take the numbers of the ones cut, so a target that
+    /// holds a delta past the cut is refused from then on (rebuild it), while a target
+    /// at or before the cut goes on as before.
+    ///
+    /// Takes the writer lock (refused while a cycle or bookmark runs), like `prune`.
+    Repair {
+        /// The journal: a directory, `journal-dir`/GROUP of the config (journals/demo
+        /// in the demo).
+        journal: PathBuf,
+        /// The last delta to keep (the journal's first delta minus one keeps none).
+        #[arg(long, value_name = "DELTA")]
+        cut_at: u64,
+        /// Say what would be cut and where it would be saved, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object: the cut, the deltas and bookmarks removed, where they were
+        /// saved, and the journal's old and new id.
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +112,20 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             json,
         } => show(journal, point, extents, json),
         Command::Verify { journal, json } => check(journal, json),
+        Command::Repair {
+            journal,
+            cut_at,
+            dry_run,
+            json,
+        } => {
+            let r = cascade::journal::repair::repair(&journal, cut_at, dry_run)?;
+            if json {
+                print_json(&r);
+            } else {
+                print_repair(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Prune {
             config,
             cg,
@@ -256,6 +304,47 @@ fn show(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a repair did, or would do.
+fn print_repair(r: &cascade::journal::repair::RepairReport) {
+    let journal = r.journal.display();
+    if r.nothing_to_cut {
+        println!(
+            "journal {journal} ends at delta {}: nothing to cut, nothing changed",
+            r.cut_at
+        );
+        return;
+    }
+    let what = format!(
+        "after delta {} at {}: {} of segments, deltas [{}], bookmarks [{}]",
+        r.cut_at,
+        r.cut,
+        human_bytes(r.bytes),
+        r.deltas_removed
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.bookmarks_removed.join(", ")
+    );
+    if r.dry_run {
+        println!(
+            "journal {journal}: would cut {what}; would save them to {} (dry run: nothing changed)",
+            r.saved_to.display()
+        );
+        return;
+    }
+    println!(
+        "journal {journal}: cut {what}; saved to {}",
+        r.saved_to.display()
+    );
+    println!(
+        "journal id is now {} (was {}): targets holding deltas past {} are refused until rebuilt",
+        r.new_id.as_deref().unwrap_or("-"),
+        r.old_id.as_deref().unwrap_or("-"),
+        r.cut_at
+    );
+}
+
 fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let r = verify(&dir, super::progress::observer().as_ref())?;
     if json {
@@ -282,8 +371,12 @@ fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
         match &r.problem {
             None => println!("ok: every checksum and commit digest matches"),
             Some(p) => println!(
-                "DAMAGED at segment {} offset {}: {}",
-                p.segment, p.offset, p.reason
+                "DAMAGED at segment {} offset {}: {}\nto go on without what follows delta {}: {}",
+                p.segment,
+                p.offset,
+                p.reason,
+                p.last_good_delta,
+                cascade::journal::repair::command(&dir, p.last_good_delta)
             ),
         }
     }

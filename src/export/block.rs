@@ -143,10 +143,14 @@ impl Exporter for BlockExporter {
         Ok(self.cursor.get()?.delta)
     }
 
+    fn fed_by(&mut self) -> Result<Option<String>> {
+        Ok(self.cursor.get()?.journal)
+    }
+
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
         let mut state = self.cursor.get()?;
         super::check_next(&self.name, state.delta, delta)?;
-        super::check_journal(&self.name, state.journal.as_deref(), state.delta, journal)?;
+        journal.check_replica(&self.name, state.journal.as_deref(), state.delta)?;
         let devices = self.open(journal, delta)?;
         for (id, d) in &devices {
             let now = crate::fsutil::file_identity(&d.path);

@@ -37,6 +37,11 @@ pub trait Exporter: Send {
     /// of journal it carried.
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64>;
 
+    /// The id of the journal that fed the replica its deltas (None: none yet, or a
+    /// replica from before ids were recorded), so a replica is fed only by the journal,
+    /// and only past the cuts, that its deltas fit ([`Journal::check_replica`]).
+    fn fed_by(&mut self) -> Result<Option<String>>;
+
     /// Called after every export, even one that applied nothing: records the
     /// journal's bookmarks up to the cursor (so a bookmark placed after the newest
     /// delta reaches the target without waiting for another delta), and keeps the
@@ -55,17 +60,6 @@ fn check_next(target: &str, cursor: u64, delta: u64) -> Result<()> {
     Err(Error::InvalidArgument(format!(
         "target `{target}` holds delta {cursor}; delta {delta} cannot be applied next"
     )))
-}
-
-/// A target fed by one journal must not be fed by another: its deltas would not fit.
-fn check_journal(target: &str, fed_by: Option<&str>, cursor: u64, journal: &Journal) -> Result<()> {
-    match (fed_by, journal.id()) {
-        (Some(was), Some(now)) if cursor > 0 && was != now => Err(Error::InvalidArgument(format!(
-            "target `{target}` holds deltas 1..={cursor} of journal {was}, not of {} (journal {now})",
-            journal.dir().display()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Opens the exporter for `target` of `cg`, keeping any local state under `state`.
@@ -187,6 +181,7 @@ fn export_one(
     let _lock = crate::lock::lock(&state.join(format!("{}.lock", target.name)), &target.file)?;
     let mut exporter = open_exporter(target, cg, state)?;
     status.cursor = exporter.cursor()?;
+    journal.check_replica(&target.name, exporter.fed_by()?.as_deref(), status.cursor)?;
     if status.cursor > last {
         return Err(Error::InvalidArgument(format!(
             "target `{}` holds delta {} but the journal ends at {last}: it was fed by another journal",

@@ -77,11 +77,15 @@ impl Exporter for ObjectExporter {
         Ok(self.manifest()?.cursor())
     }
 
+    fn fed_by(&mut self) -> Result<Option<String>> {
+        Ok(self.manifest()?.journal.clone())
+    }
+
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
         let cursor = self.cursor()?;
         check_next(&self.name, cursor, delta)?;
         let fed_by = self.manifest()?.journal.clone();
-        super::check_journal(&self.name, fed_by.as_deref(), cursor, journal)?;
+        journal.check_replica(&self.name, fed_by.as_deref(), cursor)?;
         let entry = journal.delta(delta)?.clone();
         journal.read_delta(delta)?.check_all(&NoProgress)?;
         let key = format!("deltas/{delta:020}.cjd");

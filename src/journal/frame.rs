@@ -235,11 +235,29 @@ impl FrameCursor {
         Ok(Some(Ok(BufReader::with_capacity(1 << 20, file))))
     }
 
+    /// The end of the journal at `at`, where segment `missing` would come next, unless
+    /// a later segment exists: then the journal breaks at the gap, so that nothing is
+    /// read or appended past it.
+    fn end_or_gap(&self, at: Pos, missing: u64) -> Result<Step> {
+        Ok(
+            match list_segments(&self.dir)?.into_iter().find(|n| *n > missing) {
+                Some(later) => Step::Broken {
+                    at: Pos {
+                        segment: missing,
+                        offset: 0,
+                    },
+                    reason: format!("segment {missing} is missing, yet segment {later} follows"),
+                },
+                None => Step::End { at },
+            },
+        )
+    }
+
     pub fn step(&mut self) -> Result<Step> {
         loop {
             if self.file.is_none() {
                 match self.open(self.pos.segment, self.pos.offset)? {
-                    None => return Ok(Step::End { at: self.pos }),
+                    None => return self.end_or_gap(self.pos, self.pos.segment),
                     Some(Err(reason)) => {
                         return Ok(Step::Broken {
                             at: Pos {
@@ -272,7 +290,7 @@ impl FrameCursor {
                     // A clean end of this segment: go on in the next one if there is one.
                     let next = segment_path(&self.dir, at.segment + 1);
                     if !next.exists() {
-                        return Ok(Step::End { at });
+                        return self.end_or_gap(at, at.segment + 1);
                     }
                     self.file = None;
                     self.pos = Pos {

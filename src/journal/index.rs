@@ -42,6 +42,14 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// Where the entry's first record starts.
+    pub fn begin(&self) -> Pos {
+        match self {
+            Entry::Delta(d) => d.begin,
+            Entry::Bookmark(b) => b.at,
+        }
+    }
+
     pub fn end(&self) -> Pos {
         match self {
             Entry::Delta(d) => d.end,
@@ -217,8 +225,16 @@ impl Index {
         Ok(())
     }
 
-    /// Appends one entry to the file and to memory.
+    /// Adds one entry to memory and to the file: appended, or the whole file rewritten
+    /// when it lacks earlier entries (an append that failed before), so the file never
+    /// skips one. On error the entry stays in memory, and the next append or open
+    /// writes it.
     pub fn append(&mut self, dir: &Path, e: Entry) -> Result<()> {
+        let behind = self.torn || self.on_disk < self.len();
+        self.push(e.clone());
+        if behind {
+            return self.rewrite(dir);
+        }
         let path = index_path(dir);
         let (kind, payload) = e.encode();
         let (f, _) = frame::frame(kind, &payload);
@@ -231,7 +247,6 @@ impl Index {
         buf.extend_from_slice(&payload);
         file.write_all(&buf)
             .map_err(Error::io("cannot append to journal index", &path))?;
-        self.push(e);
         self.on_disk += 1;
         Ok(())
     }

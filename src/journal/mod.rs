@@ -2,24 +2,31 @@
 //!
 //! A journal is a directory of append-only segment files holding checksummed records
 //! (docs/journal-format.md has the bytes). A delta is written as Begin, extents,
-//! Commit, and becomes visible only once its Commit is fsynced; that is the whole
-//! crash-safety argument: after a crash, anything behind the last durable Commit or
-//! Bookmark is an unfinished tail, which readers ignore and the next writer cuts off.
-//! Each Commit carries a digest of the delta's record checksums, so a lost, repeated
-//! or reordered record inside a committed delta is caught, not just flipped bytes.
+//! Commit, and becomes visible only once the fsync of its Commit returned; that is the
+//! whole crash-safety argument: after a crash, anything behind the last durable Commit
+//! or Bookmark is an unfinished tail, which readers ignore and the next writer cuts off
+//! (tail.rs tells such a tail from damage: only evidence of a later transaction makes
+//! it damage, which `journal repair` cuts away, see [`repair`]). Each Commit carries a
+//! digest of the delta's record checksums, so a lost, repeated or reordered record
+//! inside a committed delta is caught, not just flipped bytes.
 //!
 //! The index file is an accelerator (delta id, bookmark, time → position). It is
 //! rebuilt from the segments whenever it lags or is torn, so its appends need no
-//! fsync; a rewrite (after recovery, or by a prune) replaces it atomically.
+//! fsync; a rewrite (after recovery, or by a prune) replaces it atomically. It is
+//! appended only after a commit returned, which makes it, while a writer is live, the
+//! readers' whole view (durable.rs): they never see a commit still being made durable.
 
 mod apply;
 mod copy;
+pub mod cuts;
+mod durable;
 pub mod frame;
 pub mod index;
 mod point;
 mod prune;
 mod readers;
 pub mod record;
+pub mod repair;
 mod scan;
 pub mod start;
 mod tail;
@@ -33,6 +40,7 @@ pub use index::{BookmarkEntry, DeltaEntry};
 pub use point::Point;
 pub use prune::PruneReport;
 pub(crate) use scan::Scanner;
+pub use tail::Before;
 pub use writer::{DeltaWriter, JournalWriter};
 
 use crate::error::{Error, Result};
@@ -51,6 +59,9 @@ pub struct Tail {
     pub found: Pos,
     pub reason: String,
     pub bytes: u64,
+    /// What was committed before it: the last delta and the last bookmark number.
+    #[serde(flatten)]
+    pub before: tail::Before,
 }
 
 /// A journal opened for reading. Opening never modifies anything.
@@ -59,16 +70,34 @@ pub struct Journal {
     id: Option<String>,
     index: Index,
     tail: Option<Tail>,
+    cuts: Vec<cuts::Cut>,
     /// Held while the journal is open, so retention keeps the segments it may read.
     readers: Option<std::fs::File>,
 }
 
+/// Who opens a journal, which decides what it may believe past the index
+/// ([`durable`] says why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    /// Any reader: while a writer is live it sees the index alone.
+    Reader,
+    /// The writer, holding the lock: it catches up on what a crash left unindexed.
+    Writer,
+}
+
 impl Journal {
+    /// Opens the journal for reading: its deltas are the commits that returned (or
+    /// that a crash left durable), never one whose fsync may still be running.
     pub fn open(dir: &Path) -> Result<Journal> {
+        Journal::load(dir, Opener::Reader)
+    }
+
+    fn load(dir: &Path, opener: Opener) -> Result<Journal> {
         check_journal_dir(dir)?;
         let readers = readers::share(dir)?;
         let mut index = Index::load(dir)?;
-        let tail = catch_up(dir, &mut index)?;
+        check_segments(dir, &index)?;
+        let tail = catch_up(dir, &mut index, opener)?;
         let id = std::fs::read_to_string(dir.join(ID_FILE))
             .ok()
             .map(|s| s.trim().to_string());
@@ -77,6 +106,7 @@ impl Journal {
             id,
             index,
             tail,
+            cuts: cuts::load(dir)?,
             readers,
         })
     }
@@ -89,6 +119,37 @@ impl Journal {
     /// the journal that fed it from another one.
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+
+    /// The repairs that cut this journal, oldest first.
+    pub fn cuts(&self) -> &[cuts::Cut] {
+        &self.cuts
+    }
+
+    /// Refuses a replica (target `target`, holding deltas up to `cursor` of the journal
+    /// named `fed_by`) that this journal cannot go on feeding: one fed by another
+    /// journal, or one holding deltas that a repair cut (new deltas took their ids).
+    pub fn check_replica(&self, target: &str, fed_by: Option<&str>, cursor: u64) -> Result<()> {
+        let (Some(was), Some(now)) = (fed_by, self.id()) else {
+            return Ok(());
+        };
+        if cursor == 0 {
+            return Ok(());
+        }
+        match cuts::valid_up_to(&self.cuts, now, was) {
+            Some(kept) if cursor <= kept => Ok(()),
+            Some(kept) => Err(Error::InvalidArgument(format!(
+                "target `{target}` holds deltas up to {cursor} of journal {was}, but `cascade journal repair` \
+                 cut {} after delta {kept}: the deltas after it are gone, and new deltas take their numbers. \
+                 The target cannot be fed from here; rebuild it from an empty one (for a block target, remove \
+                 its cursor; for an object target, use a new prefix)",
+                self.dir.display()
+            ))),
+            None => Err(Error::InvalidArgument(format!(
+                "target `{target}` holds deltas 1..={cursor} of journal {was}, not of {} (journal {now})",
+                self.dir.display()
+            ))),
+        }
     }
 
     pub fn deltas(&self) -> &[DeltaEntry] {
@@ -312,26 +373,74 @@ pub(crate) fn check_journal_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Scans from the end of the index to the end of the journal, adding entries for
-/// committed records the index lacks; returns the tail, if any.
-fn catch_up(dir: &Path, index: &mut Index) -> Result<Option<Tail>> {
+/// A segment missing inside what the index lists is lost committed data: refused at
+/// open, not at the read that meets it, so that no writer appends after the gap.
+fn check_segments(dir: &Path, index: &Index) -> Result<()> {
+    if index.is_empty() {
+        return Ok(());
+    }
+    let have = frame::list_segments(dir)?;
+    let (first, last) = (index.start.pos.segment, index.end().segment);
+    let Some(missing) = (first..=last).find(|n| have.binary_search(n).is_err()) else {
+        return Ok(());
+    };
+    let kept = index
+        .deltas
+        .iter()
+        .take_while(|d| d.end.segment < missing)
+        .last()
+        .map_or(index.start.delta - 1, |d| d.delta);
+    Err(Error::Corrupt {
+        journal: dir.to_path_buf(),
+        segment: missing,
+        offset: 0,
+        reason: format!(
+            "segment {missing} is missing, but the index lists committed records up to segment {last}; \
+             nothing was changed. To go on without what was lost: {}",
+            repair::command(dir, kept)
+        ),
+    })
+}
+
+/// Scans from the end of the index to the end of the journal for committed records
+/// the index lacks (a crash can leave it lagging) and adds them once they are durable;
+/// returns the tail, if any. A reader does not look past the index while a writer is
+/// live ([`durable`]).
+fn catch_up(dir: &Path, index: &mut Index, opener: Opener) -> Result<Option<Tail>> {
+    let reader = opener == Opener::Reader;
+    if reader && durable::writer_live(dir)? {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
     let mut scanner = Scanner::after(index);
     let mut cursor = FrameCursor::new(dir, index.end());
-    let (found, reason) = loop {
+    let broke = loop {
         match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
                 match scanner.feed(at, end, kind, crc, &cursor.payload) {
-                    Ok(Some(e)) => index.push(e),
+                    Ok(Some(e)) => found.push(e),
                     Ok(None) => {}
-                    Err(reason) => break (at, reason),
+                    Err(reason) => break Some((at, reason)),
                 }
             }
-            Step::Broken { at, reason } => break (at, reason),
-            Step::End { at } => match scanner.open_delta() {
-                Some((d, _)) => break (at, format!("delta {d} has no commit record")),
-                None => return Ok(None),
-            },
+            Step::Broken { at, reason } => break Some((at, reason)),
+            Step::End { at } => {
+                break scanner
+                    .open_delta()
+                    .map(|(d, _)| (at, format!("delta {d} has no commit record")))
+            }
         }
+    };
+    if let (Some(first), Some(last)) = (found.first(), found.last()) {
+        durable::make_durable(dir, first.begin().segment, last.end().segment)?;
+        // A writer that opened during the scan may have appended what it saw.
+        if reader && durable::writer_live(dir)? {
+            return Ok(None);
+        }
+        found.into_iter().for_each(|e| index.push(e));
+    }
+    let Some((found, reason)) = broke else {
+        return Ok(None);
     };
     let cut = scanner.open_delta().map_or(found, |(_, begin)| begin);
     let bytes = bytes_from(dir, cut)?;
@@ -340,6 +449,7 @@ fn catch_up(dir: &Path, index: &mut Index) -> Result<Option<Tail>> {
         found,
         reason,
         bytes,
+        before: scanner.before(),
     }))
 }
 

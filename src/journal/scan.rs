@@ -4,6 +4,7 @@
 use super::frame::Pos;
 use super::index::{BookmarkEntry, DeltaEntry, Entry, Index};
 use super::record::{Begin, Record};
+use super::tail::Before;
 
 pub struct Scanner {
     last_delta: u64,
@@ -43,6 +44,14 @@ impl Scanner {
             last_delta,
             last_seq,
             open: None,
+        }
+    }
+
+    /// What is committed so far: the last delta and bookmark number fed.
+    pub fn before(&self) -> Before {
+        Before {
+            last_delta: self.last_delta,
+            last_seq: self.last_seq,
         }
     }
 

@@ -15,6 +15,9 @@ pub struct Problem {
     pub segment: u64,
     pub offset: u64,
     pub reason: String,
+    /// The last delta committed before the problem: where `journal repair --cut-at`
+    /// would cut the journal to go on without the damage.
+    pub last_good_delta: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,32 +66,18 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
         problem: None,
         tail: None,
     };
-    let problem = |at: Pos, reason: String| {
+    let problem = |at: Pos, reason: String, scanner: &Scanner| {
         Some(Problem {
             segment: at.segment,
             offset: at.offset,
             reason,
+            last_good_delta: scanner.before().last_delta,
         })
     };
     // Segments before the start hold only pruned deltas; a crash during pruning may
-    // have left some behind.
+    // have left some behind. A missing one after it is a break the walk meets.
     let start = index.start;
     let first = start.pos.segment;
-    if let Some((i, n)) = segments
-        .iter()
-        .filter(|n| **n >= first)
-        .enumerate()
-        .find(|(i, n)| **n != first + *i as u64)
-    {
-        report.problem = problem(
-            Pos {
-                segment: *n,
-                offset: 0,
-            },
-            format!("segment {} is missing", first + i as u64),
-        );
-        return Ok(report);
-    }
     let mut total = 0;
     for n in segments.iter().filter(|n| **n >= first) {
         let path = frame::segment_path(dir, *n);
@@ -109,11 +98,6 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
         zstd::bulk::Decompressor::new().map_err(Error::io("cannot start zstd for", dir))?;
     let mut raw = Vec::new();
     let mut seen = 0usize;
-    // A break inside what the index lists, or with a committed record after it, cannot
-    // be an interrupted append: it is damage (the writer uses the same rule).
-    let damage = |at: Pos| -> Result<bool> {
-        Ok(at < indexed_end || super::tail::committed_follows(dir, at)?)
-    };
     loop {
         let (at, reason) = match cursor.step()? {
             Step::Frame { at, end, kind, crc } => {
@@ -134,6 +118,7 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
                                         "the index disagrees with the segments at entry {}",
                                         seen + 1
                                     ),
+                                    &scanner,
                                 );
                                 return Ok(report);
                             }
@@ -158,8 +143,9 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
                 None => break,
             },
         };
-        if damage(at)? {
-            report.problem = problem(at, reason);
+        // The writer's recovery applies the same rule ([`super::tail::damage`]).
+        if let Some(why) = super::tail::damage(dir, at, scanner.before(), indexed_end)? {
+            report.problem = problem(at, format!("{reason}; {why}"), &scanner);
             return Ok(report);
         }
         let cut = scanner.open_delta().map_or(at, |(_, begin)| begin);
@@ -168,6 +154,7 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
             found: at,
             reason,
             bytes: super::bytes_from(dir, cut)?,
+            before: scanner.before(),
         });
         break;
     }
@@ -178,6 +165,7 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
                 "the index lists {} entries but the segments hold {seen}",
                 indexed.len()
             ),
+            &scanner,
         );
         return Ok(report);
     }

@@ -36,18 +36,13 @@ impl JournalWriter {
     /// Opens (creating if needed) the journal at `dir` for writing. Takes the writer
     /// lock, cuts off an unfinished tail and brings the index up to date.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<JournalWriter> {
-        std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
-        let lock = crate::lock::lock(&dir.join("lock"), dir)?;
+        crate::fsutil::create_dir_durable(dir)?;
+        let lock = crate::lock::lock(&dir.join(super::durable::LOCK_FILE), dir)?;
         if !dir.join(super::ID_FILE).exists() {
-            let mut raw = [0u8; 16];
-            File::open("/dev/urandom")
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
-                .map_err(Error::io("cannot read", "/dev/urandom"))?;
-            let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            crate::fsutil::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
+            write_new_id(dir)?;
         }
         super::readers::create(dir)?;
-        let journal = Journal::open(dir)?;
+        let journal = Journal::load(dir, super::Opener::Writer)?;
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::io("cannot start zstd", dir))?;
         let mut w = JournalWriter {
@@ -61,14 +56,17 @@ impl JournalWriter {
             payload: Vec::new(),
         };
         if let Some(tail) = w.journal.take_tail() {
-            if super::tail::committed_follows(dir, tail.found)? {
+            let indexed_end = w.journal.index_mut().end();
+            if let Some(why) = super::tail::damage(dir, tail.found, tail.before, indexed_end)? {
                 return Err(w.journal.corrupt(
                     tail.found,
                     format!(
-                        "{}; a committed record follows, so this is damage rather than an interrupted write. \
-                         Nothing was changed: run `cascade journal verify {}`",
+                        "{}; {why}: this is damage rather than an interrupted write. Nothing was changed: \
+                         check with `cascade journal verify {}`; to go on without what follows delta {}: {}",
                         tail.reason,
-                        dir.display()
+                        dir.display(),
+                        tail.before.last_delta,
+                        super::repair::command(dir, tail.before.last_delta)
                     ),
                 ));
             }
@@ -88,7 +86,7 @@ impl JournalWriter {
     /// Creates a journal whose first delta is `first` (a synthetic full, or a
     /// scratch copy of part of another journal) in the empty or missing directory `dir`.
     pub fn create_starting_at(dir: &Path, first: u64, segment_limit: u64) -> Result<JournalWriter> {
-        std::fs::create_dir_all(dir).map_err(Error::io("cannot create journal directory", dir))?;
+        crate::fsutil::create_dir_durable(dir)?;
         if !frame::list_segments(dir)?.is_empty() {
             return Err(Error::AlreadyExists(format!(
                 "{} already holds a journal",
@@ -149,36 +147,7 @@ impl JournalWriter {
         if let Some(mut s) = self.seg.take() {
             let _ = s.file.flush();
         }
-        let dir = self.dir().to_path_buf();
-        // Highest first: a crash part-way leaves a shorter journal, never one with a gap.
-        for n in frame::list_segments(&dir)?
-            .into_iter()
-            .rev()
-            .filter(|n| *n > pos.segment)
-        {
-            let path = frame::segment_path(&dir, n);
-            std::fs::remove_file(&path)
-                .map_err(Error::io("cannot remove journal segment", &path))?;
-        }
-        let path = frame::segment_path(&dir, pos.segment);
-        if pos.offset < HEADER_LEN {
-            // The segment's own header is broken: the segment holds nothing committed.
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("cannot remove journal segment", &path)(e))
-                }
-                _ => {}
-            }
-        } else if path.exists() {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(Error::io("cannot open journal segment", &path))?;
-            f.set_len(pos.offset)
-                .and_then(|_| f.sync_all())
-                .map_err(Error::io("cannot truncate journal segment", &path))?;
-        }
-        sync_dir(&dir)?;
+        cut_segments(self.dir(), pos)?;
         self.open_last_segment()
     }
 
@@ -340,7 +309,13 @@ impl JournalWriter {
         let dir = self.dir().to_path_buf();
         self.journal
             .index_mut()
-            .append(&dir, Entry::Bookmark(entry.clone()))?;
+            .append(&dir, Entry::Bookmark(entry.clone()))
+            .map_err(|e| Error::Unindexed {
+                journal: dir,
+                delta: None,
+                what: format!("bookmark `{}`", entry.name),
+                reason: e.to_string(),
+            })?;
         Ok(entry)
     }
 }
@@ -431,6 +406,10 @@ impl DeltaWriter<'_> {
     }
 
     /// Writes the Commit record and makes the delta durable; only then is it visible.
+    /// An error other than [`Error::Unindexed`] means the delta is not in the journal;
+    /// `Unindexed` means it is committed and durable, only its index entry is missing
+    /// (the writer keeps it in memory and writes the index whole at the next append;
+    /// the next open rebuilds it from the segments).
     pub fn commit(mut self) -> Result<DeltaEntry> {
         let c = Commit {
             delta: self.delta,
@@ -456,7 +435,13 @@ impl DeltaWriter<'_> {
         self.w
             .journal
             .index_mut()
-            .append(&dir, Entry::Delta(entry.clone()))?;
+            .append(&dir, Entry::Delta(entry.clone()))
+            .map_err(|e| Error::Unindexed {
+                journal: dir,
+                delta: Some(entry.delta),
+                what: format!("delta {}", entry.delta),
+                reason: e.to_string(),
+            })?;
         Ok(entry)
     }
 }
@@ -471,4 +456,47 @@ impl Drop for DeltaWriter<'_> {
             }
         }
     }
+}
+
+/// Removes everything in the segments of `dir` from `pos` on, durably.
+pub(super) fn cut_segments(dir: &Path, pos: Pos) -> Result<()> {
+    // Highest first: a crash part-way leaves a shorter journal, never one with a gap.
+    for n in frame::list_segments(dir)?
+        .into_iter()
+        .rev()
+        .filter(|n| *n > pos.segment)
+    {
+        let path = frame::segment_path(dir, n);
+        std::fs::remove_file(&path).map_err(Error::io("cannot remove journal segment", &path))?;
+    }
+    let path = frame::segment_path(dir, pos.segment);
+    if pos.offset < HEADER_LEN {
+        // The segment's own header is broken: the segment holds nothing committed.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot remove journal segment", &path)(e))
+            }
+            _ => {}
+        }
+    } else if path.exists() {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("cannot open journal segment", &path))?;
+        f.set_len(pos.offset)
+            .and_then(|_| f.sync_all())
+            .map_err(Error::io("cannot truncate journal segment", &path))?;
+    }
+    sync_dir(dir)
+}
+
+/// Gives the journal in `dir` a new random id, durably; returns it.
+pub(super) fn write_new_id(dir: &Path) -> Result<String> {
+    let mut raw = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+        .map_err(Error::io("cannot read", "/dev/urandom"))?;
+    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    crate::fsutil::write_atomic(&dir.join(super::ID_FILE), format!("{id}\n").as_bytes())?;
+    Ok(id)
 }
