@@ -2,7 +2,7 @@
 # Everything the tests and benchmarks need is installed here, not assumed.
 
 CARGO ?= cargo
-APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils
+APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps s3s-fs vm-deps demo test lint bench clean
