@@ -38,7 +38,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps s3s-fs vm-deps lint
-	CASCADE_REQUIRE_VM=1 $(CARGO) test --all-targets
+	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 $(CARGO) test --all-targets
 
 # The benchmarks also compare with restic, upload to s3s-fs, and time the limit program.
 BENCH_APT_PACKAGES := restic python3 openssl
