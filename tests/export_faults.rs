@@ -317,3 +317,48 @@ fn a_garbled_first_record_length_is_refused_without_reading_it() {
     );
     assert!(!g.dir.join("out.img").exists(), "nothing written");
 }
+
+/// An export refused because another holds the target (here `flock`, as a running
+/// export holds it) says so, and leaves the target's status file to the holder: it
+/// neither overwrites it with its own stale view nor races the holder's write.
+#[test]
+fn an_export_refused_by_the_target_lock_leaves_its_status_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = exported_to_vault(tmp.path());
+    let targets = g.dir.join("state/cg/targets");
+    let status = targets.join("vault.status.json");
+    let before = std::fs::read(&status).unwrap();
+    // flock runs the shell once it holds the lock; the shell writes its pid.
+    let marker = g.dir.join("holder.pid");
+    let mut holder = Command::new("flock")
+        .arg(targets.join("vault.lock"))
+        .args(["sh", "-c", "echo $$ > \"$0\"; exec sleep 60"])
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|p| p.ends_with('\n'))
+        {
+            break pid.trim().to_string();
+        }
+        assert!(started.elapsed().as_secs() < 10, "flock did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
+    Command::new("kill").arg(&pid).status().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAILED") && text(&o).contains("locked by another cascade process"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        std::fs::read(&status).unwrap() == before,
+        "the status file is the holder's"
+    );
+    assert!(!targets.join("vault.status.json.tmp").exists());
+}
