@@ -2,7 +2,7 @@
 # Everything the tests and benchmarks need is installed here, not assumed.
 
 CARGO ?= cargo
-APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils
+APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps s3s-fs vm-deps demo test lint bench crash clean
@@ -38,7 +38,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps s3s-fs vm-deps lint
-	CASCADE_REQUIRE_VM=1 $(CARGO) test --all-targets
+	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 $(CARGO) test --all-targets
 
 # The power-cut harness at length (tests/power_cut.rs, in the VM): more cycles, more
 # random subsets of the un-flushed writes after each flush, every state tried, no VM

@@ -3,7 +3,9 @@
 //! be the next base and retire the old one.
 //!
 //! Ordering for crash safety: the new snapshot exists before the delta commits, and
-//! the old one is retired only by `advance`, after the commit. So at any crash the
+//! the old one is retired only by `advance`, after the commit; a cycle that fails
+//! retires its new snapshot only when the journal shows its delta did not commit
+//! (an index append can fail after the commit was durable). So at any crash the
 //! snapshot tagged with the journal's last delta exists (it is the next base, finished
 //! by `advance` again if the crash interrupted it); snapshots with other tags are
 //! leftovers, removed at the start of the next cycle.
@@ -105,7 +107,11 @@ pub fn run_cycle(
     let (entry, volumes) = match journalled {
         Ok(v) => v,
         Err(e) => {
-            if let Err(r) = driver.retire(tag) {
+            drop(writer);
+            if in_journal(&cfg.journal_path(cg), tag) {
+                tracing::warn!(cg = %cg.name, delta = tag, error = %e,
+                    "the delta is committed though the cycle failed after its commit; its snapshot stays the next base");
+            } else if let Err(r) = driver.retire(tag) {
                 tracing::warn!(error = %r, "could not remove the snapshot of a failed cycle; the next cycle will");
             }
             return Err(e);
@@ -128,6 +134,17 @@ pub fn run_cycle(
         total_ms: started.elapsed().as_millis() as u64,
         recovered_tail: writer.recovered_tail().cloned(),
     })
+}
+
+/// Whether delta `tag` is in the journal at `dir`, as a reader opening it now finds
+/// it, after a cycle failed part way. A failure after the Commit was fsynced (the
+/// index append) leaves the delta committed, and its snapshot is then the only right
+/// base for the next diff: retiring it would make the next cycle journal every
+/// volume again. When the journal cannot be read either, the snapshot is kept too: a
+/// snapshot kept needlessly is a leftover the next cycle removes, one retired
+/// wrongly costs a full cycle.
+fn in_journal(dir: &std::path::Path, tag: u64) -> bool {
+    Journal::open(dir).map_or(true, |j| j.last_delta() >= tag)
 }
 
 /// The snapshot the last committed delta was taken from, finishing its `advance` if

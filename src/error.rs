@@ -1,6 +1,6 @@
 //! The library's error type. Each variant names the thing an operator has to look at
-//! (a file, a field, a segment and offset, a command line), and says whether trying
-//! again can help; the binary maps variants to exit codes in one place.
+//! (a file, a field, a segment and offset, a command line); the binary maps variants
+//! to exit codes in one place.
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,17 +124,5 @@ impl Error {
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |cause| Error::Io { what, path, cause }
-    }
-
-    /// Whether running the same operation again may succeed without anyone changing
-    /// anything (a lock held by a running process, a transient I/O error).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Locked { .. }
-                | Error::DaemonRunning { .. }
-                | Error::Io { .. }
-                | Error::Command { .. }
-        )
     }
 }

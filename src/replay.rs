@@ -13,10 +13,10 @@ use crate::journal::{Applier, Journal, VolumeFile};
 use crate::progress::Progress;
 use crate::sys;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where one volume is replayed or restored to (`--to`): `ID=PATH`, or a bare `PATH`
 /// taken in journal volume order.
@@ -177,6 +177,16 @@ pub fn replay(
         report.zero_bytes += zero;
     }
     report.volumes = sync_targets(&chosen, &open, &final_volumes)?;
+    // A new file's bytes are durable only with its name: fsync each directory that
+    // gained a target, or a power cut can leave the replay reported done and the
+    // file gone.
+    let dirs: BTreeSet<&Path> = created
+        .iter()
+        .map(|p| crate::fsutil::parent_dir(p))
+        .collect();
+    for dir in dirs {
+        crate::fsutil::sync_dir(dir)?;
+    }
     progress.finish();
     Ok(report)
 }

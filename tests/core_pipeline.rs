@@ -190,3 +190,49 @@ fn resized_volumes_replay_exactly_reflink_path() {
     };
     check_resizes(&xfs.path("resize"));
 }
+
+/// A replay into new files makes their names durable, not only their bytes: once
+/// the files are created and fsynced, the directory holding them is fsynced too, as
+/// the system calls show under strace.
+#[test]
+fn replay_into_new_files_fsyncs_their_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write(0, 0, &noise(1, 100_000));
+    g.cycle();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let target = out.join("v0.img");
+    let trace = tmp.path().join("trace");
+    let o = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-s", "4096", "-e", "trace=openat,fsync"])
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_cascade"))
+        .args(["replay", "journals/cg", "--to"])
+        .arg(&target)
+        .current_dir(&g.dir)
+        .output()
+        .expect("strace runs (make test installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let created = format!("\"{}\", O_WRONLY|O_CREAT|O_EXCL", target.display());
+    let dir_open = format!("\"{}\", O_RDONLY", out.display());
+    let lines: Vec<&str> = trace.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(&created))
+        .unwrap_or_else(|| panic!("no exclusive create of the target in:\n{trace}"));
+    let synced = lines[start..].iter().enumerate().any(|(i, l)| {
+        l.contains(&dir_open)
+            && l.rsplit(" = ").next().is_some_and(|fd| {
+                lines[start + i..]
+                    .iter()
+                    .any(|m| m.contains(&format!("fsync({fd})")))
+            })
+    });
+    assert!(
+        synced,
+        "the directory is never fsynced after the create:\n{trace}"
+    );
+}

@@ -150,3 +150,57 @@ fn failing_hooks_fail_the_cycle_and_commit_nothing() {
         replay_matches(&g, 2, &g.contents());
     }
 }
+
+/// A cycle whose index append fails after its Commit was fsynced has committed its
+/// delta all the same: the new snapshot stays as the next base, so the next cycle
+/// diffs against it (incremental, and exact) instead of journalling every volume
+/// again. The freeze hook turns `index.cji` into a dangling symlink, which fails the
+/// append but not a reader, who finds the delta in the segments.
+#[test]
+fn a_failed_index_append_after_the_commit_keeps_the_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[2 << 20, 1 << 20]);
+    g.write(0, 0, &noise(1, 1 << 20));
+    g.cycle();
+    let mut points = vec![g.contents()];
+    let plain = g.config_file();
+    let index = g.journal().join("index.cji");
+    let saved = g.dir.join("index.saved");
+    with_hooks(
+        &g,
+        &format!(
+            "mv {0} {1} && ln -s no-such-dir/index.cji {0}",
+            index.display(),
+            saved.display()
+        ),
+        "true",
+    );
+    g.write(1, 4096, &noise(2, 8192));
+    let cfg = g.config();
+    let err = cascade::cycle::run_cycle(&cfg, cfg.group("cg").unwrap(), &NoProgress)
+        .map(|r| r.delta)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("index.cji"), "{err}");
+    points.push(g.contents());
+    std::fs::remove_file(&index).unwrap();
+    g.write_config(&plain);
+    assert_eq!(Journal::open(&g.journal()).unwrap().last_delta(), 2);
+
+    g.write(0, 1 << 20, &noise(3, 70_000));
+    let r = g.cycle();
+    assert_eq!(
+        (r.delta, r.full),
+        (3, false),
+        "diffed against delta 2's snapshot"
+    );
+    assert!(
+        r.changed_bytes < 1 << 20,
+        "only the change is journalled: {}",
+        r.changed_bytes
+    );
+    points.push(g.contents());
+    for (i, p) in points.iter().enumerate() {
+        replay_matches(&g, i as u64 + 1, p);
+    }
+}

@@ -250,3 +250,115 @@ fn restore_names_the_damaged_object_even_when_the_manifest_agrees_with_it() {
     assert_eq!(std::fs::read(g.dir.join("old.img")).unwrap(), b"keep me");
     assert!(!g.dir.join("new.img").exists());
 }
+
+/// A restore into new files never truncates an existing `PATH.partial` (another
+/// restore may be writing it): it refuses, says what the file is and what to do,
+/// and leaves it as it was.
+#[test]
+fn restore_refuses_an_existing_partial_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = exported_to_vault(tmp.path());
+    let partial = g.dir.join("out.img.partial");
+    std::fs::write(&partial, b"another restore's bytes").unwrap();
+    let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("out.img.partial exists")
+            && t.contains("another restore")
+            && t.contains("remove it"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"another restore's bytes");
+    assert!(!g.dir.join("out.img").exists());
+    std::fs::remove_file(&partial).unwrap();
+    let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The first record of an object sizes no read beyond the record size limit: a
+/// garbled length in a (sparse, 8 GiB) object is refused as corrupt by a restore
+/// whose address space is 1 GiB, instead of reading 4 GiB into memory.
+#[test]
+fn a_garbled_first_record_length_is_refused_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = exported_to_vault(tmp.path());
+    let object = g.dir.join("vault/deltas/00000000000000000004.cjd");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &0xffff_fff0u32.to_le_bytes(), 0).unwrap();
+    f.set_len(8 << 30).unwrap();
+    let manifest = g.dir.join("vault/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for d in m["deltas"].as_array_mut().unwrap() {
+        if d["delta"] == 4 {
+            d["size"] = (8u64 << 30).into();
+        }
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 1048576 && exec \"$0\" restore --from vault --to out.img",
+            env!("CARGO_BIN_EXE_cascade"),
+        ])
+        .current_dir(&g.dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("00000000000000000004.cjd") && t.contains("over the limit"),
+        "{t}"
+    );
+    assert!(!g.dir.join("out.img").exists(), "nothing written");
+}
+
+/// An export refused because another holds the target (here `flock`, as a running
+/// export holds it) says so, and leaves the target's status file to the holder: it
+/// neither overwrites it with its own stale view nor races the holder's write.
+#[test]
+fn an_export_refused_by_the_target_lock_leaves_its_status_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = exported_to_vault(tmp.path());
+    let targets = g.dir.join("state/cg/targets");
+    let status = targets.join("vault.status.json");
+    let before = std::fs::read(&status).unwrap();
+    // flock runs the shell once it holds the lock; the shell writes its pid.
+    let marker = g.dir.join("holder.pid");
+    let mut holder = Command::new("flock")
+        .arg(targets.join("vault.lock"))
+        .args(["sh", "-c", "echo $$ > \"$0\"; exec sleep 60"])
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|p| p.ends_with('\n'))
+        {
+            break pid.trim().to_string();
+        }
+        assert!(started.elapsed().as_secs() < 10, "flock did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let o = cascade(&g, None, &["export", "-c", "cascade.yaml"]);
+    Command::new("kill").arg(&pid).status().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAILED") && text(&o).contains("locked by another cascade process"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        std::fs::read(&status).unwrap() == before,
+        "the status file is the holder's"
+    );
+    assert!(!targets.join("vault.status.json.tmp").exists());
+}

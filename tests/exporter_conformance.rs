@@ -544,3 +544,81 @@ fn history_suite(work: &Path, make: &dyn Fn(ObjectPolicy) -> (Box<dyn Exporter>,
     let err = restore_at(&bucket, work, 1, false).unwrap_err().to_string();
     assert!(err.contains("delta 1 does not exist"), "{err}");
 }
+
+/// A clock that stepped ahead for one cycle stamps that point in the future. Ages
+/// count from the clock then, not from that point: retention deletes nothing earlier
+/// because of it, and the full image the kept points restore from stays.
+#[test]
+fn a_point_stamped_in_the_future_ages_nothing_out() {
+    use cascade::journal::record::VolumeInfo;
+    use cascade::journal::JournalWriter;
+    const H: i64 = 3_600_000_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let now = cascade::clock::now_ns();
+    let volumes: Vec<VolumeInfo> = ["v0", "v1"]
+        .iter()
+        .map(|id| VolumeInfo {
+            id: id.to_string(),
+            size: 1 << 20,
+        })
+        .collect();
+    // Deltas 1..=6 an hour apart up to an hour ago, then delta 7 stamped 1000 h ahead.
+    let mut contents = vec![vec![0u8; 1 << 20]; 2];
+    let mut points = Vec::new();
+    let mut w = JournalWriter::open(&dir, 64 << 20).unwrap();
+    for i in 1..=7u64 {
+        let time = if i == 7 {
+            now + 1000 * H
+        } else {
+            now - (7 - i as i64) * H
+        };
+        let mut d = w.begin_delta(time, volumes.clone(), i == 1).unwrap();
+        let v = (i % 2) as usize;
+        let at = (i as usize) * 100_000;
+        let bytes = noise(40 + i, 60_000);
+        d.data(v as u16, at as u64, &bytes).unwrap();
+        contents[v][at..at + bytes.len()].copy_from_slice(&bytes);
+        d.commit().unwrap();
+        points.push(contents.clone());
+    }
+    drop(w);
+    let journal = Journal::open(&dir).unwrap();
+
+    // Synthetic fulls at 4 and 7; keep what is younger than 150 min.
+    let bucket = Bucket::open(
+        &tmp.path().join("vault").display().to_string(),
+        &Default::default(),
+    )
+    .unwrap();
+    let policy = ObjectPolicy {
+        synthetic_full_every: 3,
+        retention: cascade::config::Retention {
+            keep_deltas: None,
+            keep_age: Some("150m".parse().unwrap()),
+        },
+    };
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut e = ObjectExporter::with_bucket("dir", bucket.clone(), policy, &work).unwrap();
+    for d in 1..=7 {
+        e.apply(&journal, d).unwrap();
+        e.finish(&journal).unwrap();
+    }
+    let m = cascade::replica::runtime()
+        .unwrap()
+        .block_on(bucket.manifest())
+        .unwrap();
+    // Counted from the clock, points 5 and 6 (2 h and 1 h old) are young, and 7;
+    // they restore from the full image at 4, which stays. Counted from delta 7's
+    // stamp, every earlier point would be gone.
+    let kept: Vec<u64> = m.points().iter().map(|p| p.0).collect();
+    assert_eq!(kept, [4, 5, 6, 7], "{m:?}");
+    assert!(stored_keys(&bucket).contains("fulls/00000000000000000004.cjd"));
+    for p in kept {
+        assert!(
+            restore_at(&bucket, &work, p, false).unwrap() == points[p as usize - 1],
+            "restore at {p}"
+        );
+    }
+}

@@ -433,8 +433,7 @@ fn a_prune_during_a_verify_does_not_make_it_see_damage() {
 /// readers took a lock: read unguarded).
 #[test]
 fn a_journal_on_a_read_only_mount_is_read_with_or_without_the_lock_file() {
-    if !common::host::is_root() {
-        eprintln!("SKIPPED (needs root for a read-only bind mount)");
+    if !common::host::root_or_skip("a read-only bind mount") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

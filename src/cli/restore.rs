@@ -13,7 +13,8 @@ use std::process::ExitCode;
 ///
 /// Into files that do not exist yet, the restore streams: each record is applied as it
 /// arrives, to PATH.partial, renamed to PATH once complete and fsynced; any failure
-/// removes the partial files. Onto existing files or block devices, every object is
+/// removes the partial files. An existing PATH.partial (another restore running, or
+/// one that was killed) is refused: remove it once no restore runs. Onto existing files or block devices, every object is
 /// first downloaded into a scratch journal under --work-dir and checked completely
 /// (sizes, CRC-32C, every record), so a damaged replica never changes a target.
 /// Credentials come from the standard AWS environment variables (AWS_ACCESS_KEY_ID,

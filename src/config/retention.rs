@@ -8,6 +8,10 @@
 //!   keep-age: 7d      # and every point taken in the 7 days before the newest one
 //! ```
 //!
+//! Ages count back from the newest point, or from the clock when that point claims
+//! a later time: a source that stops cycling loses no history, and one point
+//! stamped in the future (a clock that stepped ahead for one cycle) ages nothing.
+//!
 //! A point is kept when either rule keeps it; with no rule, everything is kept.
 //! Deleting is then bounded by what the kept points need (a full delta to start
 //! from, the cursors of targets that still read the journal), which the callers add.
@@ -75,8 +79,8 @@ impl Retention {
     }
 
     /// The oldest restore point the policy keeps among `points` (ids and times,
-    /// ascending); None when there are no points.
-    pub fn oldest_kept(&self, points: &[(u64, i64)]) -> Option<u64> {
+    /// ascending) when the clock says `now_ns`; None when there are no points.
+    pub fn oldest_kept(&self, points: &[(u64, i64)], now_ns: i64) -> Option<u64> {
         let first = points.first()?.0;
         if !self.prunes() {
             return Some(first);
@@ -86,13 +90,16 @@ impl Retention {
             points[points.len() - n].0
         });
         // Ages count back from the newest point, not from the clock: when cycles stop
-        // (a source offline for longer than keep-age) or the clock jumps ahead, the
-        // history stays. A point is young when it and every later point are.
+        // (a source offline for longer than keep-age) the history stays. But never
+        // from a time later than the clock: a point stamped in the future (a clock
+        // that stepped ahead, then back) would make every earlier point old. A point
+        // is young when it and every later point are.
         let (newest, newest_t) = *points.last().expect("not empty");
+        let from = newest_t.min(now_ns);
         let by_age = self.keep_age.map_or(u64::MAX, |age| {
             match points
                 .iter()
-                .rposition(|(_, t)| newest_t.saturating_sub(*t) >= age.ns)
+                .rposition(|(_, t)| from.saturating_sub(*t) >= age.ns)
             {
                 Some(i) => points[i + 1].0,
                 None => first,
@@ -113,41 +120,44 @@ mod tests {
         (1..=10).map(|i| (i, i as i64 * H)).collect()
     }
 
+    /// A clock well past every point: the rules alone decide.
+    const LATER: i64 = 2000 * H;
+
     #[test]
     fn a_point_is_kept_when_either_rule_keeps_it() {
         let count = Retention {
             keep_deltas: Some(3),
             keep_age: None,
         };
-        assert_eq!(count.oldest_kept(&points()), Some(8));
+        assert_eq!(count.oldest_kept(&points(), LATER), Some(8));
         let age = |a: &str| Retention {
             keep_deltas: None,
             keep_age: Some(a.parse().unwrap()),
         };
         // Within 5 h of the newest point (10 h): points 6..=10.
-        assert_eq!(age("5h").oldest_kept(&points()), Some(6));
+        assert_eq!(age("5h").oldest_kept(&points(), LATER), Some(6));
         let both = Retention {
             keep_deltas: Some(3),
             keep_age: Some("5h".parse().unwrap()),
         };
-        assert_eq!(both.oldest_kept(&points()), Some(6));
+        assert_eq!(both.oldest_kept(&points(), LATER), Some(6));
         assert_eq!(
-            Retention::default().oldest_kept(&points()),
+            Retention::default().oldest_kept(&points(), LATER),
             Some(1),
             "no rule keeps everything"
         );
         assert_eq!(
-            age("1s").oldest_kept(&points()),
+            age("1s").oldest_kept(&points(), LATER),
             Some(10),
             "the newest point always stays"
         );
-        assert_eq!(count.oldest_kept(&[]), None);
+        assert_eq!(count.oldest_kept(&[], LATER), None);
     }
 
     /// Ages count from the newest point, not the clock: while cycles are paused (a
-    /// source offline longer than keep-age, a clock that jumped ahead) nothing ages
-    /// out; once a new point arrives, ages count back from it. A point stamped in the
-    /// future does not hold the history after it hostage.
+    /// source offline longer than keep-age) nothing ages out; once a new point
+    /// arrives, ages count back from it. A point stamped in the future does not hold
+    /// the history after it hostage.
     #[test]
     fn ages_count_back_from_the_newest_point() {
         let age = Retention {
@@ -156,11 +166,34 @@ mod tests {
         };
         let mut paused = points();
         paused.push((11, 1000 * H));
-        assert_eq!(age.oldest_kept(&paused), Some(11));
-        assert_eq!(age.oldest_kept(&points()), Some(6), "no clock involved");
+        assert_eq!(age.oldest_kept(&paused, LATER), Some(11));
+        assert_eq!(
+            age.oldest_kept(&points(), LATER),
+            Some(6),
+            "the clock far ahead changes nothing"
+        );
         let mut skewed = points();
         skewed[2].1 = 500 * H; // point 3 claims a time far ahead
-        assert_eq!(age.oldest_kept(&skewed), Some(6));
+        assert_eq!(age.oldest_kept(&skewed, LATER), Some(6));
+    }
+
+    /// The newest point stamped later than the clock (the clock stepped ahead for a
+    /// cycle, then back): ages count from the clock, so the earlier points age as
+    /// they would have, and none goes because of that one stamp.
+    #[test]
+    fn ages_never_count_from_a_point_later_than_the_clock() {
+        let age = Retention {
+            keep_deltas: None,
+            keep_age: Some("5h".parse().unwrap()),
+        };
+        let mut future = points();
+        future.push((11, 1000 * H));
+        // The clock reads 10 h: within 5 h of it, points 6..=10, and 11.
+        assert_eq!(age.oldest_kept(&future, 10 * H), Some(6));
+        // A clock behind every point makes every age negative: all young.
+        assert_eq!(age.oldest_kept(&future, 0), Some(1));
+        // Once the clock reaches the stamp, ages count from it as from any point.
+        assert_eq!(age.oldest_kept(&future, 1000 * H), Some(11));
     }
 
     #[test]

@@ -60,27 +60,41 @@ pub struct ObjectPolicy {
     pub retention: super::Retention,
 }
 
-/// A credential: usable, but its Debug never shows it. YAML may read a key of digits
-/// as a number; it is taken as the string it was written as.
+/// A credential: usable, but its Debug never shows it. YAML reads some unquoted keys
+/// as numbers or booleans (`0x1f` as 31, `+7` as 7, `1e3`, `true`), and the text
+/// written is lost by then: such a key is refused with a message to quote it, never
+/// taken as a different string. The messages never repeat the value.
 #[derive(Clone)]
 pub struct Secret(String);
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Secret, D::Error> {
         struct V;
+        fn unquoted<E: serde::de::Error>(what: &str) -> E {
+            E::custom(format!(
+                "a credential that YAML reads as {what} cannot keep the text it was \
+                 written as; quote it (secret-access-key: \"...\")"
+            ))
+        }
         impl serde::de::Visitor<'_> for V {
             type Value = Secret;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a credential string")
+                f.write_str("a credential string (quoted)")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secret, E> {
                 Ok(Secret(v.to_string()))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<Secret, E> {
+                Err(unquoted("a number"))
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Secret, E> {
+                Err(unquoted("a number"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<Secret, E> {
+                Err(unquoted("a number"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<Secret, E> {
+                Err(unquoted("a boolean"))
             }
         }
         d.deserialize_any(V)
@@ -245,5 +259,34 @@ mod tests {
             e.contains("half.yaml") && e.contains("go together") && !e.contains("hunter2"),
             "{e}"
         );
+    }
+
+    /// A key that YAML reads as a number or a boolean is refused with a message to
+    /// quote it, without repeating it; a key of digits it reads as text (`0123`), or
+    /// a quoted one, keeps every character.
+    #[test]
+    fn secrets_keep_their_exact_text_or_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |key: &str| {
+            std::fs::write(
+                dir.path().join("s3.yaml"),
+                format!("kind: object\nurl: s3://b/p\naccess-key-id: AKIAEXAMPLE\nsecret-access-key: {key}\n"),
+            )
+            .unwrap();
+            Target::load(dir.path(), "s3").map(|t| {
+                let (_, options) = t.spec.object_options().unwrap();
+                options.secret_access_key.unwrap().expose().to_string()
+            })
+        };
+        for key in ["0x1f", "0o17", "+7", "123", "12e3", "1.50", "true", ".inf"] {
+            let e = load(key).unwrap_err().to_string();
+            assert!(
+                e.contains("s3.yaml") && e.contains("quote it") && !e.contains(key),
+                "{key}: {e}"
+            );
+        }
+        assert_eq!(load("0123").unwrap(), "0123");
+        assert_eq!(load("\"0x1f\"").unwrap(), "0x1f");
+        assert_eq!(load("'+7'").unwrap(), "+7");
     }
 }

@@ -110,11 +110,12 @@ pub fn synthesize(
     })
 }
 
-/// The manifest after `policy`: the restore points it keeps, and what they need (the
-/// newest full image at or before the oldest of them, and the deltas after that).
-/// Returns the new manifest and the newest delta id nothing needs any more.
-pub fn retained(m: &Manifest, policy: &Retention) -> Option<(Manifest, u64)> {
-    let oldest = policy.oldest_kept(&m.points())?;
+/// The manifest after `policy` with the clock at `now_ns`: the restore points it
+/// keeps, and what they need (the newest full image at or before the oldest of them,
+/// and the deltas after that). Returns the new manifest and the newest delta id
+/// nothing needs any more.
+pub fn retained(m: &Manifest, policy: &Retention, now_ns: i64) -> Option<(Manifest, u64)> {
+    let oldest = policy.oldest_kept(&m.points(), now_ns)?;
     let base = m.full_at(oldest)?.delta;
     let mut kept = m.clone();
     kept.deltas
@@ -124,7 +125,7 @@ pub fn retained(m: &Manifest, policy: &Retention) -> Option<(Manifest, u64)> {
     Some((kept, base))
 }
 
-/// Applies `policy`: writes the manifest without the points it lets go first, then
+/// Applies `policy` with the clock at `now_ns`: writes the manifest without the points it lets go first, then
 /// deletes every delta or full image object at or below the new base that the
 /// manifest does not name (including leftovers of an earlier run that stopped
 /// between the two steps).
@@ -133,9 +134,10 @@ pub fn prune(
     rt: &tokio::runtime::Runtime,
     m: &Manifest,
     policy: &Retention,
+    now_ns: i64,
 ) -> Result<(Manifest, Upkeep)> {
     let mut upkeep = Upkeep::default();
-    let Some((kept, base)) = retained(m, policy) else {
+    let Some((kept, base)) = retained(m, policy, now_ns) else {
         return Ok((m.clone(), upkeep));
     };
     if kept != *m {

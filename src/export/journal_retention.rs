@@ -38,7 +38,10 @@ fn plan(cfg: &Config, cg: &ConsistencyGroup, journal: &Journal) -> JournalPrune 
     let policy_keeps_from = cg
         .journal_retention
         .prunes()
-        .then(|| cg.journal_retention.oldest_kept(&points))
+        .then(|| {
+            cg.journal_retention
+                .oldest_kept(&points, crate::clock::now_ns())
+        })
         .flatten();
     let slowest_target = cg
         .targets

@@ -130,7 +130,11 @@ pub fn export(
 }
 
 /// Brings one target of `cg` up to the newest delta of `journal`, and saves its
-/// status. The target's own failure is recorded in the status, not returned. When
+/// status. The target's own failure is recorded in the status, not returned. The
+/// status is written under the target's lock, like its cursor: an export refused
+/// because another holds the target reports that in the status it returns, but
+/// leaves the file to the export that holds it (both wrote `NAME.status.json.tmp`
+/// at once, and the refused one's stale cursor could land last). When
 /// `progress` asks to stop, the export ends at the next delta boundary, skipping the
 /// upkeep of the replica's history; the cursor then names the last delta applied.
 pub fn export_target(
@@ -159,13 +163,22 @@ pub fn export_target(
         upkeep: Upkeep::default(),
         stopped: false,
     };
-    let result = export_one(target, cg, &state, journal, &mut status, progress);
+    let (lock, result) = match crate::lock::lock(&state.join(format!("{name}.lock")), &target.file)
+    {
+        Ok(lock) => {
+            let result = export_one(target, cg, &state, journal, &mut status, progress);
+            (Some(lock), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
     status.last_export = Some(crate::clock::format_time(crate::clock::now_ns()));
     if let Err(e) = result {
         tracing::warn!(cg = %cg.name, target = %name, error = %e, "export failed");
         status.last_error = Some(e.to_string());
     }
-    save_status(&state, &status)?;
+    if lock.is_some() {
+        save_status(&state, &status)?;
+    }
     Ok(status)
 }
 
@@ -178,7 +191,6 @@ fn export_one(
     progress: &dyn Progress,
 ) -> Result<()> {
     let last = journal.last_delta();
-    let _lock = crate::lock::lock(&state.join(format!("{}.lock", target.name)), &target.file)?;
     let mut exporter = open_exporter(target, cg, state)?;
     status.cursor = exporter.cursor()?;
     journal.check_replica(&target.name, exporter.fed_by()?.as_deref(), status.cursor)?;

@@ -134,8 +134,13 @@ impl Exporter for ObjectExporter {
         }
         if self.policy.retention.prunes() {
             let m = self.manifest()?.clone();
-            let (kept, pruned) =
-                chain::prune(&self.bucket, &self.runtime, &m, &self.policy.retention)?;
+            let (kept, pruned) = chain::prune(
+                &self.bucket,
+                &self.runtime,
+                &m,
+                &self.policy.retention,
+                crate::clock::now_ns(),
+            )?;
             self.manifest = Some(kept);
             upkeep.deleted_objects = pruned.deleted_objects;
             upkeep.deleted_bytes = pruned.deleted_bytes;

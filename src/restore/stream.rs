@@ -4,7 +4,8 @@
 //! writing overlap, and no scratch copy is written. Targets are written as
 //! `PATH.partial` and renamed into place once fsynced; any failure removes them, so a
 //! bad object leaves nothing half-written, and a killed restore leaves only files
-//! named as unfinished.
+//! named as unfinished. An existing `PATH.partial` is refused, never truncated: it
+//! may belong to a restore still running.
 use crate::error::{Error, Result};
 use crate::journal::frame::{self, FrameRead, Pos};
 use crate::journal::index::Entry;
@@ -39,12 +40,20 @@ pub fn restore_into_new_files(
     let mut open: HashMap<String, VolumeFile> = HashMap::new();
     for (id, path) in &chosen {
         let partial = partial_path(path);
+        // Never truncated: it may be another restore's file, still being written.
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&partial)
-            .map_err(Error::io("cannot create restore target", &partial))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(format!(
+                    "{} exists: another restore to {} is running, or one was stopped part \
+                     way and left it; if none runs, remove it and restore again",
+                    partial.display(),
+                    path.display()
+                )),
+                _ => Error::io("cannot create restore target", &partial)(e),
+            })?;
         created.0.push(partial.clone());
         open.insert(
             id.clone(),
@@ -183,7 +192,15 @@ async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
     let len = head.get(0..4).map_or(0, |b| {
         u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64
     });
-    let whole = get(0..(frame::FRAME_LEN + len).min(d.size)).await?;
+    // A garbled length must not size the read (a full image's object can be far
+    // larger than memory): past the record size limit the frame alone is read, and
+    // read_frame refuses it.
+    let body = if len <= frame::MAX_PAYLOAD as u64 {
+        len
+    } else {
+        0
+    };
+    let whole = get(0..(frame::FRAME_LEN + body).min(d.size)).await?;
     let mut payload = Vec::new();
     let bad = |why: String| corrupt_object(bucket, d, 0, why);
     match frame::read_frame(&mut whole.as_ref(), &mut payload)

@@ -17,6 +17,31 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Set by `make test`: a test that needs root (loop devices, mounts, the XFS with
+/// reflink) fails instead of skipping when it cannot run, so CI cannot pass it unrun.
+pub const REQUIRE_ROOT: &str = "CASCADE_REQUIRE_ROOT";
+
+/// Says why a test that needs root cannot run: it panics when [`REQUIRE_ROOT`] is
+/// set, else prints a loud `SKIPPED` line naming `what` and the reason, and the
+/// caller returns.
+pub fn skip(what: &str, why: &str) {
+    assert!(
+        std::env::var_os(REQUIRE_ROOT).is_none(),
+        "{what} cannot run ({why}), and {REQUIRE_ROOT} is set: run the tests as root with \
+         what `make test` installs"
+    );
+    eprintln!("SKIPPED: {what}: {why}");
+}
+
+/// True when running as root; otherwise [`skip`]s with that reason and returns false.
+pub fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(what, "needs root");
+    false
+}
+
 /// `name` on `PATH`, or in the sbin directories often missing from it.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -2,7 +2,7 @@
 //! when dropped, and waited for until the kernel has really let it go.
 //!
 //! Works wherever the test process runs as root, also inside the LVM test VM.
-use super::host::{find_tool, is_root, retry, try_run};
+use super::host::{find_tool, is_root, retry, skip, try_run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -41,10 +41,11 @@ impl LoopDev {
         })
     }
 
-    /// [`LoopDev::attach`], or `None` after a loud `SKIPPED` line naming `what`.
+    /// [`LoopDev::attach`], or `None` after a loud `SKIPPED` line naming `what`
+    /// (a failure when CASCADE_REQUIRE_ROOT is set, see [`super::host::skip`]).
     pub fn attach_or_skip(backing: &Path, what: &str) -> Option<LoopDev> {
         LoopDev::attach(backing)
-            .map_err(|e| eprintln!("SKIPPED (needs root for loop devices): {what}: {e}"))
+            .map_err(|e| skip(what, &format!("needs root for loop devices: {e}")))
             .ok()
     }
 

@@ -1,11 +1,12 @@
 //! Test fixture: a scratch XFS filesystem (with reflink) on a loop device.
 //!
 //! Needs root and xfsprogs; without them [`XfsMount::new`] prints a loud
-//! `SKIPPED` line and returns `None` so the calling test can return early.
+//! `SKIPPED` line and returns `None` so the calling test can return early, or
+//! fails when CASCADE_REQUIRE_ROOT is set ([`super::host::skip`]).
 //! Once those are confirmed, any failing step panics with the command's
 //! stderr: a broken environment must not look like a skipped test.
 
-use super::host::{find_tool, is_root, run};
+use super::host::{find_tool, root_or_skip, run, skip};
 use super::loopdev::LoopDev;
 use super::mount::Mount;
 use std::ffi::OsStr;
@@ -37,7 +38,8 @@ pub struct XfsMount {
 impl XfsMount {
     /// Makes and mounts a `size_mib` MiB XFS filesystem, or returns `None`
     /// (after an `eprintln!` starting with `SKIPPED`) when not running as
-    /// root or when `mkfs.xfs` is not installed.
+    /// root or when `mkfs.xfs` is not installed; with CASCADE_REQUIRE_ROOT set,
+    /// panics instead.
     ///
     /// Sizes below 300 MiB are honoured (xfsprogs is told it runs under
     /// fstests); the backing file is sparse so the size costs no disk space.
@@ -47,12 +49,14 @@ impl XfsMount {
     /// If any step (losetup, mkfs.xfs, mount) fails once root and xfsprogs
     /// are confirmed.
     pub fn new(size_mib: u64) -> Option<XfsMount> {
-        if !is_root() {
-            eprintln!("SKIPPED (needs root and xfsprogs): not running as root");
+        if !root_or_skip("an XFS file system with reflink") {
             return None;
         }
         let Some(mkfs) = find_tool("mkfs.xfs") else {
-            eprintln!("SKIPPED (needs root and xfsprogs): mkfs.xfs not found");
+            skip(
+                "an XFS file system with reflink",
+                "mkfs.xfs not found (xfsprogs)",
+            );
             return None;
         };
         assert!(size_mib > 0, "XfsMount::new: size must be positive");
