@@ -476,3 +476,32 @@ fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
         "a target at the cut goes on exactly"
     );
 }
+
+/// An index append is not fsynced: after a power cut on a file system that can show a
+/// freed block in a grown file (ext4 `data=writeback`), the index may end in valid
+/// frames of an older index file. They are not the next entry and must not be believed.
+#[test]
+fn stale_index_frames_after_the_last_entry_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("j");
+    journal(&j, 3, 64 << 20);
+    let index = std::fs::read(index_path(&j)).unwrap();
+    // The first entry again, whole and with a valid checksum, after the last one.
+    let entry_len = index.len() / 3;
+    let mut stale = index.clone();
+    stale.extend_from_slice(&index[..entry_len]);
+    std::fs::write(index_path(&j), &stale).unwrap();
+    let loaded = Index::load(&j).unwrap();
+    assert_eq!(
+        loaded.deltas.len(),
+        3,
+        "the stale frame is not a fourth entry"
+    );
+    assert!(
+        loaded.torn,
+        "the index is rewritten at the next writer's open"
+    );
+    let r = Journal::open(&j).unwrap();
+    assert_eq!(r.last_delta(), 3);
+    assert!(verify(&j, &NoProgress).unwrap().ok);
+}

@@ -72,7 +72,7 @@ impl Params {
         Params {
             cycles: get("CASCADE_CRASH_CYCLES", 6),
             subsets: get("CASCADE_CRASH_SUBSETS", 2) as usize,
-            max_states: get("CASCADE_CRASH_STATES", 300) as usize,
+            max_states: get("CASCADE_CRASH_STATES", 200) as usize,
             seed: get("CASCADE_CRASH_SEED", 11),
         }
     }
@@ -784,11 +784,34 @@ fn power_cut_states() {
         .collect();
     let found = states.len();
     if states.len() > p.max_states {
-        // An even spread over the whole run, so every phase is cut somewhere.
-        let step = states.len() as f64 / p.max_states as f64;
-        states = (0..p.max_states)
-            .map(|k| states[(k as f64 * step) as usize].clone())
-            .collect();
+        // Every state of the killed cycle's recovery (where a torn delta lies on the
+        // disk), then an even spread over the rest of the run, so every phase is cut
+        // somewhere.
+        let marked = |from: usize, prefix: &str| {
+            (from..log.entries.len()).find(|&i| {
+                log.entries[i]
+                    .mark
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(prefix))
+            })
+        };
+        let killed = marked(0, "killed:");
+        let recovered = killed.and_then(|k| marked(k, "cycle:"));
+        let in_recovery = |s: &State| match (killed, recovered) {
+            (Some(k), Some(r)) => s.upto >= k && s.upto <= r,
+            _ => false,
+        };
+        let (mut chosen, rest): (Vec<State>, Vec<State>) =
+            states.into_iter().partition(in_recovery);
+        let recovery = chosen.len();
+        let want = p.max_states.saturating_sub(recovery).min(rest.len());
+        let step = rest.len() as f64 / want.max(1) as f64;
+        chosen.extend((0..want).map(|k| rest[(k as f64 * step) as usize].clone()));
+        chosen.sort_by_key(|s| s.upto);
+        eprintln!(
+            "power-cut harness: all {recovery} states of the killed cycle's recovery are tried"
+        );
+        states = chosen;
     }
     eprintln!(
         "power-cut harness: {} log entries, {found} states, trying {}",

@@ -165,6 +165,12 @@ impl Index {
                 FrameRead::Frame { kind, .. } => match Entry::decode(kind, &payload) {
                     // Pruned, but the index was not rewritten before a crash.
                     Ok(e) if e.end() <= index.start.pos => index.torn = true,
+                    // Not the next append: bytes a crash left there (a freed block
+                    // of an older index file, under data=writeback).
+                    Ok(e) if !index.follows(&e) => {
+                        index.torn = true;
+                        break;
+                    }
                     Ok(e) => {
                         index.push(e);
                         index.on_disk += 1;
@@ -177,6 +183,22 @@ impl Index {
             }
         }
         Ok(index)
+    }
+
+    /// Whether `e` can be the entry after the last one: ids dense from the start,
+    /// and records that lie after the last entry's.
+    fn follows(&self, e: &Entry) -> bool {
+        let last_delta = self
+            .deltas
+            .last()
+            .map_or(self.start.delta.saturating_sub(1), |d| d.delta);
+        let last_seq = self.bookmarks.last().map_or(self.start.seq, |b| b.seq);
+        match e {
+            Entry::Delta(d) => d.delta == last_delta + 1 && d.begin >= self.end(),
+            Entry::Bookmark(b) => {
+                b.seq == last_seq + 1 && b.after_delta == last_delta && b.at >= self.end()
+            }
+        }
     }
 
     pub fn push(&mut self, e: Entry) {

@@ -95,12 +95,14 @@ impl Journal {
     fn load(dir: &Path, opener: Opener) -> Result<Journal> {
         check_journal_dir(dir)?;
         let readers = readers::share(dir)?;
-        let mut index = Index::load(dir)?;
-        check_segments(dir, &index)?;
-        let tail = catch_up(dir, &mut index, opener)?;
+        // The id before the index: a repair writes the index first and the new id
+        // after it, so an id read first never names deltas the repair cut.
         let id = std::fs::read_to_string(dir.join(ID_FILE))
             .ok()
             .map(|s| s.trim().to_string());
+        let mut index = Index::load(dir)?;
+        check_segments(dir, &index)?;
+        let tail = catch_up(dir, &mut index, opener)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
             id,

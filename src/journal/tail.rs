@@ -56,7 +56,9 @@ pub fn damage(dir: &Path, at: Pos, before: Before, indexed_end: Pos) -> Result<O
         }
     }
     for n in segments.into_iter().filter(|n| *n >= at.segment) {
-        let start = if n == at.segment { at.offset + 1 } else { 0 };
+        // From the break itself: a valid frame of a later transaction there (a
+        // grammar break) is evidence too; the in-flight one's own frames are not.
+        let start = if n == at.segment { at.offset } else { 0 };
         if let Some((offset, what)) = scan_segment(&frame::segment_path(dir, n), start, before)? {
             return Ok(Some(format!(
                 "{what} follows it at segment {n} offset {offset}, so the transaction written \
@@ -177,10 +179,16 @@ mod tests {
                 .is_some_and(|r| r.contains("delta 3") && r.contains("offset 1048556")),
             "{found:?}"
         );
+        assert!(
+            damage(dir.path(), at((1 << 20) - 20), FRESH, NO_INDEX)
+                .unwrap()
+                .is_some(),
+            "a later commit at the break itself (a grammar break) is evidence too"
+        );
         assert_eq!(
-            damage(dir.path(), at((1 << 20) - 20), FRESH, NO_INDEX).unwrap(),
+            damage(dir.path(), at((1 << 20) - 19), FRESH, NO_INDEX).unwrap(),
             None,
-            "only after the break"
+            "only from the break on"
         );
         let mut broken = bytes.clone();
         broken[(1 << 20) - 20 + 20] ^= 1;
