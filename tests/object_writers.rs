@@ -353,7 +353,8 @@ fn entry(delta: u64) -> ManifestDelta {
     ManifestDelta {
         delta,
         time_ns: 1_700_000_000_000_000_000 + delta as i64,
-        flags: u32::from(delta == 1),
+        // Full images now and then, so retention has a base to keep from.
+        flags: u32::from(delta == 1 || delta.is_multiple_of(50)),
         key: format!("deltas/{delta:020}-00000000-0000-0000-0000-000000000000.cjd"),
         size: 1 << 20,
         crc32c: delta as u32,
@@ -387,12 +388,28 @@ fn manifest_bytes_per_delta_stay_bounded() {
     );
     assert_eq!(rt.block_on(bucket.manifest()).unwrap(), m);
 
-    // Retention lets the oldest go: the head lists from the new oldest delta on, and a
-    // chunk straddling it is still read.
-    m.deltas.drain(..n as usize + 10);
-    rt.block_on(bucket.put_manifest(&m, &mut stored, &writer))
-        .unwrap();
-    assert_eq!(rt.block_on(bucket.manifest()).unwrap(), m);
+    // Retention lets the oldest go: the head lists from the new oldest delta on, a
+    // chunk straddling it is still read, and the chunks wholly before it are deleted.
+    let keep = Retention {
+        keep_deltas: Some(10),
+        keep_age: None,
+    };
+    let (kept, _) =
+        cascade::export::chain::prune(&bucket, &rt, &m, &keep, (&mut stored, &writer)).unwrap();
+    let base = 3 * n / 50 * 50;
+    assert_eq!(kept.deltas.first().map(|d| d.delta), Some(base));
+    assert_eq!(rt.block_on(bucket.manifest()).unwrap(), kept);
+    let chunks: Vec<String> = objects(&bucket)
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("manifest.d/"))
+        .collect();
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    assert!(
+        chunks[0].contains(&format!("/{:020}-{:020}-", 2 * n + 1, 3 * n)),
+        "{chunks:?}"
+    );
+    m = kept;
     m.deltas.clear();
     rt.block_on(bucket.put_manifest(&m, &mut stored, &writer))
         .unwrap();
