@@ -133,3 +133,65 @@ fn a_cursor_of_the_old_identity_format_is_accepted_and_upgraded() {
     mknod(&node, &dev.device);
     exporter(&cfg).apply(&journal, 3).unwrap();
 }
+
+/// Inside the VM, with real device-mapper: a thin LV is known by its dm uuid, so a
+/// replica LV deactivated and activated again (a new node, perhaps a new minor) is
+/// the same replica, and another LV behind the same link is not; a target naming a
+/// thin volume of the group, by `/dev/VG/LV` or `/dev/mapper/VG-LV`, is the source.
+#[test]
+fn thin_volumes_are_known_by_their_dm_uuid() {
+    let Some(scratch) = common::vm::in_vm("thin_volumes_are_known_by_their_dm_uuid") else {
+        return;
+    };
+    let vg = common::vm::ThinVg::new(&scratch, "cbid", 128);
+    let source = vg.thin_lv("src", 8);
+    let (rep, other) = (vg.thin_lv("rep", 8), vg.thin_lv("other", 8));
+    let g = Group::with_volumes(
+        &scratch.join("group"),
+        vec![common::config::Volume::lvm_thin("v0", "cbid/src")],
+        vec![source.clone()],
+    );
+    g.write(0, 4096, &noise(1, 1 << 20));
+    g.cycle();
+    g.write(0, 2 << 20, &noise(2, 1 << 20));
+    g.cycle();
+    let journal = Journal::open(&g.journal()).unwrap();
+    g.configure(|c| c.groups[0].targets = vec!["replica".into()]);
+
+    for name in ["/dev/cbid/src", "/dev/mapper/cbid-src"] {
+        g.write_target("replica", &TargetFile::block([("v0", name)]));
+        let cfg = g.config();
+        let cg = cfg.group("cg").unwrap();
+        let state = cascade::export::targets_state(&cfg, cg);
+        let err = open_exporter(cfg.target("replica").unwrap(), cg, &state)
+            .err()
+            .expect(name)
+            .to_string();
+        assert!(err.contains("is the source volume `v0` itself"), "{err}");
+    }
+
+    let link = scratch.join("replica-link");
+    std::os::unix::fs::symlink(&rep, &link).unwrap();
+    g.write_target("replica", &TargetFile::block([("v0", link.clone())]));
+    let cfg = g.config();
+    exporter(&cfg).apply(&journal, 1).unwrap();
+    let (id, node) = (
+        cascade::fsutil::file_identity(&rep),
+        cascade::fsutil::node_identity(&rep),
+    );
+    assert!(id.starts_with("block dm LVM-"), "{id}");
+    common::vm::sh("lvchange -q -an cbid/rep && lvchange -q -ay cbid/rep");
+    assert_ne!(cascade::fsutil::node_identity(&rep), node, "a new node");
+    assert_eq!(cascade::fsutil::file_identity(&rep), id);
+    // Another thin LV behind the link is refused, the reactivated one accepted.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&other, &link).unwrap();
+    refused(&cfg, &journal, 2);
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&rep, &link).unwrap();
+    exporter(&cfg).apply(&journal, 2).unwrap();
+    assert!(
+        std::fs::read(&rep).unwrap() == g.contents()[0],
+        "the replica is exact"
+    );
+}
