@@ -108,6 +108,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another exporter wrote an object replica's manifest since this one read it:
+    /// two writers on one prefix would overwrite each other and prune each other's
+    /// objects, so the later one stops. Named by what the manifest says of its writer.
+    #[error("object store {url}: the manifest was written meanwhile by another exporter, {writer}; this export stopped and deleted nothing (one exporter per replica: give each its own prefix)")]
+    OtherWriter { url: String, writer: String },
+
     /// An external command (a hook, an lvm2 tool) that failed.
     #[error("command `{command}` failed ({status}): {stderr}")]
     Command {

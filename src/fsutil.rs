@@ -89,10 +89,26 @@ impl Drop for Scratch {
     }
 }
 
-/// What makes two paths the same file: device, inode and birth time when it exists
-/// (an inode number alone is reused as soon as a file is deleted), else the absolute
-/// path.
+/// What makes two paths the same file or device, now and after a reboot. A block
+/// device is named by what it is ([`crate::sys::stable_id`]: a loop device's backing
+/// file, a device-mapper uuid, a disk's wwid), because its node is recreated at
+/// every boot; a file by [`node_identity`]; a missing path by its absolute path.
 pub fn file_identity(p: &Path) -> String {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match std::fs::metadata(p) {
+        Ok(m) if m.file_type().is_block_device() => format!(
+            "block {}",
+            crate::sys::stable_id(libc::major(m.rdev()), libc::minor(m.rdev()))
+        ),
+        _ => node_identity(p),
+    }
+}
+
+/// The inode a path names: device, inode and birth time when it exists (an inode
+/// number alone is reused as soon as a file is deleted), else the absolute path.
+/// For a block device this names only its node; cursors written before
+/// [`file_identity`] knew devices hold it.
+pub fn node_identity(p: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(p) {
         Ok(m) => {

@@ -7,7 +7,7 @@ mod common;
 use cascade::journal::Journal;
 use common::config::{command, GroupConfig, ObjectTarget, Schedule, Volume};
 use common::daemon::Daemon;
-use common::group::{noise, Group};
+use common::group::{delta_object, noise, Group};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -377,11 +377,10 @@ fn sigterm_during_an_export_stops_at_a_delta_boundary() {
         points.push(g.contents());
     }
     let d = Daemon::start(&g.dir, "first", &[]);
-    let first = g.dir.join(format!("vault-store/deltas/{:020}.cjd", 1));
     d.until(
         "the first delta to reach the vault",
         Duration::from_secs(60),
-        || first.exists(),
+        || delta_object(&g.dir.join("vault-store"), 1).is_some(),
     );
     assert!(d.stop().success(), "a clean stop exits 0");
     let stopped = Daemon::stopped_at(&g.dir.join("first.log"));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::config::TargetFile;
-use common::group::{noise, Group};
+use common::group::{delta_object, noise, Group};
 use common::s3::S3Server;
 use std::process::{Command, Output};
 
@@ -161,7 +161,7 @@ fn exported_to_vault(dir: &std::path::Path) -> Group {
 fn restore_refuses_a_missing_or_damaged_object() {
     let tmp = tempfile::tempdir().unwrap();
     let g = exported_to_vault(tmp.path());
-    let object = g.dir.join("vault/deltas/00000000000000000002.cjd");
+    let object = delta_object(&g.dir.join("vault"), 2).unwrap();
 
     let bytes = std::fs::read(&object).unwrap();
     let mut flipped = bytes.clone();
@@ -172,7 +172,7 @@ fn restore_refuses_a_missing_or_damaged_object() {
     let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "out.img"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
-        text(&o).contains("00000000000000000002.cjd") && text(&o).contains("checksum mismatch"),
+        text(&o).contains("deltas/00000000000000000002-") && text(&o).contains("checksum mismatch"),
         "{}",
         text(&o)
     );
@@ -183,7 +183,7 @@ fn restore_refuses_a_missing_or_damaged_object() {
     let o = cascade(&g, None, &["restore", "--from", "vault", "--to", "old.img"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
-        text(&o).contains("00000000000000000002.cjd") && text(&o).contains("manifest says"),
+        text(&o).contains("deltas/00000000000000000002-") && text(&o).contains("manifest says"),
         "{}",
         text(&o)
     );
@@ -216,7 +216,7 @@ fn restore_names_the_damaged_object_even_when_the_manifest_agrees_with_it() {
     let g = exported_to_vault(tmp.path());
     // Damage delta 2's records and make the manifest agree with the damaged object,
     // so only the records' own checksums can find it.
-    let object = g.dir.join("vault/deltas/00000000000000000002.cjd");
+    let object = delta_object(&g.dir.join("vault"), 2).unwrap();
     let mut bytes = std::fs::read(&object).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
@@ -240,7 +240,7 @@ fn restore_names_the_damaged_object_even_when_the_manifest_agrees_with_it() {
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         let t = text(&o);
         assert!(
-            t.contains("deltas/00000000000000000002.cjd")
+            t.contains("deltas/00000000000000000002-")
                 && t.contains("delta 2")
                 && t.contains("checksum mismatch")
                 && !t.contains("cascade-restore-"),

@@ -110,7 +110,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
             Error::Corrupt { .. } | Error::CorruptObject { .. } | Error::UnsupportedVersion { .. },
         ) => 4,
         Some(Error::TargetTooSmall { .. }) => 5,
-        Some(Error::Locked { .. } | Error::DaemonRunning { .. }) => 6,
+        Some(Error::Locked { .. } | Error::DaemonRunning { .. } | Error::OtherWriter { .. }) => 6,
         _ => 1,
     };
     ExitCode::from(code)

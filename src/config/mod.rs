@@ -96,6 +96,31 @@ pub struct Volume {
     pub lv: Option<String>,
 }
 
+impl Volume {
+    /// The names the source's data can be reached by: a file volume's image file; a
+    /// thin volume's `/dev/VG/LV` and `/dev/mapper/VG-LV` (both links to one
+    /// `/dev/dm-N`), so a replica named by either is seen to be the source.
+    pub fn device_paths(&self) -> Vec<PathBuf> {
+        match (
+            &self.path,
+            self.lv.as_deref().and_then(|lv| lv.split_once('/')),
+        ) {
+            (Some(p), _) => vec![p.clone()],
+            (None, Some((vg, lv))) => vec![
+                PathBuf::from(format!("/dev/{vg}/{lv}")),
+                PathBuf::from(format!("/dev/mapper/{}", dm_name(vg, lv))),
+            ],
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// The device-mapper name of LV `lv` of VG `vg`: device-mapper doubles the hyphens
+/// inside VG and LV names.
+pub fn dm_name(vg: &str, lv: &str) -> String {
+    format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverKind {
@@ -312,6 +337,11 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, Path::new("/etc/cascade/test.yaml"))
+    }
+
+    #[test]
+    fn device_mapper_names_double_hyphens() {
+        assert_eq!(dm_name("vg-a", "thin-pool"), "vg--a-thin--pool");
     }
 
     const GOOD: &str = "state-dir: state\njournal-dir: /j\nconsistency-groups:\n  - name: db\n    volumes:\n      - id: data\n        driver: file\n        path: data.img\n";

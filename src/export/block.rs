@@ -54,29 +54,31 @@ impl BlockExporter {
         }
         // A replica that is a source volume, or one file for two volumes, would be
         // overwritten by the export: refuse it before anything is written.
-        let sources: Vec<(String, String)> = cg
+        let sources: Vec<(&String, Vec<String>)> = cg
             .volumes
             .iter()
-            .filter_map(|v| {
-                v.path
-                    .as_ref()
-                    .map(|p| (v.id.clone(), crate::fsutil::file_identity(p)))
+            .map(|v| {
+                (
+                    &v.id,
+                    v.device_paths().iter().flat_map(|p| names(p)).collect(),
+                )
             })
             .collect();
-        let mut seen: Vec<(&String, String)> = Vec::new();
+        let mut seen: Vec<(&String, Vec<String>)> = Vec::new();
         for (id, path) in volumes {
-            let me = crate::fsutil::file_identity(path);
+            let me = names(path);
+            let same = |other: &Vec<String>| other.iter().any(|n| me.contains(n));
             let bad = |reason: String| Error::Config {
                 file: target.file.clone(),
                 reason,
             };
-            if let Some((src, _)) = sources.iter().find(|(_, s)| *s == me) {
+            if let Some((src, _)) = sources.iter().find(|(_, s)| same(s)) {
                 return Err(bad(format!(
                     "volumes.{id}: {} is the source volume `{src}` itself",
                     path.display()
                 )));
             }
-            if let Some((other, _)) = seen.iter().find(|(_, s)| *s == me) {
+            if let Some((other, _)) = seen.iter().find(|(_, s)| same(s)) {
                 return Err(bad(format!(
                     "volumes: `{other}` and `{id}` would both be written to {}",
                     path.display()
@@ -156,10 +158,14 @@ impl Exporter for BlockExporter {
         let devices = self.open(journal, delta)?;
         for (id, d) in &devices {
             let now = crate::fsutil::file_identity(&d.path);
+            // A cursor written before devices had stable ids names the node; while
+            // the node is the same it is the same device, and the cursor learns the
+            // stable id below.
+            let node = crate::fsutil::node_identity(&d.path);
             match state.replicas.get(id) {
-                Some(was) if state.delta > 0 && *was != now => {
+                Some(was) if state.delta > 0 && *was != now && *was != node => {
                     return Err(Error::InvalidArgument(format!(
-                        "target `{}`: {} for volume `{id}` is not the file that received deltas up to {} ({was}, now {now}); \
+                        "target `{}`: {} for volume `{id}` is not the file that received deltas up to {} (that was {was}; this is {now}); \
                          to rebuild it from the start of the journal, remove {}",
                         self.name,
                         d.path.display(),
@@ -189,5 +195,51 @@ impl Exporter for BlockExporter {
         state.journal = journal.id().map(String::from);
         self.cursor.set(&state)?;
         Ok(journal.delta(delta)?.stored_bytes)
+    }
+}
+
+/// What identifies the file or device at `path` (see [`crate::fsutil::file_identity`]),
+/// and its absolute path: a thin volume's node need not exist on this host while the
+/// volume is inactive, and its names still say what it is.
+fn names(path: &Path) -> Vec<String> {
+    let mut out = vec![crate::fsutil::file_identity(path)];
+    if let Ok(abs) = std::path::absolute(path) {
+        out.push(abs.display().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, TargetSpec};
+
+    /// A block target onto a thin volume of the group, by either of the names LVM
+    /// gives it, is the source itself; no LVM is needed to see that.
+    #[test]
+    fn a_thin_volume_of_the_group_is_no_replica() {
+        let cfg = Config::parse(
+            "state-dir: s\njournal-dir: j\nconsistency-groups:\n  - name: db\n    volumes:\n      - id: data\n        driver: lvm-thin\n        lv: vg-0/thin-1\n",
+            Path::new("/etc/cascade/c.yaml"),
+        )
+        .unwrap();
+        let cg = cfg.group("db").unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let open = |replica: &str| {
+            let volumes = BTreeMap::from([("data".to_string(), PathBuf::from(replica))]);
+            let target = Target {
+                name: "r".into(),
+                file: "/etc/cascade/r.yaml".into(),
+                spec: TargetSpec::Block {
+                    volumes: volumes.clone(),
+                },
+            };
+            BlockExporter::new(&target, cg, &volumes, state.path())
+        };
+        for name in ["/dev/vg-0/thin-1", "/dev/mapper/vg--0-thin--1"] {
+            let err = open(name).err().expect(name).to_string();
+            assert!(err.contains("is the source volume `data` itself"), "{err}");
+        }
+        assert!(open("/dev/mapper/vg--0-replica").is_ok());
     }
 }

@@ -12,7 +12,7 @@ use crate::fsutil::Scratch;
 use crate::journal::record::VolumeInfo;
 use crate::journal::{JournalWriter, Point};
 use crate::replay::Destination;
-use crate::replica::{upload_range, Bucket, Manifest, ManifestDelta};
+use crate::replica::{upload_range, Bucket, Manifest, ManifestDelta, Stored, Writer};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -39,14 +39,16 @@ pub fn full_due(m: &Manifest, every: u64) -> bool {
 }
 
 /// Builds a full image of the replica's newest delta, whose volumes are `volumes`,
-/// and uploads it as `fulls/N.cjd`; scratch space (as much as the volumes' data,
-/// sparse) comes from `work`. Returns its manifest entry; the caller records it.
+/// and uploads it as `fulls/N-W.cjd` (`W`: the id of writer `by`); scratch space (as much
+/// as the volumes' data, sparse) comes from `work`. Returns its manifest entry; the
+/// caller records it.
 pub fn synthesize(
     bucket: &Bucket,
     rt: &tokio::runtime::Runtime,
     m: &Manifest,
     volumes: &[VolumeInfo],
     work: &Path,
+    by: &Writer,
 ) -> Result<ManifestDelta> {
     let n = m.cursor();
     let time_ns = m.points().iter().find(|p| p.0 == n).map_or(0, |p| p.1);
@@ -91,7 +93,7 @@ pub fn synthesize(
         )?;
     }
     let entry = delta.commit()?;
-    let key = format!("fulls/{n:020}.cjd");
+    let key = format!("fulls/{n:020}-{}.cjd", by.id);
     let (size, crc32c) = rt.block_on(upload_range(
         bucket,
         &key,
@@ -125,23 +127,26 @@ pub fn retained(m: &Manifest, policy: &Retention, now_ns: i64) -> Option<(Manife
     Some((kept, base))
 }
 
-/// Applies `policy` with the clock at `now_ns`: writes the manifest without the points it lets go first, then
-/// deletes every delta or full image object at or below the new base that the
-/// manifest does not name (including leftovers of an earlier run that stopped
-/// between the two steps).
+/// Applies `policy` with the clock at `now_ns`: writes the manifest without the points it lets go first (as
+/// `writer`, conditionally on the head `stored` describes, so nothing is deleted on
+/// the word of a manifest another writer has replaced), then deletes every delta or
+/// full image object at or below the new base that the manifest does not name, and
+/// every manifest chunk wholly before its oldest delta (including leftovers of an
+/// earlier run that stopped between the two steps, or of a writer that lost a race).
 pub fn prune(
     bucket: &Bucket,
     rt: &tokio::runtime::Runtime,
     m: &Manifest,
     policy: &Retention,
     now_ns: i64,
+    (stored, writer): (&mut Stored, &Writer),
 ) -> Result<(Manifest, Upkeep)> {
     let mut upkeep = Upkeep::default();
     let Some((kept, base)) = retained(m, policy, now_ns) else {
         return Ok((m.clone(), upkeep));
     };
     if kept != *m {
-        rt.block_on(bucket.put_manifest(&kept))?;
+        rt.block_on(bucket.put_manifest(&kept, stored, writer))?;
     }
     let named: HashSet<&str> = kept
         .deltas
@@ -149,8 +154,12 @@ pub fn prune(
         .chain(&kept.fulls)
         .map(|d| d.key.as_str())
         .collect();
+    // Delta ids in keys: `deltas/N.cjd` (format 1), `deltas/N-W.cjd`, and a chunk's
+    // last delta in `manifest.d/F-L-W.json`.
+    let field = |name: &str, n: usize| name.split(['-', '.']).nth(n)?.parse::<u64>().ok();
+    let first = kept.deltas.first().map_or(u64::MAX, |d| d.delta);
     rt.block_on(async {
-        for dir in ["deltas", "fulls"] {
+        for dir in ["deltas", "fulls", "manifest.d"] {
             let prefix = bucket.key(dir);
             let mut list = bucket.store.list(Some(&prefix));
             let mut doomed = Vec::new();
@@ -160,10 +169,12 @@ pub fn prune(
                     continue;
                 };
                 let key = format!("{dir}/{name}");
-                let id = name
-                    .strip_suffix(".cjd")
-                    .and_then(|n| n.parse::<u64>().ok());
-                if id.is_some_and(|id| id <= base) && !named.contains(key.as_str()) {
+                let unneeded = if dir == "manifest.d" {
+                    field(name, 1).is_some_and(|last| last < first)
+                } else {
+                    field(name, 0).is_some_and(|id| id <= base) && !named.contains(key.as_str())
+                };
+                if unneeded {
                     doomed.push((meta.location, meta.size));
                 }
             }

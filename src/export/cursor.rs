@@ -18,7 +18,8 @@ pub struct CursorState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applying: Option<u64>,
     pub journal: Option<String>,
-    /// Volume id → identity of the file written (device and inode).
+    /// Volume id → identity of the file or device written ([`crate::fsutil::file_identity`]:
+    /// a device by what it is, so the cursor survives its node being recreated at boot).
     pub replicas: std::collections::BTreeMap<String, String>,
 }
 

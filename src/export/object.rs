@@ -7,7 +7,7 @@ use crate::config::{ObjectPolicy, Target};
 use crate::error::{Error, Result};
 use crate::journal::{BookmarkEntry, Journal};
 use crate::progress::NoProgress;
-use crate::replica::{runtime, upload_range, Bucket, Manifest, ManifestDelta};
+use crate::replica::{runtime, upload_range, Bucket, Manifest, ManifestDelta, Stored, Writer};
 use std::path::{Path, PathBuf};
 
 pub struct ObjectExporter {
@@ -18,6 +18,11 @@ pub struct ObjectExporter {
     work: PathBuf,
     runtime: tokio::runtime::Runtime,
     manifest: Option<Manifest>,
+    /// The head last read or written: the version the next conditional write of the
+    /// manifest must match, kept across the deltas of one export.
+    stored: Stored,
+    /// This exporter, as the manifest names it to another writer.
+    writer: Writer,
 }
 
 impl ObjectExporter {
@@ -54,19 +59,27 @@ impl ObjectExporter {
             work: work.to_path_buf(),
             runtime: runtime()?,
             manifest: None,
+            stored: Stored::default(),
+            writer: Writer::this_process()?,
         })
     }
 
+    /// Writes `m` as the manifest. On failure what was read is forgotten: the write
+    /// may have landed, or another writer may own the replica, so the next use reads
+    /// the manifest again.
     fn put_manifest(&mut self, m: Manifest) -> Result<()> {
-        self.runtime.block_on(self.bucket.put_manifest(&m))?;
-        self.manifest = Some(m);
-        Ok(())
+        let put =
+            self.runtime
+                .block_on(self.bucket.put_manifest(&m, &mut self.stored, &self.writer));
+        self.manifest = put.is_ok().then_some(m);
+        put
     }
 
     fn manifest(&mut self) -> Result<&mut Manifest> {
         if self.manifest.is_none() {
-            let m = self.runtime.block_on(self.bucket.manifest())?;
+            let (m, stored) = self.runtime.block_on(self.bucket.load_manifest())?;
             self.manifest = Some(m);
+            self.stored = stored;
         }
         Ok(self.manifest.as_mut().expect("loaded above"))
     }
@@ -88,7 +101,7 @@ impl Exporter for ObjectExporter {
         journal.check_replica(&self.name, fed_by.as_deref(), cursor)?;
         let entry = journal.delta(delta)?.clone();
         journal.read_delta(delta)?.check_all(&NoProgress)?;
-        let key = format!("deltas/{delta:020}.cjd");
+        let key = format!("deltas/{delta:020}-{}.cjd", self.writer.id);
         let (size, crc) = self.runtime.block_on(upload_range(
             &self.bucket,
             &key,
@@ -114,6 +127,9 @@ impl Exporter for ObjectExporter {
 
     fn finish(&mut self, journal: &Journal) -> Result<Upkeep> {
         let mut upkeep = Upkeep::default();
+        // Bookmarks, fulls and retention of another journal's replica would be wrong.
+        let (cursor, fed_by) = (self.cursor()?, self.manifest()?.journal.clone());
+        journal.check_replica(&self.name, fed_by.as_deref(), cursor)?;
         let m = self.manifest()?;
         let wanted = bookmarks_for(m, journal);
         if m.bookmarks != wanted {
@@ -125,7 +141,14 @@ impl Exporter for ObjectExporter {
         if chain::full_due(self.manifest()?, every) {
             let volumes = journal.volumes_at(self.cursor()?)?;
             let m = self.manifest()?.clone();
-            let full = chain::synthesize(&self.bucket, &self.runtime, &m, &volumes, &self.work)?;
+            let full = chain::synthesize(
+                &self.bucket,
+                &self.runtime,
+                &m,
+                &volumes,
+                &self.work,
+                &self.writer,
+            )?;
             tracing::info!(target = %self.name, delta = full.delta, bytes = full.size, "synthetic full image written");
             upkeep.synthetic_full = Some(full.delta);
             let mut m = m;
@@ -140,7 +163,9 @@ impl Exporter for ObjectExporter {
                 &m,
                 &self.policy.retention,
                 crate::clock::now_ns(),
-            )?;
+                (&mut self.stored, &self.writer),
+            )
+            .inspect_err(|_| self.manifest = None)?;
             self.manifest = Some(kept);
             upkeep.deleted_objects = pruned.deleted_objects;
             upkeep.deleted_bytes = pruned.deleted_bytes;

@@ -1,10 +1,9 @@
 //! Where an object replica lives: an object store and a prefix, opened from the
-//! target's URL; and the manifest's reads and writes.
-use super::{Manifest, MANIFEST};
+//! target's URL. The manifest's reads and writes are in `head.rs`.
 use crate::config::ObjectOptions;
 use crate::error::{Error, Result};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::ObjectStore;
 use std::sync::Arc;
 
 /// An object store and the prefix a target lives under.
@@ -112,47 +111,6 @@ impl Bucket {
                 reason: e.to_string(),
             },
         }
-    }
-
-    /// The manifest, or an empty one if nothing was exported yet.
-    pub async fn manifest(&self) -> Result<Manifest> {
-        let key = self.key(MANIFEST);
-        let bytes = match self.store.get(&key).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| self.err("cannot read manifest", e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Ok(Manifest {
-                    format: 1,
-                    ..Default::default()
-                })
-            }
-            Err(e) => return Err(self.err("cannot read manifest", e)),
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptObject {
-            url: self.url.clone(),
-            object: key.to_string(),
-            delta: None,
-            offset: 0,
-            reason: format!("the manifest does not parse: {e}"),
-        })?;
-        if m.format != 1 {
-            return Err(Error::InvalidArgument(format!(
-                "{}: manifest format {} is not one this cascade reads",
-                self.url, m.format
-            )));
-        }
-        Ok(m)
-    }
-
-    pub async fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
-        self.store
-            .put(&self.key(MANIFEST), PutPayload::from(bytes))
-            .await
-            .map_err(|e| self.err("cannot write manifest", e))?;
-        self.sync(MANIFEST)
     }
 }
 

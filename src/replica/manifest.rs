@@ -1,5 +1,6 @@
-//! `manifest.json`: what an object replica holds, with each object's size and
-//! CRC-32C. It is the replica's cursor, and what a restore plans its reads from.
+//! The manifest: what an object replica holds, with each object's size and CRC-32C.
+//! It is the replica's cursor, and what a restore plans its reads from. How it is
+//! stored (a head and chunks) is in `head.rs`.
 use crate::error::{Error, Result};
 use crate::journal::{BookmarkEntry, Point};
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,6 @@ pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
-    pub format: u32,
     /// The id of the journal these deltas come from.
     #[serde(default)]
     pub journal: Option<String>,

@@ -35,6 +35,7 @@
 use std::io;
 
 mod blk;
+mod block_id;
 mod fiemap;
 mod holes;
 mod page_cache;
@@ -43,6 +44,7 @@ mod reflink;
 mod test_files;
 
 pub use blk::{block_device_size, device_or_file_size, zero_device_range};
+pub use block_id::stable_id;
 pub use fiemap::{
     fiemap, Extent, FiemapIter, FIEMAP_EXTENT_DATA_ENCRYPTED, FIEMAP_EXTENT_DATA_INLINE,
     FIEMAP_EXTENT_DATA_TAIL, FIEMAP_EXTENT_DELALLOC, FIEMAP_EXTENT_ENCODED, FIEMAP_EXTENT_LAST,

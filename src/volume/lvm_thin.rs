@@ -20,7 +20,7 @@
 use super::{SnapshotSet, SnapshotVolume, VolumeDriver};
 use crate::clock::now_ns;
 use crate::command;
-use crate::config::ConsistencyGroup;
+use crate::config::{dm_name, ConsistencyGroup};
 use crate::diff::{Change, ChangeKind, Changes, RunBuilder};
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -94,11 +94,6 @@ fn lvs(names: &[&str]) -> Result<Vec<Lv>> {
 
 fn snap_name(lv: &str, tag: u64) -> String {
     format!("{lv}-cascade-{tag}")
-}
-
-/// device-mapper doubles the hyphens inside VG and LV names.
-fn dm_name(vg: &str, lv: &str) -> String {
-    format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
 }
 
 impl LvmThinDriver {
@@ -467,10 +462,5 @@ mod tests {
             want
         );
         assert!(parse_thin_delta("<different begin=\"1\" length=\"1\"/>", 1 << 30).is_err());
-    }
-
-    #[test]
-    fn device_mapper_names_double_hyphens() {
-        assert_eq!(dm_name("vg-a", "thin-pool"), "vg--a-thin--pool");
     }
 }

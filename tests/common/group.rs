@@ -179,3 +179,18 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The object of delta `delta` in the object replica in directory `vault`
+/// (`deltas/N-WRITER.cjd`), if it was uploaded.
+pub fn delta_object(vault: &Path, delta: u64) -> Option<PathBuf> {
+    let prefix = format!("{delta:020}-");
+    std::fs::read_dir(vault.join("deltas"))
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+}
