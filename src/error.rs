@@ -96,6 +96,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// An external command (a hook, an lvm2 tool) that ran past its time limit; it
+    /// was killed with every process it started.
+    #[error("command `{command}` did not finish within {timeout:?} and was killed")]
+    CommandTimeout {
+        command: String,
+        timeout: std::time::Duration,
+    },
+
+    /// A group stayed frozen longer than its `hooks.max-freeze`: the cycle was
+    /// abandoned (it keeps nothing) and the group thawed.
+    #[error("consistency group `{cg}` stayed frozen past hooks.max-freeze ({limit:?}): the cycle was abandoned, kept nothing, and the group was thawed")]
+    FrozenTooLong {
+        cg: String,
+        limit: std::time::Duration,
+    },
+
     /// An external command (a hook, an lvm2 tool) that failed.
     #[error("command `{command}` failed ({status}): {stderr}")]
     Command {

@@ -32,6 +32,11 @@ const METADATA_FULL_PERCENT: f64 = 80.0;
 
 const ENV: &[(&str, &str)] = &[("LVM_SUPPRESS_FD_WARNINGS", "1")];
 
+/// How long an lvm2 or thin-provisioning-tools command may run before it is killed:
+/// far more than any of them takes on a healthy system; a device that hangs would
+/// otherwise hang the cycle, and a frozen group with it.
+const LVM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct LvmThinDriver {
     /// Volume id, VG, LV.
     volumes: Vec<(String, String, String)>,
@@ -67,7 +72,7 @@ struct ReportLvs {
 
 fn lvm(args: &[&str]) -> Result<String> {
     let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    command::output(&argv, ENV)
+    command::output(&argv, ENV, LVM_TIMEOUT)
 }
 
 /// `lvs` rows for `names` (VG/LV or VG); names that do not exist are errors.
@@ -289,6 +294,7 @@ impl VolumeDriver for LvmThinDriver {
         old: Option<&'a SnapshotSet>,
         new: &'a SnapshotSet,
         volume: usize,
+        _stop: &'a dyn crate::progress::Progress,
     ) -> Result<Changes<'a>> {
         let nv = &new.volumes[volume];
         let Some(ov) = old.and_then(|o| o.volumes.iter().find(|v| v.id == nv.id)) else {
