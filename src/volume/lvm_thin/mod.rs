@@ -25,7 +25,7 @@
 //!
 //! **What a cycle costs.** lvm2 commands cost a device scan and lvm2's locks each
 //! (about 0.1-0.3 s under emulation, more than an incremental cycle's data), so an
-//! incremental cycle of N volumes runs N + 4: one `lvs` report (kept up to date by
+//! incremental cycle of N volumes runs 2N + 3: one `lvs` report (kept up to date by
 //! the driver's own changes), `lvcreate` per volume, `thin_delta` per volume, one
 //! `lvchange -an` and one `lvremove`. The pool's metadata-snapshot messages and the
 //! new snapshots' thin ids go through device-mapper ioctls (`sys::dm_*`), not
