@@ -12,13 +12,16 @@
 use crate::command;
 use crate::config::{Config, ConsistencyGroup};
 use crate::diff::ChangeKind;
+use crate::error::Error;
 use crate::error::Result;
 use crate::journal::record::VolumeInfo;
 use crate::journal::{journal_changes, Journal, JournalWriter, Tail, READ_CHUNK};
 use crate::progress::Progress;
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Serialize)]
 pub struct VolumeReport {
@@ -74,11 +77,18 @@ pub fn run_cycle(
 
     let snap_started = Instant::now();
     let mut frozen = Frozen::new(cg)?;
+    let abandoned = frozen.abandoned.clone();
+    let progress = &UntilThawed {
+        progress,
+        abandoned: &abandoned,
+    };
     let new = driver.snapshot(tag);
     // A live snapshot reads the volumes themselves, so they stay frozen until the
     // delta is journalled; a captured one lets them go at once.
     let new = match new.and_then(|n| {
-        if n.is_live() {
+        if frozen.abandoned() {
+            Err(frozen.too_long())
+        } else if n.is_live() {
             Ok(n)
         } else {
             frozen.thaw().map(|_| n)
@@ -101,7 +111,14 @@ pub fn run_cycle(
         &new,
         &mut || frozen.thaw(),
         progress,
-    );
+    )
+    .map_err(|e| {
+        if frozen.abandoned() {
+            frozen.too_long()
+        } else {
+            e
+        }
+    });
     drop(frozen);
     let diff_ms = diff_started.elapsed().as_millis() as u64;
     let (entry, volumes) = match journalled {
@@ -188,37 +205,163 @@ fn open_base(
     Ok(same.then_some(base))
 }
 
-/// The group's freeze hook has run and its thaw hook has not. Thaw runs at the latest
-/// when this is dropped, whatever failed in between.
-struct Frozen<'a> {
-    thaw: Option<&'a Vec<String>>,
+/// A thaw hook not yet run. The cycle, its max-freeze watchdog and a daemon exiting on
+/// a second signal share it; whoever takes it first runs it, once.
+struct PendingThaw {
+    argv: Mutex<Option<Vec<String>>>,
+    timeout: Duration,
 }
 
-impl<'a> Frozen<'a> {
+impl PendingThaw {
+    fn run(&self) -> Result<()> {
+        let argv = self.argv.lock().unwrap_or_else(|e| e.into_inner()).take();
+        argv.map_or(Ok(()), |a| command::run(&a, self.timeout))
+    }
+}
+
+/// Every group frozen now, in this process.
+static FROZEN: Mutex<Vec<Weak<PendingThaw>>> = Mutex::new(Vec::new());
+
+/// Runs the thaw hook of every group frozen now. For an exit that cannot wait for
+/// the cycles (the daemon's second stop signal): nothing else unfreezes them.
+pub fn thaw_frozen_groups() {
+    let pending: Vec<_> = FROZEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for p in pending {
+        if let Err(e) = p.run() {
+            tracing::error!(error = %e, "thaw hook failed on exit");
+        }
+    }
+}
+
+/// The group's freeze hook has run and its thaw hook has not. Thaw runs at the latest
+/// when this is dropped, whatever failed in between, or when the group has been
+/// frozen for `hooks.max-freeze`: then a watchdog thread thaws it (whatever the cycle
+/// is blocked in) and the cycle is abandoned at its next step.
+struct Frozen {
+    cg: String,
+    pending: Arc<PendingThaw>,
+    limit: Duration,
+    abandoned: Arc<AtomicBool>,
+    watchdog: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Frozen {
     /// Runs the freeze hook. If it fails, the thaw hook runs all the same (when the
     /// guard drops): a freeze that failed part way may have frozen something.
-    fn new(cg: &'a ConsistencyGroup) -> Result<Frozen<'a>> {
-        let frozen = Frozen {
-            thaw: cg.hooks.thaw.as_ref(),
+    fn new(cg: &ConsistencyGroup) -> Result<Frozen> {
+        let pending = Arc::new(PendingThaw {
+            argv: Mutex::new(cg.hooks.thaw.clone()),
+            timeout: cg.hooks.timeout(),
+        });
+        let mut frozen = Frozen {
+            cg: cg.name.clone(),
+            pending,
+            limit: cg.hooks.max_freeze(),
+            abandoned: Arc::default(),
+            watchdog: None,
         };
-        if let Some(freeze) = &cg.hooks.freeze {
-            command::run(freeze)?;
-        }
+        let Some(freeze) = &cg.hooks.freeze else {
+            return Ok(frozen);
+        };
+        FROZEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&frozen.pending));
+        let (tx, rx) = mpsc::channel::<()>();
+        let (pending, abandoned, limit, name) = (
+            frozen.pending.clone(),
+            frozen.abandoned.clone(),
+            frozen.limit,
+            cg.name.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                abandoned.store(true, Ordering::Relaxed);
+                tracing::error!(cg = %name, max_freeze_s = limit.as_secs_f64(),
+                    "the group stayed frozen past max-freeze: thawing it and abandoning the cycle");
+                if let Err(e) = pending.run() {
+                    tracing::error!(cg = %name, error = %e, "thaw hook failed after max-freeze");
+                }
+            }
+        });
+        frozen.watchdog = Some((tx, thread));
+        command::run(freeze, cg.hooks.timeout())?;
         Ok(frozen)
     }
 
+    /// Whether max-freeze has passed: the group is thawed and the cycle must stop.
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// The error of a cycle abandoned for max-freeze.
+    fn too_long(&self) -> Error {
+        Error::FrozenTooLong {
+            cg: self.cg.clone(),
+            limit: self.limit,
+        }
+    }
+
     /// Runs the thaw hook now. Without a successful thaw the capture cannot be called
-    /// consistent, so its error fails the cycle.
+    /// consistent, so its error fails the cycle, as does a max-freeze that passed.
     fn thaw(&mut self) -> Result<()> {
-        self.thaw.take().map_or(Ok(()), |t| command::run(t))
+        if let Some((tx, thread)) = self.watchdog.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        self.pending.run()?;
+        if self.abandoned() {
+            return Err(self.too_long());
+        }
+        Ok(())
     }
 }
 
-impl Drop for Frozen<'_> {
+impl Drop for Frozen {
     fn drop(&mut self) {
         if let Err(e) = self.thaw() {
-            tracing::error!(error = %e, "thaw hook failed after an earlier error");
+            if !self.abandoned() {
+                tracing::error!(error = %e, "thaw hook failed after an earlier error");
+            }
         }
+        FROZEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|w| {
+                w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.pending))
+            });
+    }
+}
+
+/// The caller's progress, asking to stop also once max-freeze has passed.
+struct UntilThawed<'a> {
+    progress: &'a dyn Progress,
+    abandoned: &'a AtomicBool,
+}
+
+impl Progress for UntilThawed<'_> {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        self.progress.start(phase, total_bytes)
+    }
+    fn add_total(&self, bytes: u64) {
+        self.progress.add_total(bytes)
+    }
+    fn inc(&self, bytes: u64) {
+        self.progress.inc(bytes)
+    }
+    fn finish(&self) {
+        self.progress.finish()
+    }
+    fn stop_requested(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed) || self.progress.stop_requested()
+    }
+    fn watched(&self) -> bool {
+        self.progress.watched()
     }
 }
 
@@ -240,7 +383,7 @@ pub fn journal_delta(
     let mut total = 0;
     if progress.watched() {
         for (i, _) in new.volumes.iter().enumerate().filter(|(_, v)| full(v)) {
-            for change in driver.changes(base, new, i)? {
+            for change in driver.changes(base, new, i, progress)? {
                 let change = change?;
                 if change.kind == ChangeKind::Data {
                     total += change.len;
@@ -283,7 +426,7 @@ pub fn journal_delta(
             i as u16,
             &file,
             &v.path,
-            driver.changes(base, new, i)?,
+            driver.changes(base, new, i, progress)?,
             &mut buf,
             if full(v) { progress } else { &found },
         )?;

@@ -114,6 +114,22 @@ pub enum Error {
     #[error("object store {url}: the manifest was written meanwhile by another exporter, {writer}; this export stopped and deleted nothing (one exporter per replica: give each its own prefix)")]
     OtherWriter { url: String, writer: String },
 
+    /// An external command (a hook, an lvm2 tool) that ran past its time limit; it
+    /// was killed with every process it started.
+    #[error("command `{command}` did not finish within {timeout:?} and was killed")]
+    CommandTimeout {
+        command: String,
+        timeout: std::time::Duration,
+    },
+
+    /// A group stayed frozen longer than its `hooks.max-freeze`: the cycle was
+    /// abandoned (it keeps nothing) and the group thawed.
+    #[error("consistency group `{cg}` stayed frozen past hooks.max-freeze ({limit:?}): the cycle was abandoned, kept nothing, and the group was thawed")]
+    FrozenTooLong {
+        cg: String,
+        limit: std::time::Duration,
+    },
+
     /// An external command (a hook, an lvm2 tool) that failed.
     #[error("command `{command}` failed ({status}): {stderr}")]
     Command {

@@ -1,5 +1,5 @@
 //! Exclusive locks on files (flock), for the one writer of a journal and the one
-//! exporter of a target.
+//! exporter of a target, and the turns groups take at a thin pool's metadata snapshot.
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
@@ -13,6 +13,13 @@ const PATIENCE: Duration = Duration::from_millis(500);
 /// Takes an exclusive lock on `path` (created if missing); held until the File drops.
 /// `owner` names what is locked in the error (a journal directory, a target).
 pub fn lock(path: &Path, owner: &Path) -> Result<File> {
+    lock_within(path, owner, PATIENCE)
+}
+
+/// Like [`lock`], but waits up to `patience` for a holder to finish: for work that
+/// takes turns (the metadata snapshot of a thin pool shared by several groups)
+/// rather than work that another process already does.
+pub fn lock_within(path: &Path, owner: &Path, patience: Duration) -> Result<File> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -23,7 +30,7 @@ pub fn lock(path: &Path, owner: &Path) -> Result<File> {
     loop {
         match f.try_lock() {
             Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < PATIENCE => {
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < patience => {
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(std::fs::TryLockError::WouldBlock) => {

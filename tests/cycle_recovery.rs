@@ -98,6 +98,7 @@ fn with_hooks(g: &Group, freeze: &str, thaw: &str) {
         c.groups[0].hooks = Hooks {
             freeze: command(&["sh", "-c", freeze]),
             thaw: command(&["sh", "-c", thaw]),
+            ..Hooks::default()
         }
     });
 }
@@ -203,4 +204,74 @@ fn a_failed_index_append_after_the_commit_keeps_the_snapshot() {
     for (i, p) in points.iter().enumerate() {
         replay_matches(&g, i as u64 + 1, p);
     }
+}
+
+#[test]
+fn a_hook_past_its_timeout_is_killed_and_thaw_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write(0, 0, &noise(1, 4096));
+    g.cycle();
+    with_hooks(&g, "sleep 30", "echo thawed >> thaw.log");
+    g.configure(|c| c.groups[0].hooks.timeout = Some("1s".into()));
+    let started = std::time::Instant::now();
+    let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the hook was not cut short: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`sh -c sleep 30` did not finish within 1s and was killed"),
+        "{err}"
+    );
+    assert_eq!(Journal::open(&g.journal()).unwrap().last_delta(), 1);
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("thaw.log")).unwrap(),
+        "thawed\n"
+    );
+}
+
+#[test]
+fn max_freeze_thaws_the_group_and_abandons_the_cycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write(0, 0, &noise(1, 4096));
+    g.cycle();
+    // The freeze hook outlasts max-freeze (not its own timeout): the group is thawed
+    // at max-freeze, while the hook still runs, and the cycle keeps nothing.
+    with_hooks(
+        &g,
+        "sleep 4; echo freeze-returned >> hooks.log",
+        "echo thawed >> hooks.log",
+    );
+    g.configure(|c| c.groups[0].hooks.max_freeze = Some("1s".into()));
+    g.write(0, 0, &noise(2, 4096));
+    let o = g.cascade(&["cycle", "-c", "cascade.yaml", "--cg", "cg"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stayed frozen past hooks.max-freeze (1s)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("hooks.log")).unwrap(),
+        "thawed\nfreeze-returned\n",
+        "thawed once, at max-freeze, before the freeze hook returned"
+    );
+    assert_eq!(Journal::open(&g.journal()).unwrap().last_delta(), 1);
+    let cfg = g.config();
+    let cg = cfg.group("cg").unwrap();
+    let d = driver_for(cg, &cfg.state_path(cg)).unwrap();
+    assert_eq!(
+        d.snapshots().unwrap(),
+        [1],
+        "the abandoned cycle left no snapshot"
+    );
+    // Without the limit the next cycle picks the change up.
+    g.configure(|c| c.groups[0].hooks = Hooks::default());
+    assert_eq!(g.cycle().delta, 2);
+    replay_matches(&g, 2, &g.contents());
 }

@@ -835,3 +835,33 @@ fn metrics_show_the_journal_and_lag_as_they_are_at_the_scrape() {
     );
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_second_stop_signal_thaws_before_exiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = small_group(tmp.path(), EVERY_SECOND);
+    // The group is frozen for as long as the freeze hook runs; the grace is long, so
+    // only the second signal ends the daemon.
+    g.configure(|c| {
+        c.groups[0].hooks.freeze = command(&["sleep", "20"]);
+        c.groups[0].hooks.thaw = command(&["sh", "-c", "echo thawed >> thaw.log"]);
+    });
+    let mut d = Daemon::start(&g.dir, "daemon", &[]);
+    d.until("a cycle to start", Duration::from_secs(30), || {
+        !d.find("cycle started").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    d.until("the stop to begin", Duration::from_secs(30), || {
+        !d.find("stopping").is_empty()
+    });
+    d.signal(libc::SIGTERM);
+    let status = d.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{}", d.log_text());
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("thaw.log")).unwrap_or_default(),
+        "thawed\n",
+        "the frozen group was thawed before the exit\n{}",
+        d.log_text()
+    );
+}

@@ -58,7 +58,10 @@ fn check_changes(
     let mut covered = vec![false; now.len()];
     let mut last_end = 0;
     let mut total = 0;
-    for c in d.changes(old, new, v).unwrap() {
+    for c in d
+        .changes(old, new, v, &cascade::progress::NoProgress)
+        .unwrap()
+    {
         let c = c.unwrap();
         assert!(
             c.offset >= last_end && c.len > 0,

@@ -1,6 +1,9 @@
 //! LVM thin volumes for real, inside the VM: the `cascade` binary cycles a group of two
 //! thin LVs with writes in between, journals only what thin_delta reports, and every
 //! committed point replays, byte for byte, onto fresh files and onto fresh thin LVs.
+//! Two groups share one thin pool, cycling at once; snapshots are read-only, inactive
+//! between cycles and still the base after a simulated reboot; an incremental cycle
+//! runs at most five external commands.
 mod common;
 
 use common::config::Volume;
@@ -107,7 +110,7 @@ fn thin_volumes_cycle_and_replay_exactly() {
     // Without thin_delta the cycle fails, says what is missing, and leaves no snapshot.
     let bin = scratch.join("no-thin-delta");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["lvs", "lvcreate", "lvremove", "dmsetup"] {
+    for tool in ["lvs", "lvcreate", "lvchange", "lvremove"] {
         let real = sh(&format!("command -v {tool}"));
         std::os::unix::fs::symlink(real.trim(), bin.join(tool)).unwrap();
     }
@@ -142,4 +145,184 @@ fn thin_volumes_cycle_and_replay_exactly() {
         !lvs.contains("cascade-5"),
         "a refused cycle leaves no snapshot: {lvs}"
     );
+}
+
+/// Starts `cascade cycle` of group `g` (with debug logs, to count its commands).
+fn start_cycle(g: &Group) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["cycle", "-c", "cascade.yaml", "--cg", "cg", "--json"])
+        .current_dir(&g.dir)
+        .env("RUST_LOG", "cascade=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a cycle started by [`start_cycle`]: its report and its log.
+fn finish_cycle(child: std::process::Child, what: &str) -> (serde_json::Value, String) {
+    let o = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{what}: {log}");
+    (serde_json::from_slice(&o.stdout).unwrap(), log)
+}
+
+/// The external commands a cycle's debug log names, by program.
+fn commands(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("external command"))
+        .filter_map(|l| l.split("command=").nth(1))
+        .map(|c| c.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Every committed point of `g`'s journal replays to what the volume held.
+fn replays_exactly(g: &Group, scratch: &Path, points: &[Vec<Vec<u8>>]) {
+    for (i, want) in points.iter().enumerate() {
+        let to = scratch.join(format!(
+            "{}-{i}.img",
+            g.dir.file_name().unwrap().to_string_lossy()
+        ));
+        let until = (i + 1).to_string();
+        let o = g.cascade(&[
+            "replay",
+            "journals/cg",
+            "--until",
+            &until,
+            "--to",
+            &format!("v={}", to.display()),
+        ]);
+        assert!(
+            o.status.success(),
+            "replay: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(read(&to) == want[0], "{}: point {}", g.dir.display(), i + 1);
+    }
+}
+
+/// Writes a few chunks into every group's volume, then cycles all groups at once;
+/// each cycle is incremental and runs at most five external commands, one `lvs`.
+fn cycle_together(groups: &[Group], points: &mut [Vec<Vec<Vec<u8>>>], round: u64) {
+    let chunk = 64 << 10;
+    for (i, g) in groups.iter().enumerate() {
+        for k in 0..6u64 {
+            let at = ((round * 11 + k * 37 + i as u64 * 5) % 240) * chunk;
+            g.write(0, at, &noise(100 + round * 10 + k, chunk as usize));
+        }
+    }
+    eprintln!("round {round}: the groups cycle at once");
+    let running: Vec<_> = groups.iter().map(start_cycle).collect();
+    for (i, child) in running.into_iter().enumerate() {
+        let (r, log) = finish_cycle(child, &format!("round {round}, group {i}"));
+        assert_eq!(r["full"], false, "round {round}, group {i}");
+        let ran = commands(&log);
+        assert!(ran.len() <= 5, "round {round}, group {i}: {ran:?}");
+        assert_eq!(ran.iter().filter(|c| *c == "lvs").count(), 1, "{ran:?}");
+        points[i].push(groups[i].contents());
+    }
+}
+
+/// The pool's held metadata root (`-` when no metadata snapshot is reserved).
+fn held_root() -> String {
+    let status = sh("dmsetup status cshare-pool-tpool");
+    status.split_whitespace().nth(6).unwrap_or("").to_string()
+}
+
+#[test]
+fn groups_share_a_pool_and_snapshots_outlive_a_reboot() {
+    let Some(scratch) = in_vm("groups_share_a_pool_and_snapshots_outlive_a_reboot") else {
+        return;
+    };
+    let vg = ThinVg::new(&scratch, "cshare", 256);
+    let groups: Vec<Group> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let path = vg.thin_lv(name, 16);
+            let entry = Volume::lvm_thin("v", &format!("cshare/{name}"));
+            Group::with_volumes(&scratch.join(name), vec![entry], vec![path])
+        })
+        .collect();
+    let mut points = vec![Vec::new(), Vec::new()];
+    for (i, g) in groups.iter().enumerate() {
+        g.write(0, 0, &noise(i as u64 + 1, 4 << 20));
+    }
+    let running: Vec<_> = groups.iter().map(start_cycle).collect();
+    for (i, child) in running.into_iter().enumerate() {
+        assert_eq!(finish_cycle(child, "first cycle").0["full"], true);
+        points[i].push(groups[i].contents());
+    }
+
+    // A live cascade's turn at the pool: it holds the pool's lock and the metadata
+    // snapshot. A cycle waits for the turn instead of releasing the reservation.
+    eprintln!("a cycle waits for another's turn at the pool");
+    std::fs::create_dir_all("/run/cascade").unwrap();
+    let turn = std::fs::File::create("/run/cascade/thin-pool-cshare-pool.lock").unwrap();
+    turn.lock().unwrap();
+    sh("dmsetup message cshare-pool-tpool 0 reserve_metadata_snap");
+    let held = held_root();
+    assert_ne!(held, "-");
+    let g = &groups[0];
+    g.write(0, 5 << 16, &noise(50, 64 << 10));
+    let mut waiting = start_cycle(g);
+    let started = std::time::Instant::now();
+    while !sh("lvs --noheadings -o lv_name cshare").contains("one-cascade-2") {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "the cycle never snapshotted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the cycle did not wait for the turn"
+    );
+    assert_eq!(held_root(), held, "the other's reservation was left alone");
+    sh("dmsetup message cshare-pool-tpool 0 release_metadata_snap");
+    drop(turn);
+    assert_eq!(finish_cycle(waiting, "the waiting cycle").0["full"], false);
+    points[0].push(g.contents());
+    // Groups on one pool cycling at once each take their turn.
+    for round in 0..2 {
+        cycle_together(&groups, &mut points, round);
+    }
+
+    // Between cycles a snapshot is read-only and inactive (activation skip set), and
+    // only the newest one of each volume is kept.
+    let attrs = sh("lvs --noheadings -o lv_name,lv_attr cshare");
+    let snaps: Vec<&str> = attrs.lines().filter(|l| l.contains("-cascade-")).collect();
+    assert_eq!(snaps.len(), 2, "{attrs}");
+    for l in &snaps {
+        let attr = l.split_whitespace().nth(1).unwrap().as_bytes();
+        assert!(
+            attr[1] == b'r' && attr[4] != b'a' && attr[9] == b'k',
+            "read-only, inactive, activation skip: {l}"
+        );
+    }
+
+    // A reboot: every LV goes inactive and the pool's reservation with it; at boot
+    // the VG is activated again, which skips the snapshots. A cascade that died held
+    // a reservation: released, since no live cascade holds the pool's lock. The
+    // next cycles are incremental and leak no snapshot.
+    eprintln!("a reboot");
+    sh("vgchange -q -an cshare && vgchange -q -ay cshare");
+    let nodes = sh("ls /dev/cshare");
+    assert!(
+        !nodes.contains("-cascade-"),
+        "no snapshot is active after the reboot: {nodes}"
+    );
+    sh("dmsetup message cshare-pool-tpool 0 reserve_metadata_snap");
+    cycle_together(&groups, &mut points, 2);
+    assert_eq!(held_root(), "-", "the stale reservation was released");
+    let lvs = sh("lvs --noheadings -o lv_name cshare");
+    let snaps: Vec<&str> = lvs
+        .split_whitespace()
+        .filter(|n| n.contains("-cascade-"))
+        .collect();
+    assert_eq!(snaps.len(), 2, "no snapshot leaked: {lvs}");
+
+    for (i, g) in groups.iter().enumerate() {
+        replays_exactly(g, &scratch, &points[i]);
+    }
 }

@@ -24,9 +24,7 @@ pub const DEFAULT_STOP_GRACE: std::time::Duration = std::time::Duration::from_se
 
 impl DaemonConfig {
     pub fn stop_grace(&self) -> std::time::Duration {
-        self.stop_grace.map_or(DEFAULT_STOP_GRACE, |a| {
-            std::time::Duration::from_nanos(a.ns as u64)
-        })
+        self.stop_grace.map_or(DEFAULT_STOP_GRACE, |a| a.duration())
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {

@@ -4,14 +4,17 @@
 //!
 //! The whole schema lives here, validated at load: the group file (this module), the
 //! target files (`target`), schedules (`schedule`), retention policies
-//! (`retention`) and the daemon's own settings (`daemon`). Every layer above takes
+//! (`retention`), freeze/thaw hooks and their limits (`hooks`) and the daemon's own
+//! settings (`daemon`). Every layer above takes
 //! these typed values; none parses YAML of its own.
 mod daemon;
+mod hooks;
 mod retention;
 mod schedule;
 mod target;
 
 pub use daemon::{parse_listen, DaemonConfig, DEFAULT_STOP_GRACE};
+pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_FREEZE};
 pub use retention::{Age, Retention};
 pub use schedule::{CronSpec, Missed, Schedule, TimeZone};
 pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec};
@@ -68,18 +71,6 @@ pub struct ConsistencyGroup {
 
 fn default_segment_mib() -> u64 {
     64
-}
-
-/// Commands run around the group snapshot: `freeze` before the first volume is
-/// snapshotted, `thaw` after the last one (and after a failure), so the set is
-/// consistent as a whole for applications that can quiesce.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Hooks {
-    #[serde(default)]
-    pub freeze: Option<Vec<String>>,
-    #[serde(default)]
-    pub thaw: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,11 +207,7 @@ impl Config {
                     cg.segment_size_mib
                 ));
             }
-            for (name, hook) in [("freeze", &cg.hooks.freeze), ("thaw", &cg.hooks.thaw)] {
-                if hook.as_ref().is_some_and(|h| h.is_empty()) {
-                    return Err(format!("{at}.hooks.{name}: an empty command; give a program and its arguments or leave it out"));
-                }
-            }
+            cg.hooks.check(&format!("{at}.hooks"))?;
             let mut seen = std::collections::HashSet::new();
             for (j, t) in cg.targets.iter().enumerate() {
                 check_name(t).map_err(|r| format!("{at}.targets[{j}]: {r}"))?;

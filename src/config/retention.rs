@@ -32,6 +32,13 @@ pub struct Age {
     pub ns: i64,
 }
 
+impl Age {
+    /// The age as a duration (it is positive by construction).
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.ns as u64)
+    }
+}
+
 impl std::str::FromStr for Age {
     type Err = String;
     fn from_str(s: &str) -> Result<Age, String> {

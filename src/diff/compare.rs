@@ -1,8 +1,11 @@
 //! Block comparison: the diff when nothing records what changed. Streams both files
 //! in chunks (memory stays at two chunk buffers whatever the volume size) and skips
-//! ranges that are holes in both without reading them.
+//! ranges that are holes in both without reading them. It asks whoever runs it
+//! whether to stop before every chunk: two identical volumes yield nothing until the
+//! end, and a cycle must still be abandonable (a stopping daemon, max-freeze) then.
 use super::{Change, ChangeKind, RunBuilder};
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::sys;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,7 +42,7 @@ impl DataRun {
     }
 }
 
-pub struct BlockCompare {
+pub struct BlockCompare<'a> {
     old: File,
     new: File,
     old_run: DataRun,
@@ -52,16 +55,18 @@ pub struct BlockCompare {
     new_buf: Vec<u8>,
     runs: RunBuilder,
     ready: VecDeque<Change>,
+    stop: &'a dyn Progress,
 }
 
-impl BlockCompare {
+impl<'a> BlockCompare<'a> {
     pub fn new(
         old: File,
         old_size: u64,
         new: File,
         new_size: u64,
         new_path: PathBuf,
-    ) -> BlockCompare {
+        stop: &'a dyn Progress,
+    ) -> BlockCompare<'a> {
         BlockCompare {
             old,
             new,
@@ -75,6 +80,7 @@ impl BlockCompare {
             new_buf: vec![0; CHUNK],
             runs: RunBuilder::default(),
             ready: VecDeque::new(),
+            stop,
         }
     }
 
@@ -94,6 +100,12 @@ impl BlockCompare {
 
     /// Compares the next chunk; queues the runs it closes.
     fn step(&mut self) -> Result<()> {
+        if self.stop.stop_requested() {
+            return Err(Error::Stopped(format!(
+                "the comparison of {}",
+                self.new_path.display()
+            )));
+        }
         self.pos = self.next_data(self.pos)?;
         if self.pos >= self.new_size {
             return Ok(());
@@ -127,7 +139,7 @@ impl BlockCompare {
     }
 }
 
-impl Iterator for BlockCompare {
+impl Iterator for BlockCompare<'_> {
     type Item = Result<Change>;
 
     fn next(&mut self) -> Option<Result<Change>> {
@@ -143,5 +155,52 @@ impl Iterator for BlockCompare {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Asks to stop once it has been asked `after` times.
+    struct StopAfter(AtomicUsize);
+
+    impl Progress for StopAfter {
+        fn start(&self, _: &str, _: u64) {}
+        fn add_total(&self, _: u64) {}
+        fn inc(&self, _: u64) {}
+        fn finish(&self) {}
+        fn stop_requested(&self) -> bool {
+            self.0.fetch_sub(1, Ordering::Relaxed) == 0
+        }
+    }
+
+    #[test]
+    fn a_change_free_scan_stops_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 8 * CHUNK];
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, &data).unwrap();
+        std::fs::write(&b, &data).unwrap();
+        let open = |p: &PathBuf| File::open(p).unwrap();
+        let size = data.len() as u64;
+        // Nothing differs: without a stop the scan ends with nothing to report.
+        let all = BlockCompare::new(
+            open(&a),
+            size,
+            open(&b),
+            size,
+            b.clone(),
+            &crate::progress::NoProgress,
+        );
+        assert_eq!(all.count(), 0);
+        // Asked to stop after two chunks, it says so instead of scanning on.
+        let stop = StopAfter(AtomicUsize::new(2));
+        let mut scan = BlockCompare::new(open(&a), size, open(&b), size, b.clone(), &stop);
+        let e = scan.next().expect("an error, not the end").unwrap_err();
+        assert!(matches!(e, Error::Stopped(_)), "{e}");
+        assert!(e.to_string().contains("comparison of"), "{e}");
+        assert!(scan.next().is_none());
     }
 }

@@ -192,11 +192,16 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-/// A second stop signal: leave without waiting. A cycle cut short leaves an
+/// A second stop signal: leave without waiting, but never with a group frozen: the
+/// thaw hooks of running cycles run first (each within its hooks.timeout), since
+/// nothing would thaw those applications after the exit. A cycle cut short leaves an
 /// uncommitted tail and a snapshot, which the next cycle removes; an export resumes
 /// from its durable cursor.
 fn exit_now() -> ! {
-    tracing::warn!("second stop signal: exiting at once; the next start recovers");
+    tracing::warn!(
+        "second stop signal: thawing frozen groups, then exiting at once; the next start recovers"
+    );
+    crate::cycle::thaw_frozen_groups();
     std::process::exit(130)
 }
 

@@ -24,6 +24,10 @@
 //!   device's metadata reports a length of 0); [`zero_device_range`]: the
 //!   `BLKZEROOUT` ioctl; [`device_or_file_size`]: a safe helper combining
 //!   the metadata length and `BLKGETSIZE64`.
+//! * `dm.rs` — [`dm_target_message`] / [`dm_table`]: device-mapper ioctls
+//!   (what `dmsetup message` and `dmsetup table` do, without a process each).
+//! * `process.rs` — [`kill_group`]: `killpg`, to stop a timed-out command with
+//!   everything it started.
 //!
 //! All functions return [`std::io::Result`]; syscall failures are reported
 //! as [`io::Error::last_os_error`], so callers can inspect
@@ -36,15 +40,18 @@ use std::io;
 
 mod blk;
 mod block_id;
+mod dm;
 mod fiemap;
 mod holes;
 mod page_cache;
+mod process;
 mod reflink;
 #[cfg(test)]
 mod test_files;
 
 pub use blk::{block_device_size, device_or_file_size, zero_device_range};
 pub use block_id::stable_id;
+pub use dm::{table as dm_table, target_message as dm_target_message};
 pub use fiemap::{
     fiemap, Extent, FiemapIter, FIEMAP_EXTENT_DATA_ENCRYPTED, FIEMAP_EXTENT_DATA_INLINE,
     FIEMAP_EXTENT_DATA_TAIL, FIEMAP_EXTENT_DELALLOC, FIEMAP_EXTENT_ENCODED, FIEMAP_EXTENT_LAST,
@@ -53,6 +60,7 @@ pub use fiemap::{
 };
 pub use holes::{next_data, next_hole, punch_hole};
 pub use page_cache::{prefetch, start_writeback};
+pub use process::kill_group;
 pub use reflink::reflink;
 
 /// Converts a byte offset or length to the kernel's signed `off_t`, failing

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{rename_durable, sync_dir, write_atomic};
 use crate::journal::Journal;
 use crate::journal::{Applier, VolumeFile};
+use crate::progress::Progress;
 use crate::sys;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -141,6 +142,7 @@ impl VolumeDriver for FileDriver {
         old: Option<&'a SnapshotSet>,
         new: &'a SnapshotSet,
         volume: usize,
+        stop: &'a dyn Progress,
     ) -> Result<Changes<'a>> {
         let nv = &new.volumes[volume];
         let new_file = self.open_volume(new, volume)?;
@@ -170,6 +172,7 @@ impl VolumeDriver for FileDriver {
             new_file,
             nv.size,
             nv.path.clone(),
+            stop,
         )))
     }
 

@@ -14,7 +14,10 @@
 //! - `changes(old, new, v)` yields ascending, non-overlapping ranges of volume `v`
 //!   covering every byte whose content differs between `old` and `new`; with no `old`
 //!   it covers the whole volume (Data where allocated, Zero elsewhere). It may report
-//!   unchanged bytes as changed (cost), never the reverse (loss).
+//!   unchanged bytes as changed (cost), never the reverse (loss). A diff that reads
+//!   the volumes (a block comparison) asks `stop` between chunks and fails with
+//!   `Error::Stopped` when it says so: a scan that finds nothing to yield may take
+//!   as long as reading the whole volume.
 //! - `retire(tag)` removes a snapshot; retiring one that does not exist is not an error.
 mod file;
 mod lvm_thin;
@@ -26,6 +29,7 @@ use crate::config::{ConsistencyGroup, DriverKind};
 use crate::diff::Changes;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,7 @@ pub trait VolumeDriver: Send + Sync {
         old: Option<&'a SnapshotSet>,
         new: &'a SnapshotSet,
         volume: usize,
+        stop: &'a dyn Progress,
     ) -> Result<Changes<'a>>;
 
     /// Opens a snapshot volume for positional reads.

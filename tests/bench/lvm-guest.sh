@@ -2,7 +2,8 @@
 # Runs inside the VM (tests/vm/run.sh), for tests/bench/lvm.sh: one 1 GiB volume of
 # incompressible data as an LVM thin LV and as an image file, both in guest memory
 # (tmpfs), a full cycle of each, then the same 1% of 64 KiB blocks changed in both and
-# one timed incremental cycle of each. Prints two JSON lines: `lvm CYCLE` and `file CYCLE`.
+# one timed incremental cycle of each. Prints two JSON lines, `lvm CYCLE` and `file CYCLE`,
+# and `commands N PROGRAMS...`: the external commands the incremental lvm cycle ran.
 #   lvm-guest.sh RUN BIN      RUN: host scratch dir (read-write) with data.bin, change.bin
 set -euo pipefail
 RUN=$1 BIN=$2
@@ -33,5 +34,7 @@ while read -r block; do
 done < "$RUN/blocks.txt"
 sync
 for kind in lvm file; do
-    echo "$kind $("$BIN" cycle --config "$G/$kind/cascade.yaml" --cg bench --json)"
+    # Debug logs name every external command the cycle runs (`external command`).
+    echo "$kind $(RUST_LOG=cascade=debug "$BIN" cycle --config "$G/$kind/cascade.yaml" --cg bench --json 2> "$G/$kind.log")"
 done
+echo "commands $(grep -c 'external command' "$G/lvm.log" || true) $(grep 'external command' "$G/lvm.log" | sed 's/.*command=\([^ ]*\).*/\1/' | tr '\n' ' ')"

@@ -72,6 +72,10 @@ pub struct Hooks {
     pub freeze: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thaw: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_freeze: Option<String>,
 }
 
 /// `journal-retention` of a group, `retention` of an object target.
