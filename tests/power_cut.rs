@@ -784,8 +784,8 @@ fn power_cut_states() {
         .collect();
     let found = states.len();
     if states.len() > p.max_states {
-        // Every state of the killed cycle's recovery (where a torn delta lies on the
-        // disk), then an even spread over the rest of the run, so every phase is cut
+        // The killed cycle's recovery (where a torn delta lies on the disk), then an
+        // even spread over the rest of the run, so every phase is cut
         // somewhere.
         let marked = |from: usize, prefix: &str| {
             (from..log.entries.len()).find(|&i| {
@@ -803,6 +803,9 @@ fn power_cut_states() {
         };
         let (mut chosen, rest): (Vec<State>, Vec<State>) =
             states.into_iter().partition(in_recovery);
+        // The torn delta is written back at the start of the recovery: its first
+        // states, up to a third of the budget.
+        chosen.truncate(p.max_states / 3);
         let recovery = chosen.len();
         let want = p.max_states.saturating_sub(recovery).min(rest.len());
         let step = rest.len() as f64 / want.max(1) as f64;
