@@ -283,7 +283,7 @@ fn restore_refuses_an_existing_partial_file() {
 fn a_garbled_first_record_length_is_refused_without_reading_it() {
     let tmp = tempfile::tempdir().unwrap();
     let g = exported_to_vault(tmp.path());
-    let object = g.dir.join("vault/deltas/00000000000000000004.cjd");
+    let object = delta_object(&g.dir.join("vault"), 4).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&object)
@@ -312,7 +312,7 @@ fn a_garbled_first_record_length_is_refused_without_reading_it() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let t = text(&o);
     assert!(
-        t.contains("00000000000000000004.cjd") && t.contains("over the limit"),
+        t.contains("deltas/00000000000000000004-") && t.contains("over the limit"),
         "{t}"
     );
     assert!(!g.dir.join("out.img").exists(), "nothing written");
