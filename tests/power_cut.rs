@@ -72,7 +72,7 @@ impl Params {
         Params {
             cycles: get("CASCADE_CRASH_CYCLES", 6),
             subsets: get("CASCADE_CRASH_SUBSETS", 2) as usize,
-            max_states: get("CASCADE_CRASH_STATES", 200) as usize,
+            max_states: get("CASCADE_CRASH_STATES", 120) as usize,
             seed: get("CASCADE_CRASH_SEED", 11),
         }
     }
@@ -812,7 +812,7 @@ fn power_cut_states() {
         chosen.extend((0..want).map(|k| rest[(k as f64 * step) as usize].clone()));
         chosen.sort_by_key(|s| s.upto);
         eprintln!(
-            "power-cut harness: all {recovery} states of the killed cycle's recovery are tried"
+            "power-cut harness: the first {recovery} states of the killed cycle's recovery are tried"
         );
         states = chosen;
     }
