@@ -20,7 +20,7 @@
 //!   and the next writer's recovery writes the pages back, in any order: a torn delta
 //!   whose Commit reached the disk before an earlier page of it.
 //!
-//! `make test` tries a few hundred states; `make crash` thousands
+//! `make test` tries 120 states; `make crash` thousands
 //! (CASCADE_CRASH_CYCLES, CASCADE_CRASH_SUBSETS, CASCADE_CRASH_STATES, CASCADE_CRASH_SEED).
 mod common;
 
