@@ -112,11 +112,7 @@ pub fn node_identity(p: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(p) {
         Ok(m) => {
-            let born = m
-                .created()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
+            let born = crate::sys::birth_ns(&m);
             format!("inode {}:{} born {born}", m.dev(), m.ino())
         }
         Err(_) => std::path::absolute(p)

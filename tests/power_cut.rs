@@ -298,6 +298,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
 
+/// `path`, opened to receive volume `id`'s bytes.
+fn volume_file(id: &str, path: PathBuf) -> (String, VolumeFile) {
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    (
+        id.to_string(),
+        VolumeFile {
+            file,
+            device: false,
+            path,
+        },
+    )
+}
+
 /// Files holding each volume at `delta` (zeros for 0), to replay onto.
 fn volumes_at(l: &Layout, delta: u64, dir: &Path) -> HashMap<String, VolumeFile> {
     std::fs::create_dir_all(dir).unwrap();
@@ -310,15 +323,7 @@ fn volumes_at(l: &Layout, delta: u64, dir: &Path) -> HashMap<String, VolumeFile>
             } else {
                 std::fs::copy(l.truth(delta, id), &path).unwrap();
             }
-            let file = OpenOptions::new().write(true).open(&path).unwrap();
-            (
-                id.to_string(),
-                VolumeFile {
-                    file,
-                    device: false,
-                    path,
-                },
-            )
+            volume_file(id, path)
         })
         .collect()
 }
@@ -449,15 +454,7 @@ fn replica_views(l: &Layout, image: &File) -> HashMap<String, VolumeFile> {
             let mut buf = vec![0u8; *size as usize];
             image.read_exact_at(&mut buf, l.replica_offset(id)).unwrap();
             std::fs::write(&path, &buf).unwrap();
-            let file = OpenOptions::new().write(true).open(&path).unwrap();
-            (
-                id.to_string(),
-                VolumeFile {
-                    file,
-                    device: false,
-                    path,
-                },
-            )
+            volume_file(id, path)
         })
         .collect()
 }

@@ -6,6 +6,16 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// A file's birth time in nanoseconds since the epoch, 0 where the file system does
+/// not record one: with the inode number it tells a file from a later one that
+/// reused the number.
+pub fn birth_ns(m: &std::fs::Metadata) -> u128 {
+    m.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// A stable name for block device `major:minor`, read from
 /// `/sys/dev/block/MAJOR:MINOR`:
 /// - a loop device: the inode and birth time of its backing file (not the file
@@ -39,11 +49,7 @@ fn device_id(dev: &Path, read: &dyn Fn(&Path) -> Option<String>) -> Option<Strin
     if let Some(backing) = read(&dev.join("loop/backing_file")) {
         return Some(match std::fs::metadata(&backing) {
             Ok(m) => {
-                let born = m
-                    .created()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
+                let born = birth_ns(&m);
                 format!("loop over inode {} born {born}", m.ino())
             }
             // Deleted or out of reach: its name is what is left.

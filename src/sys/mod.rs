@@ -50,7 +50,7 @@ mod reflink;
 mod test_files;
 
 pub use blk::{block_device_size, device_or_file_size, zero_device_range};
-pub use block_id::stable_id;
+pub use block_id::{birth_ns, stable_id};
 pub use dm::{table as dm_table, target_message as dm_target_message};
 pub use fiemap::{
     fiemap, Extent, FiemapIter, FIEMAP_EXTENT_DATA_ENCRYPTED, FIEMAP_EXTENT_DATA_INLINE,
