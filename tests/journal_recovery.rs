@@ -468,6 +468,20 @@ fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
             "{why}"
         );
     }
+    // A cursor older than journal ids names no journal: held to the cut all the same.
+    let cfg = g.config();
+    let cursor =
+        cascade::export::targets_state(&cfg, cfg.group("cg").unwrap()).join("replica.cursor");
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
+    c["journal"] = serde_json::Value::Null;
+    std::fs::write(&cursor, serde_json::to_vec(&c).unwrap()).unwrap();
+    let o = g.cascade(&["export", "-c", "cascade.yaml", "--target", "replica"]);
+    let why = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !o.status.success() && why.contains("does not record which journal fed it"),
+        "{why}"
+    );
     ok(g.cascade(&["export", "-c", "cascade.yaml", "--target", "early"]));
     let early = std::fs::read(tmp.path().join("early/v0.img")).unwrap();
     assert_eq!(

@@ -131,13 +131,27 @@ impl Journal {
     /// Refuses a replica (target `target`, holding deltas up to `cursor` of the journal
     /// named `fed_by`) that this journal cannot go on feeding: one fed by another
     /// journal, or one holding deltas that a repair cut (new deltas took their ids).
+    /// A replica that names no journal (its cursor predates journal ids) may have been
+    /// fed before any of the cuts, so it is trusted only up to the lowest one.
     pub fn check_replica(&self, target: &str, fed_by: Option<&str>, cursor: u64) -> Result<()> {
-        let (Some(was), Some(now)) = (fed_by, self.id()) else {
+        let Some(now) = self.id() else {
             return Ok(());
         };
         if cursor == 0 {
             return Ok(());
         }
+        let Some(was) = fed_by else {
+            return match self.cuts.iter().map(|c| c.kept).min() {
+                Some(kept) if cursor > kept => Err(Error::InvalidArgument(format!(
+                    "target `{target}` holds deltas up to {cursor} and does not record which journal fed it, \
+                     but `cascade journal repair` cut {} after delta {kept}: its deltas past the cut may be the \
+                     ones that are gone. Rebuild it from an empty one (for a block target, remove its cursor; \
+                     for an object target, use a new prefix)",
+                    self.dir.display()
+                ))),
+                _ => Ok(()),
+            };
+        };
         match cuts::valid_up_to(&self.cuts, now, was) {
             Some(kept) if cursor <= kept => Ok(()),
             Some(kept) => Err(Error::InvalidArgument(format!(

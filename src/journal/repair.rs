@@ -117,17 +117,11 @@ pub fn repair(dir: &Path, cut_at: u64, dry_run: bool) -> Result<RepairReport> {
         return Ok(report);
     }
     save(dir, cut, &report.saved_to)?;
-    if let Some(id) = &report.old_id {
-        let cuts = super::cuts::load(dir)?;
-        super::cuts::record(
-            dir,
-            &cuts,
-            super::cuts::Cut {
-                id: id.clone(),
-                kept: cut_at,
-            },
-        )?;
-    }
+    // A journal older than journal ids is recorded as `-`: no replica names that id,
+    // but replicas that name no journal are held to the cut.
+    let cuts = super::cuts::load(dir)?;
+    let id = report.old_id.clone().unwrap_or_else(|| "-".to_string());
+    super::cuts::record(dir, &cuts, super::cuts::Cut { id, kept: cut_at })?;
     // The index before the id: a reader never finds the new id beside entries of
     // cut deltas (readers trust the index alone while this holds the writer's lock).
     let mut index = Index {
