@@ -15,6 +15,7 @@ use std::process::Command;
 
 const IN_VM: &str = "CASCADE_IN_VM";
 const SCRATCH: &str = "CASCADE_VM_SCRATCH";
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `None` on the host, after the test ran and passed inside the VM; inside the VM,
 /// `Some(scratch)`: a directory writable from the VM, removed by the host afterwards.
@@ -36,6 +37,11 @@ pub fn in_vm_with(test: &str, memory: Option<&str>, env: &[&str]) -> Option<Path
         .tempdir_in("/var/tmp")
         .unwrap();
     let exe = std::env::current_exe().unwrap();
+    // One VM at a time: two TCG guests of all the host's cores each starve one another
+    // (the two lvm_thin tests took 525 s side by side, 355 s one after the other).
+    let _one_vm = ONE_VM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = std::time::Instant::now();
     let mut vm = Command::new(format!("{root}/tests/vm/run.sh"));
     vm.arg("--rwdir").arg(scratch.path());
