@@ -470,17 +470,47 @@ fn repair_cuts_damage_and_refuses_targets_past_the_cut() {
     }
     // A cursor older than journal ids names no journal: held to the cut all the same.
     let cfg = g.config();
-    let cursor =
-        cascade::export::targets_state(&cfg, cfg.group("cg").unwrap()).join("replica.cursor");
-    let mut c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
-    c["journal"] = serde_json::Value::Null;
-    std::fs::write(&cursor, serde_json::to_vec(&c).unwrap()).unwrap();
+    let cursor = |target: &str| {
+        cascade::export::targets_state(&cfg, cfg.group("cg").unwrap())
+            .join(format!("{target}.cursor"))
+    };
+    let old_format = |target: &str| {
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cursor(target)).unwrap()).unwrap();
+        c["journal"] = serde_json::Value::Null;
+        std::fs::write(cursor(target), serde_json::to_vec(&c).unwrap()).unwrap();
+    };
+    old_format("replica");
     let o = g.cascade(&["export", "-c", "cascade.yaml", "--target", "replica"]);
     let why = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         !o.status.success() && why.contains("does not record which journal fed it"),
         "{why}"
+    );
+
+    // One at the cut, killed in the middle of the first delta past it (SIGXFSZ, at a
+    // write past the file size limit): its cursor says which journal it was fed by,
+    // so the next export finishes the delta.
+    old_format("early");
+    let o = std::process::Command::new("prlimit")
+        .arg(format!("--fsize={}", (5 << 16) + 4096))
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_cascade"),
+            "export",
+            "-c",
+            "cascade.yaml",
+        ])
+        .args(["--target", "early"])
+        .current_dir(&g.dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the export was not cut short");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cursor("early")).unwrap()).unwrap();
+    assert_eq!(
+        (c["delta"].as_u64(), c["applying"].as_u64()),
+        (Some(2), Some(3))
     );
     ok(g.cascade(&["export", "-c", "cascade.yaml", "--target", "early"]));
     let early = std::fs::read(tmp.path().join("early/v0.img")).unwrap();
@@ -518,4 +548,23 @@ fn stale_index_frames_after_the_last_entry_are_dropped() {
     let r = Journal::open(&j).unwrap();
     assert_eq!(r.last_delta(), 3);
     assert!(verify(&j, &NoProgress).unwrap().ok);
+}
+
+/// A journal older than ids (no `id` file, or an empty one) records its cut as `-`,
+/// and a replica that names no journal is held to it: accepted up to the cut and
+/// refused past it.
+#[test]
+fn a_cut_of_a_journal_without_an_id_holds_replicas_that_name_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("j");
+    journal(&j, 3, 64 << 20);
+    std::fs::write(j.join("id"), "").unwrap();
+    let r = cascade::journal::repair::repair(&j, 2, false).unwrap();
+    assert_eq!(r.old_id, None);
+    assert_eq!(std::fs::read_to_string(j.join("cuts")).unwrap(), "- 2\n");
+    let journal = Journal::open(&j).unwrap();
+    assert!(journal.id().is_some(), "the repair gave the journal an id");
+    journal.check_replica("t", None, 2).unwrap();
+    let e = journal.check_replica("t", None, 3).unwrap_err().to_string();
+    assert!(e.contains("does not record which journal fed it"), "{e}");
 }

@@ -180,8 +180,13 @@ impl Exporter for BlockExporter {
         }
         // Checked in full before the first write, like replay.
         journal.read_delta(delta)?.check_all(&NoProgress)?;
-        if state.applying != Some(delta) {
+        // The marker names the journal too: a replica cut short in its first delta, or
+        // in the first past a repair's cut, is then known as this journal's (it passed
+        // the check above), not held to the cut as a replica of unknown origin.
+        let fed_by = journal.id().map(String::from);
+        if state.applying != Some(delta) || state.journal != fed_by {
             state.applying = Some(delta);
+            state.journal = fed_by;
             self.cursor.set(&state)?;
         }
         self.applier.apply(journal, delta, &devices, &NoProgress)?;
@@ -192,7 +197,6 @@ impl Exporter for BlockExporter {
         }
         state.delta = delta;
         state.applying = None;
-        state.journal = journal.id().map(String::from);
         self.cursor.set(&state)?;
         Ok(journal.delta(delta)?.stored_bytes)
     }

@@ -97,9 +97,7 @@ impl Journal {
         let readers = readers::share(dir)?;
         // The id before the index: a repair writes the index first and the new id
         // after it, so an id read first never names deltas the repair cut.
-        let id = std::fs::read_to_string(dir.join(ID_FILE))
-            .ok()
-            .map(|s| s.trim().to_string());
+        let id = read_id(dir);
         let mut index = Index::load(dir)?;
         check_segments(dir, &index)?;
         let tail = catch_up(dir, &mut index, opener)?;
@@ -372,6 +370,15 @@ impl DeltaReader<'_> {
 
 /// The file holding the journal's id.
 pub(crate) const ID_FILE: &str = "id";
+
+/// The journal's id, if it has one (journals older than ids do not; an empty file
+/// counts as none).
+fn read_id(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(ID_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
 
 /// A journal is a directory; say which way a path is not one.
 pub(crate) fn check_journal_dir(dir: &Path) -> Result<()> {

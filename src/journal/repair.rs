@@ -90,9 +90,7 @@ pub fn repair(dir: &Path, cut_at: u64, dry_run: bool) -> Result<RepairReport> {
         .filter(|b| b.end > cut)
         .map(|b| b.name.clone())
         .collect();
-    let old_id = std::fs::read_to_string(dir.join(super::ID_FILE))
-        .ok()
-        .map(|s| s.trim().to_string());
+    let old_id = super::read_id(dir);
     let name = dir.file_name().unwrap_or_default().to_string_lossy();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let saved_to = parent_dir(dir).join(format!("{name}.cut-after-{cut_at}-{stamp}"));

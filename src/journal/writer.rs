@@ -38,7 +38,7 @@ impl JournalWriter {
     pub fn open(dir: &Path, segment_limit: u64) -> Result<JournalWriter> {
         crate::fsutil::create_dir_durable(dir)?;
         let lock = crate::lock::lock(&dir.join(super::durable::LOCK_FILE), dir)?;
-        if !dir.join(super::ID_FILE).exists() {
+        if super::read_id(dir).is_none() {
             write_new_id(dir)?;
         }
         super::readers::create(dir)?;
