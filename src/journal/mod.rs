@@ -143,8 +143,7 @@ impl Journal {
                 Some(kept) if cursor > kept => Err(Error::InvalidArgument(format!(
                     "target `{target}` holds deltas up to {cursor} and does not record which journal fed it, \
                      but `cascade journal repair` cut {} after delta {kept}: its deltas past the cut may be the \
-                     ones that are gone. Rebuild it from an empty one (for a block target, remove its cursor; \
-                     for an object target, use a new prefix)",
+                     ones that are gone; {REBUILD}",
                     self.dir.display()
                 ))),
                 _ => Ok(()),
@@ -155,8 +154,7 @@ impl Journal {
             Some(kept) => Err(Error::InvalidArgument(format!(
                 "target `{target}` holds deltas up to {cursor} of journal {was}, but `cascade journal repair` \
                  cut {} after delta {kept}: the deltas after it are gone, and new deltas take their numbers. \
-                 The target cannot be fed from here; rebuild it from an empty one (for a block target, remove \
-                 its cursor; for an object target, use a new prefix)",
+                 The target cannot be fed from here; {REBUILD}",
                 self.dir.display()
             ))),
             None => Err(Error::InvalidArgument(format!(
@@ -367,6 +365,10 @@ impl DeltaReader<'_> {
         })
     }
 }
+
+/// What a replica refused past a repair's cut must do.
+const REBUILD: &str = "rebuild it from an empty one (for a block target, remove its cursor; \
+                       for an object target, use a new prefix)";
 
 /// The file holding the journal's id.
 pub(crate) const ID_FILE: &str = "id";
