@@ -2,7 +2,11 @@
 # Everything the tests and benchmarks need is installed here, not assumed.
 
 CARGO ?= cargo
-APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace
+# The NBD clients the server is tested with: qemu-io, qemu-img (qemu-utils), nbdinfo,
+# nbdcopy (libnbd-bin), nbdsh (python3-libnbd), fio; nbdkit and qemu-nbd are the peers
+# of `make bench`.
+APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace \
+	qemu-utils libnbd-bin python3-libnbd fio nbdkit
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps s3s-fs vm-deps demo test lint bench crash clean

@@ -20,6 +20,7 @@ pub mod sys;
 pub mod config;
 pub mod diff;
 pub mod journal;
+pub mod nbd;
 pub mod replica;
 
 // 3: volume drivers

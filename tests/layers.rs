@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 2: formats and maths; config (the schema) sits beside them
     ("diff", 2),
     ("journal", 2),
+    ("nbd", 2),
     ("replica", 2),
     ("config", 2),
     // 3: volume drivers

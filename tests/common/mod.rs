@@ -6,6 +6,7 @@ pub mod host;
 pub mod logwrites;
 pub mod loopdev;
 pub mod mount;
+pub mod nbd;
 pub mod s3;
 pub mod vm;
 pub mod xfs;
