@@ -56,7 +56,7 @@ pub enum Error {
     },
 
     /// A journal written by a newer (or unknown) format version.
-    #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads version 1")]
+    #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads versions 1 and 2")]
     UnsupportedVersion {
         journal: PathBuf,
         segment: u64,

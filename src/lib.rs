@@ -12,6 +12,7 @@ pub mod clock;
 pub mod command;
 pub mod error;
 pub mod fsutil;
+pub mod listen;
 mod lock;
 pub mod progress;
 pub mod sys;
@@ -23,7 +24,8 @@ pub mod journal;
 pub mod nbd;
 pub mod replica;
 
-// 3: volume drivers
+// 3: volume drivers, the splitter
+pub mod splitter;
 pub mod volume;
 
 // 4: what moves journal data

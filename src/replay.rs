@@ -9,7 +9,7 @@
 //! 1 MiB buffers whatever the volume size.
 use crate::error::{Error, Result};
 use crate::journal::record::VolumeInfo;
-use crate::journal::{Applier, Journal, VolumeFile};
+use crate::journal::{Applier, Journal, Until, VolumeFile};
 use crate::progress::Progress;
 use crate::sys;
 use serde::Serialize;
@@ -54,21 +54,29 @@ pub struct ReplayReport {
     /// The full delta the replay started from.
     pub from: u64,
     pub until: u64,
+    /// The last write replayed of delta `until`, a split delta cut short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_write: Option<u64>,
     pub deltas: u64,
     pub data_bytes: u64,
     pub zero_bytes: u64,
     pub volumes: Vec<ReplayedVolume>,
 }
 
-/// Replays deltas up to `until` onto `targets`. `progress` is told two phases over
-/// the same total, the volume bytes the deltas set (their `changed_bytes`): "check",
-/// reading every record before anything is written, then "replay".
+/// Replays deltas up to `until` (a delta id, or a delta and the last of its writes)
+/// onto `targets`. `progress` is told two phases over the same total, the volume
+/// bytes the deltas set (their `changed_bytes`): "check", reading every record before
+/// anything is written, then "replay".
 pub fn replay(
     journal: &Journal,
-    until: u64,
+    until: impl Into<Until>,
     targets: &[Destination],
     progress: &dyn Progress,
 ) -> Result<ReplayReport> {
+    let Until {
+        delta: until,
+        write: until_write,
+    } = until.into();
     let from = journal.full_base(until)?;
     let final_volumes = journal.volumes_at(until)?;
     let ids: Vec<&str> = final_volumes.iter().map(|v| v.id.as_str()).collect();
@@ -164,6 +172,7 @@ pub fn replay(
     let mut report = ReplayReport {
         from,
         until,
+        until_write,
         deltas: until - from + 1,
         data_bytes: 0,
         zero_bytes: 0,
@@ -172,7 +181,8 @@ pub fn replay(
     let mut applier = Applier::new()?;
     progress.start("replay", total);
     for d in from..=until {
-        let (data, zero) = applier.apply(journal, d, &open, progress)?;
+        let cut = if d == until { until_write } else { None };
+        let (data, zero) = applier.apply_until(journal, d, cut, &open, progress)?;
         report.data_bytes += data;
         report.zero_bytes += zero;
     }

@@ -407,6 +407,7 @@ fn torn_tail_is_cut_off() {
         time_ns: 1,
         flags: 0,
         volumes: vec![],
+        writes: None,
     }
     .encode();
     let (frame, _) = cascade::journal::frame::frame(cascade::journal::record::BEGIN, &begin);

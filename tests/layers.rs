@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 1),
     ("sys", 1),
     ("fsutil", 1),
+    ("listen", 1),
     ("clock", 1),
     ("progress", 1),
     ("lock", 1),
@@ -26,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 2),
     // 3: volume drivers
     ("volume", 3),
+    ("splitter", 3),
     // 4: what moves journal data
     ("cycle", 4),
     ("export", 4),

@@ -5,9 +5,8 @@
 mod common;
 
 use cascade::nbd::ListenAddr;
-use common::nbd::{client, image, nbdsh, qemu_io, Server};
+use common::nbd::{client, image, nbdsh, qemu_io, Raw, Server};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
@@ -383,99 +382,12 @@ print("ok")
     assert_eq!(nbdsh(&script).trim(), "ok");
 }
 
-/// A client that speaks the protocol byte by byte, to send what real clients never
-/// send.
-struct Raw(TcpStream);
-
-impl Raw {
-    /// Connects and reads the greeting; `no_zeroes` is the client flag to send.
-    fn connect(s: &Server, no_zeroes: bool) -> Raw {
-        let mut c = TcpStream::connect(tcp(s)).unwrap();
-        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let mut greeting = [0u8; 18];
-        c.read_exact(&mut greeting).unwrap();
-        assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT");
-        assert_eq!(&greeting[16..], &[0, 3]);
-        c.write_all(&[0, 0, 0, if no_zeroes { 3 } else { 1 }])
-            .unwrap();
-        Raw(c)
-    }
-
-    fn option(&mut self, opt: u32, data: &[u8]) {
-        let mut b = b"IHAVEOPT".to_vec();
-        b.extend_from_slice(&opt.to_be_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        b.extend_from_slice(data);
-        self.0.write_all(&b).unwrap();
-    }
-
-    /// One option reply: (option, type, data).
-    fn reply(&mut self) -> (u32, u32, Vec<u8>) {
-        let mut h = [0u8; 20];
-        self.0.read_exact(&mut h).unwrap();
-        assert_eq!(&h[..8], &0x0003_e889_0455_65a9u64.to_be_bytes());
-        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
-        let mut data = vec![0u8; len as usize];
-        self.0.read_exact(&mut data).unwrap();
-        let word = |r: std::ops::Range<usize>| u32::from_be_bytes(h[r].try_into().unwrap());
-        (word(8..12), word(12..16), data)
-    }
-
-    /// OPT_GO for `name`; the transmission flags.
-    fn go(&mut self, name: &str) -> u16 {
-        let mut d = (name.len() as u32).to_be_bytes().to_vec();
-        d.extend_from_slice(name.as_bytes());
-        d.extend_from_slice(&[0, 0]);
-        self.option(7, &d);
-        let mut flags = None;
-        loop {
-            let (opt, kind, data) = self.reply();
-            assert_eq!(opt, 7);
-            match kind {
-                1 => break,
-                3 if data[..2] == [0, 0] => flags = Some(u16::from_be_bytes([data[10], data[11]])),
-                3 => {}
-                other => panic!("GO answered {other:#x}: {}", String::from_utf8_lossy(&data)),
-            }
-        }
-        flags.expect("INFO_EXPORT")
-    }
-
-    fn request(&mut self, flags: u16, cmd: u16, cookie: u64, offset: u64, len: u32) {
-        let mut b = 0x2560_9513u32.to_be_bytes().to_vec();
-        b.extend_from_slice(&flags.to_be_bytes());
-        b.extend_from_slice(&cmd.to_be_bytes());
-        b.extend_from_slice(&cookie.to_be_bytes());
-        b.extend_from_slice(&offset.to_be_bytes());
-        b.extend_from_slice(&len.to_be_bytes());
-        self.0.write_all(&b).unwrap();
-    }
-
-    /// A simple reply: (error, cookie).
-    fn simple_reply(&mut self) -> (u32, u64) {
-        let mut h = [0u8; 16];
-        self.0.read_exact(&mut h).unwrap();
-        assert_eq!(&h[..4], &0x6744_6698u32.to_be_bytes());
-        (
-            u32::from_be_bytes(h[4..8].try_into().unwrap()),
-            u64::from_be_bytes(h[8..16].try_into().unwrap()),
-        )
-    }
-
-    /// True when the server closed the connection.
-    fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.0.read(&mut b), Ok(0))
-    }
-}
-
 #[test]
 fn handshake_answers_unknown_and_malformed_options_and_goes_on() {
     let dir = scratch();
     let img = image(dir.path(), "web.img", 4 * MIB);
     let s = Server::start("127.0.0.1:0", &[("web", &img), ("db", &img)]);
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     // Unknown, and known but unsupported (STARTTLS, EXTENDED_HEADERS): ERR_UNSUP.
     for opt in [99, 5, 11] {
         c.option(opt, b"ignored data");
@@ -540,13 +452,13 @@ fn handshake_answers_unknown_and_malformed_options_and_goes_on() {
     assert_eq!(flags & (1 << 8), 1 << 8, "CAN_MULTI_CONN");
 
     // ABORT is acknowledged, then the server closes.
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     c.option(2, &[]);
     assert_eq!(c.reply().1, 1);
     assert!(c.closed());
     // EXPORT_NAME without NO_ZEROES: size, flags and 124 zeros; DF is not offered
     // without structured replies.
-    let mut c = Raw::connect(&s, false);
+    let mut c = Raw::connect(tcp(&s), false);
     c.option(1, b"db");
     let mut b = [0u8; 134];
     c.0.read_exact(&mut b).unwrap();
@@ -554,7 +466,7 @@ fn handshake_answers_unknown_and_malformed_options_and_goes_on() {
     assert_eq!(u16::from_be_bytes([b[8], b[9]]) & (1 << 7), 0);
     assert!(b[10..].iter().all(|&z| z == 0));
     // EXPORT_NAME of an unknown export: the spec's answer is to close.
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     c.option(1, b"nope");
     assert!(c.closed());
 }
@@ -564,7 +476,7 @@ fn bad_requests_get_errors_and_the_connection_goes_on_until_the_framing_breaks()
     let dir = scratch();
     let img = image(dir.path(), "web.img", 64 * MIB);
     let s = Server::start("127.0.0.1:0", &[("web", &img)]);
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     c.go("web");
     // Unknown command: EINVAL.
     c.request(0, 42, 1, 0, 512);
@@ -602,11 +514,11 @@ fn bad_requests_get_errors_and_the_connection_goes_on_until_the_framing_breaks()
     c.0.write_all(&[0u8; 28]).unwrap();
     assert!(c.closed());
     // So does a write too large to skip, and DISC.
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     c.go("web");
     c.request(0, 1, 5, 0, u32::MAX);
     assert!(c.closed());
-    let mut c = Raw::connect(&s, true);
+    let mut c = Raw::connect(tcp(&s), true);
     c.go("web");
     c.request(0, 2, 6, 0, 0);
     assert!(c.closed());
@@ -617,16 +529,16 @@ fn stopping_answers_what_was_read_and_closes_every_connection() {
     let dir = scratch();
     let img = image(dir.path(), "web.img", 4 * MIB);
     let s = Server::start("127.0.0.1:0", &[("web", &img)]);
-    let mut idle = Raw::connect(&s, true);
+    let mut idle = Raw::connect(tcp(&s), true);
     idle.go("web");
-    let mut busy = Raw::connect(&s, true);
+    let mut busy = Raw::connect(tcp(&s), true);
     busy.go("web");
     for i in 0..32u64 {
         busy.request(0, 1, i, i * 65536, 65536);
         busy.0.write_all(&[0xc0 | i as u8; 65536]).unwrap();
     }
     // A client in the middle of the handshake is closed too.
-    let mut half = Raw::connect(&s, true);
+    let mut half = Raw::connect(tcp(&s), true);
     s.stop();
     assert!(idle.closed());
     assert!(half.closed());

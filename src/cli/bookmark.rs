@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 /// Place a named bookmark in a consistency group's journal, after its newest committed
 /// delta. `cascade replay --until NAME` then rebuilds the volumes as of that delta.
+///
+/// For a split group (one with a `splitter:` section) its running splitter places it,
+/// after every write acknowledged so far: one point across all its volumes.
 #[derive(clap::Args)]
 pub struct Args {
     /// The YAML config file.
@@ -26,8 +29,14 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
     let cg = cfg.group(&a.cg)?;
-    let mut w = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
-    let b = w.add_bookmark(&a.name, cascade::clock::now_ns())?;
+    let b = if cg.splitter.is_some() {
+        // The running splitter holds the journal; it places the bookmark after every
+        // write acknowledged so far.
+        cascade::splitter::request_bookmark(&cfg.state_path(cg), &a.name)?
+    } else {
+        let mut w = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
+        w.add_bookmark(&a.name, cascade::clock::now_ns())?
+    };
     if a.json {
         print_json(&b);
     } else {

@@ -24,7 +24,8 @@ pub enum Command {
         /// The journal: a directory, `journal-dir`/GROUP of the config (journals/demo
         /// in the demo).
         journal: PathBuf,
-        /// Delta id, bookmark name or time, as for `replay --until`.
+        /// Delta id, bookmark name, seq:N or time, as for `replay --until` (a write
+        /// shows the split delta holding it).
         point: cascade::journal::Point,
         /// Also list every extent record: volume, offset, length, data or zero.
         #[arg(long)]
@@ -190,7 +191,7 @@ fn ls(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>6}  {:<24}  {:<4}  {:>10}  {:>10}  {:>8}",
+        "{:>6}  {:<24}  {:<5}  {:>10}  {:>10}  {:>8}  WRITES",
         "DELTA", "TIME", "KIND", "CHANGED", "STORED", "RECORDS"
     );
     let mut marks = j.bookmarks().iter().peekable();
@@ -205,17 +206,23 @@ fn ls(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
         }
         let kind = if d.flags & cascade::journal::record::FLAG_FULL != 0 {
             "full"
+        } else if d.writes.is_some() {
+            "split"
         } else {
             "incr"
         };
         println!(
-            "{:>6}  {:<24}  {:<4}  {:>10}  {:>10}  {:>8}",
+            "{:>6}  {:<24}  {:<5}  {:>10}  {:>10}  {:>8}  {}",
             d.delta,
             format_time(d.time_ns),
             kind,
             human_bytes(d.changed_bytes),
             human_bytes(d.stored_bytes),
-            d.records
+            d.records,
+            d.writes.map_or(String::new(), |w| format!(
+                "{}..={} (exact from {})",
+                w.first_write, w.last_write, w.exact_from
+            ))
         );
     }
     for b in marks {
@@ -253,6 +260,12 @@ fn show(
         );
     } else {
         println!("delta {} at {}", entry.delta, format_time(entry.time_ns));
+        if let Some(w) = entry.writes {
+            println!(
+                "  split: writes {}..={}, exact from write {}",
+                w.first_write, w.last_write, w.exact_from
+            );
+        }
         println!(
             "  records {}, changed {}, stored {}",
             entry.records,
@@ -270,6 +283,7 @@ fn show(
     // One line per extent as it is read: a full delta of a large volume has millions.
     let mut r = j.read_delta(id)?;
     while let Some(rec) = r.next_record()? {
+        let stamp = rec.stamp();
         let (volume, kind, offset, length, stored) = match rec {
             Record::Data {
                 volume,
@@ -294,8 +308,17 @@ fn show(
         };
         let volume = &volumes[volume as usize].id;
         if json {
-            print_json(
-                &serde_json::json!({"volume": volume, "kind": kind, "offset": offset, "length": length, "stored": stored}),
+            let mut line = serde_json::json!({"volume": volume, "kind": kind, "offset": offset, "length": length, "stored": stored});
+            if let Some(s) = stamp {
+                line["write"] = s.write.into();
+                line["time"] = format_time(s.time_ns).into();
+            }
+            print_json(&line);
+        } else if let Some(s) = stamp {
+            println!(
+                "  write {} at {}: {volume} {kind} {offset}+{length}",
+                s.write,
+                format_time(s.time_ns)
             );
         } else {
             println!("  {volume} {kind} {offset}+{length}");

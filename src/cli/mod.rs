@@ -8,6 +8,7 @@ pub mod progress;
 mod replay;
 mod restore;
 mod run;
+mod split;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,7 @@ pub enum Command {
     Restore(restore::Args),
     Status(status::Args),
     Run(run::Args),
+    Split(split::Args),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -67,6 +69,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Restore(a) => restore::run(a),
         Command::Status(a) => status::run(a),
         Command::Run(a) => run::run(a),
+        Command::Split(a) => split::run(a),
     }
 }
 
@@ -147,8 +150,11 @@ fn print_replay_report(r: &cascade::replay::ReplayReport, what: &str, json: bool
         print_json(r);
         return;
     }
+    let until_write = r
+        .until_write
+        .map_or(String::new(), |w| format!(" (to write {w})"));
     println!(
-        "{what}: deltas {}..={}, {} written, {} zeroed",
+        "{what}: deltas {}..={}{until_write}, {} written, {} zeroed",
         r.from,
         r.until,
         human_bytes(r.data_bytes),

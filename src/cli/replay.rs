@@ -18,9 +18,11 @@ pub struct Args {
     /// Targets, one per volume: `ID=PATH`, or bare paths in the journal's volume order.
     #[arg(long, num_args = 1.., required = true, value_name = "[ID=]PATH")]
     to: Vec<Destination>,
-    /// Stop at this point: a delta id, a bookmark name, or a time (RFC 3339 or
-    /// @UNIX-SECONDS; the newest delta at or before it). Prefixes delta:, bookmark:,
-    /// time: remove any doubt. Default: the newest committed delta.
+    /// Stop at this point: a delta id, a bookmark name, a write of a split group
+    /// (seq:N, the state just after write N), or a time (RFC 3339 or @UNIX-SECONDS;
+    /// the newest delta at or before it, or in a split group the newest write).
+    /// Prefixes delta:, bookmark:, seq:, time: remove any doubt. Default: the newest
+    /// committed delta.
     #[arg(long, value_name = "DELTA|BOOKMARK|TIME")]
     until: Option<Point>,
     /// Print the report (deltas replayed, bytes written and zeroed, per volume) as JSON.
@@ -39,12 +41,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let until = match &a.until {
-        Some(p) => journal.resolve(p)?,
+        Some(p) => journal.resolve_until(p)?,
         None if journal.last_delta() == 0 => anyhow::bail!(cascade::Error::NotFound(format!(
             "journal {} has no committed deltas",
             a.journal.display()
         ))),
-        None => journal.last_delta(),
+        None => journal.last_delta().into(),
     };
     let r = replay(&journal, until, &a.to, super::progress::observer().as_ref())?;
     super::print_replay_report(&r, "replayed", a.json);

@@ -4,19 +4,21 @@
 //!
 //! The whole schema lives here, validated at load: the group file (this module), the
 //! target files (`target`), schedules (`schedule`), retention policies
-//! (`retention`), freeze/thaw hooks and their limits (`hooks`) and the daemon's own
-//! settings (`daemon`). Every layer above takes
+//! (`retention`), freeze/thaw hooks and their limits (`hooks`), a group's splitter
+//! (`splitter`) and the daemon's own settings (`daemon`). Every layer above takes
 //! these typed values; none parses YAML of its own.
 mod daemon;
 mod hooks;
 mod retention;
 mod schedule;
+mod splitter;
 mod target;
 
 pub use daemon::{parse_listen, DaemonConfig, DEFAULT_STOP_GRACE};
 pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_FREEZE};
 pub use retention::{Age, Retention};
 pub use schedule::{CronSpec, Missed, Schedule, TimeZone};
+pub use splitter::{SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_LISTEN};
 pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec};
 
 use crate::error::{Error, Result};
@@ -67,6 +69,9 @@ pub struct ConsistencyGroup {
     /// and prunes what other cycles journal.
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// Serve the group over NBD and journal every write (instead of a schedule).
+    #[serde(default)]
+    pub splitter: Option<SplitterConfig>,
 }
 
 fn default_segment_mib() -> u64 {
@@ -200,6 +205,14 @@ impl Config {
                 .check(&format!("{at}.journal-retention"))?;
             if let Some(s) = &cg.schedule {
                 s.check(&format!("{at}.schedule"))?;
+            }
+            if let Some(s) = &cg.splitter {
+                s.check(&format!("{at}.splitter"))?;
+                if cg.schedule.is_some() {
+                    return Err(format!(
+                        "{at}: a group with a splitter journals every write; it takes no schedule of snapshot cycles"
+                    ));
+                }
             }
             if !(1..=4096).contains(&cg.segment_size_mib) {
                 return Err(format!(

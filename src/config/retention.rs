@@ -26,7 +26,7 @@ pub struct Retention {
     pub keep_age: Option<Age>,
 }
 
-/// A duration written as a number and a unit: `90s`, `45m`, `36h`, `7d`, `2w`.
+/// A duration written as a number and a unit: `100ms`, `90s`, `45m`, `36h`, `7d`, `2w`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Age {
     pub ns: i64,
@@ -42,7 +42,16 @@ impl Age {
 impl std::str::FromStr for Age {
     type Err = String;
     fn from_str(s: &str) -> Result<Age, String> {
-        let bad = || format!("`{s}` is not an age: write a number and s, m, h, d or w, as in 7d");
+        let bad =
+            || format!("`{s}` is not an age: write a number and ms, s, m, h, d or w, as in 7d");
+        if let Some(ms) = s.strip_suffix("ms") {
+            let n: i64 = ms.parse().map_err(|_| bad())?;
+            let ns = n
+                .checked_mul(1_000_000)
+                .filter(|v| *v > 0)
+                .ok_or_else(bad)?;
+            return Ok(Age { ns });
+        }
         let unit = s.chars().last().ok_or_else(bad)?;
         let secs: i64 = match unit {
             's' => 1,
@@ -207,6 +216,8 @@ mod tests {
     fn ages_parse_with_units_and_bad_ones_are_named() {
         assert_eq!("90s".parse::<Age>().unwrap().ns, 90_000_000_000);
         assert_eq!("2w".parse::<Age>().unwrap().ns, 14 * 24 * H);
+        assert_eq!("100ms".parse::<Age>().unwrap().ns, 100_000_000);
+        assert!("0ms".parse::<Age>().is_err());
         for bad in ["", "7", "d", "7x", "-1d", "0h", "99999999999999w"] {
             let e = bad.parse::<Age>().unwrap_err();
             assert!(e.contains("is not an age"), "{bad}: {e}");

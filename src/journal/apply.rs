@@ -63,11 +63,30 @@ impl Applier {
         targets: &HashMap<String, VolumeFile>,
         progress: &dyn Progress,
     ) -> Result<(u64, u64)> {
+        self.apply_until(journal, d, None, targets, progress)
+    }
+
+    /// `apply`, but of a split delta only the records of writes up to `until_write`
+    /// when it is set (the delta is read to its end all the same, so its commit is
+    /// checked before the replay is called done).
+    pub fn apply_until(
+        &mut self,
+        journal: &Journal,
+        d: u64,
+        until_write: Option<u64>,
+        targets: &HashMap<String, VolumeFile>,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u64)> {
         let mut total = (0, 0);
         let mut reader = journal.read_delta(d)?;
         let mut slots = Vec::new();
         while let Some(rec) = reader.next_record()? {
             let len = rec.extent_len();
+            let past = |w: u64| until_write.is_some_and(|u| w > u);
+            if rec.stamp().is_some_and(|s| past(s.write)) {
+                progress.inc(len);
+                continue;
+            }
             let applied = self.record(rec, targets, &mut slots)?;
             progress.inc(len);
             match applied {

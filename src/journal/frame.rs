@@ -6,7 +6,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"CASCJRNL";
-pub const VERSION: u32 = 1;
+/// The version of segments written; readers read every version from 1 to this.
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: u64 = 32;
 pub const FRAME_LEN: u64 = 12;
 /// Large enough for a 1 MiB extent that zstd could not shrink, small enough that a
@@ -62,6 +63,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// The format version in a segment header's bytes (not checked here).
+pub fn header_version(h: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(h.get(8..12)?.try_into().ok()?))
 }
 
 pub fn segment_header(n: u64) -> [u8; HEADER_LEN as usize] {
@@ -218,7 +224,7 @@ impl FrameCursor {
             return Ok(Some(Err("segment header checksum mismatch".into())));
         }
         let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 journal: self.dir.clone(),
                 segment: n,

@@ -2,7 +2,7 @@
 //! id, bookmark or time without scanning segments. It is rebuildable from the
 //! segments, so it is appended without fsync and a torn tail is simply dropped.
 use super::frame::{self, FrameRead, Pos};
-use super::record::{Dec, Enc};
+use super::record::{Dec, Enc, Writes, FLAG_SPLIT};
 use super::start::Start;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -18,6 +18,9 @@ pub struct DeltaEntry {
     pub delta: u64,
     pub time_ns: i64,
     pub flags: u32,
+    /// A split delta's writes (`FLAG_SPLIT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes: Option<Writes>,
     pub begin: Pos,
     pub end: Pos,
     pub records: u64,
@@ -67,6 +70,9 @@ impl Entry {
                     .u64(d.end.segment)
                     .u64(d.end.offset);
                 e.u64(d.records).u64(d.changed_bytes).u64(d.stored_bytes);
+                if let Some(w) = &d.writes {
+                    w.encode(&mut e);
+                }
                 (DELTA, e.0)
             }
             Entry::Bookmark(b) => {
@@ -84,22 +90,29 @@ impl Entry {
     fn decode(kind: u8, payload: &[u8]) -> std::result::Result<Entry, String> {
         let mut d = Dec::new(payload);
         let entry = match kind {
-            DELTA => Entry::Delta(DeltaEntry {
-                delta: d.u64()?,
-                time_ns: d.i64()?,
-                flags: d.u32()?,
-                begin: Pos {
-                    segment: d.u64()?,
-                    offset: d.u64()?,
-                },
-                end: Pos {
-                    segment: d.u64()?,
-                    offset: d.u64()?,
-                },
-                records: d.u64()?,
-                changed_bytes: d.u64()?,
-                stored_bytes: d.u64()?,
-            }),
+            DELTA => {
+                let mut e = DeltaEntry {
+                    delta: d.u64()?,
+                    time_ns: d.i64()?,
+                    flags: d.u32()?,
+                    writes: None,
+                    begin: Pos {
+                        segment: d.u64()?,
+                        offset: d.u64()?,
+                    },
+                    end: Pos {
+                        segment: d.u64()?,
+                        offset: d.u64()?,
+                    },
+                    records: d.u64()?,
+                    changed_bytes: d.u64()?,
+                    stored_bytes: d.u64()?,
+                };
+                if e.flags & FLAG_SPLIT != 0 {
+                    e.writes = Some(Writes::decode(&mut d)?);
+                }
+                Entry::Delta(e)
+            }
             BOOKMARK => Entry::Bookmark(BookmarkEntry {
                 seq: d.u64()?,
                 after_delta: d.u64()?,

@@ -245,8 +245,112 @@ impl Journal {
         }
     }
 
-    /// The newest delta included at `point`.
+    /// The newest delta included at `point` (for a write, the split delta holding it).
     pub fn resolve(&self, point: &Point) -> Result<u64> {
+        self.resolve_until(point).map(|c| c.delta)
+    }
+
+    /// Where a replay to `point` stops: a delta, and inside a split delta the last
+    /// write kept (docs/journal-format.md, "Split deltas").
+    pub fn resolve_until(&self, point: &Point) -> Result<Until> {
+        match point {
+            Point::Write(n) => self.write_until(*n),
+            Point::Time(t) => {
+                let d = self.resolve_deltas(point)?;
+                match self.delta(d)?.writes {
+                    Some(w) => {
+                        let last = self.last_write_at(d, *t)?;
+                        Ok(Until {
+                            delta: d,
+                            write: (last < w.last_write).then_some(last),
+                        })
+                    }
+                    None => Ok(d.into()),
+                }
+            }
+            _ => self.resolve_deltas(point).map(Until::from),
+        }
+    }
+
+    /// The split delta that holds write `n`, cut after it.
+    fn write_until(&self, n: u64) -> Result<Until> {
+        let mut split = self
+            .index
+            .deltas
+            .iter()
+            .filter_map(|d| d.writes.map(|w| (d.delta, w)));
+        let (first, last) = (split.clone().next(), split.clone().next_back());
+        let Some((delta, w)) = split.find(|(_, w)| w.first_write <= n && n <= w.last_write) else {
+            // A write numbered just before a base was captured is in that base only.
+            let after = self.index.deltas.iter().find(|d| {
+                d.writes
+                    .is_some_and(|w| w.first_write > n && w.exact_from >= n)
+            });
+            if let Some((d, w)) = after.and_then(|d| d.writes.map(|w| (d, w))) {
+                let base = self
+                    .index
+                    .deltas
+                    .iter()
+                    .rev()
+                    .find(|b| b.delta < d.delta && b.writes.is_none())
+                    .map_or(0, |b| b.delta);
+                if n == w.exact_from && base > 0 {
+                    // Just after write exact_from is the base itself.
+                    return Ok(base.into());
+                }
+                return Err(Error::NotFound(format!(
+                    "write {n} is not in {} on its own: base delta {base} took it in, and holds the volumes as \
+                     they were after write {}; name seq:{} or a later write",
+                    self.dir.display(),
+                    w.exact_from,
+                    w.exact_from
+                )));
+            }
+            return Err(Error::NotFound(match (first, last) {
+                (Some((_, a)), Some((_, b))) => format!(
+                    "write {n} is not in {}: it holds writes {}..={}",
+                    self.dir.display(),
+                    a.first_write,
+                    b.last_write
+                ),
+                _ => format!(
+                    "{} holds no writes: it has no split deltas (seq: points name the writes of a split group)",
+                    self.dir.display()
+                ),
+            }));
+        };
+        if n < w.exact_from {
+            return Err(Error::InvalidArgument(format!(
+                "write {n} in {} is not an exact point: its stream is exact from write {} on; \
+                 the nearest exact points are seq:{} and the deltas before {delta}",
+                self.dir.display(),
+                w.exact_from,
+                w.exact_from
+            )));
+        }
+        Ok(Until {
+            delta,
+            write: (n < w.last_write).then_some(n),
+        })
+    }
+
+    /// The newest write of split delta `d` acknowledged at or before `t`; its time is
+    /// that of its first write, so there is one.
+    fn last_write_at(&self, d: u64, t: i64) -> Result<u64> {
+        let mut r = self.read_delta(d)?;
+        let mut last = None;
+        while let Some(rec) = r.next_record()? {
+            if let Some(s) = rec.stamp() {
+                if s.time_ns > t {
+                    break;
+                }
+                last = Some(s.write);
+            }
+        }
+        last.ok_or_else(|| r.corrupt("split delta's first write is later than the delta's time"))
+    }
+
+    fn resolve_deltas(&self, point: &Point) -> Result<u64> {
         let deltas: Vec<(u64, i64)> = self
             .index
             .deltas
@@ -294,6 +398,20 @@ impl Journal {
             offset: at.offset,
             reason: reason.into(),
         }
+    }
+}
+
+/// Where a replay stops: every delta up to `delta`; of `delta`, when `write` is set
+/// (it is a split delta then), only the records of writes up to `write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Until {
+    pub delta: u64,
+    pub write: Option<u64>,
+}
+
+impl From<u64> for Until {
+    fn from(delta: u64) -> Until {
+        Until { delta, write: None }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Points in a journal's history that a user can name: a delta id, a bookmark, or a
-//! time (the newest delta taken at or before it).
+//! Points in a journal's history that a user can name: a delta id, a bookmark, a
+//! write of a split group, or a time (the newest delta taken at or before it, or in a
+//! split delta the newest write acknowledged at or before it).
 use crate::clock::{format_time, parse_time};
 use crate::error::{Error, Result};
 use std::str::FromStr;
@@ -10,17 +11,27 @@ pub enum Point {
     Bookmark(String),
     /// Unix time in nanoseconds.
     Time(i64),
+    /// Just after write N of a split group (its write sequence number).
+    Write(u64),
 }
 
 impl FromStr for Point {
     type Err = Error;
 
-    /// `delta:N`, `bookmark:NAME` and `time:T` say which is meant; without a prefix a
-    /// number is a delta id, an RFC 3339 time or `@SECONDS` is a time, and anything
-    /// else is a bookmark name.
+    /// `delta:N`, `bookmark:NAME`, `time:T` and `seq:N` (or `write:N`) say which is
+    /// meant; without a prefix a number is a delta id, an RFC 3339 time or `@SECONDS`
+    /// is a time, and anything else is a bookmark name.
     fn from_str(s: &str) -> Result<Point> {
         let bad =
             |why: &str| Error::InvalidArgument(format!("`{s}` is not a journal point: {why}"));
+        if let Some(n) = s.strip_prefix("seq:").or_else(|| s.strip_prefix("write:")) {
+            return n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Point::Write)
+                .ok_or_else(|| bad("a write sequence number is a positive number"));
+        }
         if let Some(n) = s.strip_prefix("delta:") {
             return n
                 .parse()
@@ -67,6 +78,10 @@ impl Point {
             _ => "it has no committed deltas".into(),
         };
         match self {
+            Point::Write(n) => Err(Error::InvalidArgument(format!(
+                "seq:{n} names a write of a split group; {place} records whole deltas only: \
+                 name a delta, a bookmark or a time"
+            ))),
             Point::Delta(id) => deltas
                 .iter()
                 .find(|d| d.0 == *id)
@@ -117,6 +132,10 @@ mod tests {
         let t = "2026-11-26T10:00:00Z".parse::<Point>().unwrap();
         let Point::Time(ns) = t else { panic!() };
         assert_eq!(format_time(ns), "2026-11-26T10:00:00.000Z");
+        assert_eq!("seq:7".parse::<Point>().unwrap(), Point::Write(7));
+        assert_eq!("write:7".parse::<Point>().unwrap(), Point::Write(7));
+        assert!("seq:0".parse::<Point>().is_err());
+        assert!("seq:x".parse::<Point>().is_err());
         assert!("delta:x".parse::<Point>().is_err());
         assert!("".parse::<Point>().is_err());
     }

@@ -6,11 +6,16 @@ pub const DATA: u8 = 2;
 pub const ZERO: u8 = 3;
 pub const COMMIT: u8 = 4;
 pub const BOOKMARK: u8 = 5;
+/// Version 2: a write of a split delta, with its sequence number and time.
+pub const WRITE_DATA: u8 = 6;
+pub const WRITE_ZERO: u8 = 7;
 
 /// Uncompressed bytes in one Data record; the unit of replay memory.
 pub const MAX_EXTENT: usize = 1 << 20;
 
 pub const FLAG_FULL: u32 = 1;
+/// The delta holds ordered writes (WriteData, WriteZero) rather than a snapshot diff.
+pub const FLAG_SPLIT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolumeInfo {
@@ -24,6 +29,47 @@ pub struct Begin {
     pub time_ns: i64,
     pub flags: u32,
     pub volumes: Vec<VolumeInfo>,
+    /// Present exactly when `flags` has `FLAG_SPLIT`.
+    pub writes: Option<Writes>,
+}
+
+/// The writes a split delta holds, and from which write on replay is exact
+/// (docs/journal-format.md, "Split deltas").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Writes {
+    pub first_write: u64,
+    pub last_write: u64,
+    pub exact_from: u64,
+}
+
+impl Writes {
+    pub(super) fn encode(&self, e: &mut Enc) {
+        e.u64(self.first_write)
+            .u64(self.last_write)
+            .u64(self.exact_from);
+    }
+
+    pub(super) fn decode(d: &mut Dec<'_>) -> Result<Writes, String> {
+        let w = Writes {
+            first_write: d.u64()?,
+            last_write: d.u64()?,
+            exact_from: d.u64()?,
+        };
+        if w.first_write == 0 || w.first_write > w.last_write {
+            return Err(format!(
+                "split delta holds writes {}..={}, not a range of write numbers",
+                w.first_write, w.last_write
+            ));
+        }
+        Ok(w)
+    }
+}
+
+/// Which write a WriteData or WriteZero record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub write: u64,
+    pub time_ns: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +89,8 @@ pub struct Bookmark {
     pub name: String,
 }
 
-/// A decoded record; Data borrows its compressed bytes from the read buffer.
+/// A decoded record; Data borrows its compressed bytes from the read buffer. A
+/// WriteData or WriteZero record decodes as Data or Zero with its `stamp`.
 #[derive(Debug)]
 pub enum Record<'a> {
     Begin(Begin),
@@ -53,12 +100,14 @@ pub enum Record<'a> {
         offset: u64,
         length: u32,
         compressed: &'a [u8],
+        stamp: Option<Stamp>,
     },
     Zero {
         delta: u64,
         volume: u16,
         offset: u64,
         length: u64,
+        stamp: Option<Stamp>,
     },
     Commit(Commit),
     Bookmark(Bookmark),
@@ -151,6 +200,9 @@ impl Begin {
         for v in &self.volumes {
             e.str(&v.id).u64(v.size);
         }
+        if let Some(w) = &self.writes {
+            w.encode(&mut e);
+        }
         e.0
     }
     pub fn is_full(&self) -> bool {
@@ -181,19 +233,46 @@ impl Bookmark {
     }
 }
 
-/// Encodes a Zero record's payload.
-pub fn encode_zero(delta: u64, volume: u16, offset: u64, length: u64) -> Vec<u8> {
+/// Encodes a Zero record's payload, or a WriteZero's with a stamp; the record kind.
+pub fn encode_zero(
+    delta: u64,
+    stamp: Option<Stamp>,
+    volume: u16,
+    offset: u64,
+    length: u64,
+) -> (u8, Vec<u8>) {
     let mut e = Enc::default();
-    e.u64(delta).u16(volume).u64(offset).u64(length);
-    e.0
+    e.u64(delta);
+    if let Some(s) = stamp {
+        e.u64(s.write).i64(s.time_ns);
+    }
+    e.u16(volume).u64(offset).u64(length);
+    (if stamp.is_some() { WRITE_ZERO } else { ZERO }, e.0)
 }
 
-/// The fixed fields in front of a Data record's compressed bytes.
-pub fn encode_data_head(out: &mut Vec<u8>, delta: u64, volume: u16, offset: u64, length: u32) {
+/// The fixed fields in front of a Data (or, with a stamp, WriteData) record's
+/// compressed bytes; the record kind.
+pub fn encode_data_head(
+    out: &mut Vec<u8>,
+    delta: u64,
+    stamp: Option<Stamp>,
+    volume: u16,
+    offset: u64,
+    length: u32,
+) -> u8 {
     out.extend_from_slice(&delta.to_le_bytes());
+    if let Some(s) = stamp {
+        out.extend_from_slice(&s.write.to_le_bytes());
+        out.extend_from_slice(&s.time_ns.to_le_bytes());
+    }
     out.extend_from_slice(&volume.to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&length.to_le_bytes());
+    if stamp.is_some() {
+        WRITE_DATA
+    } else {
+        DATA
+    }
 }
 
 impl<'a> Record<'a> {
@@ -207,8 +286,25 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The write a WriteData or WriteZero record belongs to.
+    pub fn stamp(&self) -> Option<Stamp> {
+        match self {
+            Record::Data { stamp, .. } | Record::Zero { stamp, .. } => *stamp,
+            _ => None,
+        }
+    }
+
     pub fn decode(kind: u8, payload: &'a [u8]) -> Result<Record<'a>, String> {
         let mut d = Dec::new(payload);
+        let stamped = |d: &mut Dec<'_>| -> Result<Option<Stamp>, String> {
+            Ok(match kind {
+                WRITE_DATA | WRITE_ZERO => Some(Stamp {
+                    write: d.u64()?,
+                    time_ns: d.i64()?,
+                }),
+                _ => None,
+            })
+        };
         let rec = match kind {
             BEGIN => {
                 let delta = d.u64()?;
@@ -222,15 +318,23 @@ impl<'a> Record<'a> {
                         size: d.u64()?,
                     });
                 }
+                let writes = if flags & FLAG_SPLIT != 0 {
+                    Some(Writes::decode(&mut d)?)
+                } else {
+                    None
+                };
                 Record::Begin(Begin {
                     delta,
                     time_ns,
                     flags,
                     volumes,
+                    writes,
                 })
             }
-            DATA => {
-                let (delta, volume, offset, length) = (d.u64()?, d.u16()?, d.u64()?, d.u32()?);
+            DATA | WRITE_DATA => {
+                let delta = d.u64()?;
+                let stamp = stamped(&mut d)?;
+                let (volume, offset, length) = (d.u16()?, d.u64()?, d.u32()?);
                 if length as usize > MAX_EXTENT || length == 0 {
                     return Err(format!(
                         "data record length {length} is outside 1..={MAX_EXTENT}"
@@ -242,10 +346,12 @@ impl<'a> Record<'a> {
                     offset,
                     length,
                     compressed: d.rest(),
+                    stamp,
                 });
             }
-            ZERO => Record::Zero {
+            ZERO | WRITE_ZERO => Record::Zero {
                 delta: d.u64()?,
+                stamp: stamped(&mut d)?,
                 volume: d.u16()?,
                 offset: d.u64()?,
                 length: d.u64()?,
@@ -284,9 +390,54 @@ mod tests {
                 id: "a".into(),
                 size: 9,
             }],
+            writes: None,
         };
         match Record::decode(BEGIN, &b.encode()).unwrap() {
             Record::Begin(x) => assert_eq!(x, b),
+            r => panic!("{r:?}"),
+        }
+        let split = Begin {
+            flags: FLAG_SPLIT,
+            writes: Some(Writes {
+                first_write: 10,
+                last_write: 12,
+                exact_from: 3,
+            }),
+            ..b.clone()
+        };
+        match Record::decode(BEGIN, &split.encode()).unwrap() {
+            Record::Begin(x) => assert_eq!(x, split),
+            r => panic!("{r:?}"),
+        }
+        let stamp = Some(Stamp {
+            write: 11,
+            time_ns: -5,
+        });
+        let (kind, z) = encode_zero(7, stamp, 1, 4096, 512);
+        assert_eq!(kind, WRITE_ZERO);
+        match Record::decode(kind, &z).unwrap() {
+            Record::Zero {
+                delta: 7,
+                stamp: s,
+                volume: 1,
+                offset: 4096,
+                length: 512,
+            } => assert_eq!(s, stamp),
+            r => panic!("{r:?}"),
+        }
+        let mut data = Vec::new();
+        let kind = encode_data_head(&mut data, 7, stamp, 0, 0, 3);
+        data.extend_from_slice(b"zst");
+        match Record::decode(kind, &data).unwrap() {
+            Record::Data {
+                stamp: s,
+                length: 3,
+                compressed,
+                ..
+            } => {
+                assert_eq!(s, stamp);
+                assert_eq!(compressed, b"zst");
+            }
             r => panic!("{r:?}"),
         }
         let c = Commit {
@@ -316,8 +467,23 @@ mod tests {
     fn short_and_unknown_payloads_are_errors() {
         assert!(Record::decode(COMMIT, &[1, 2, 3]).is_err());
         assert!(Record::decode(99, &[]).is_err());
-        let mut z = encode_zero(1, 0, 0, 4096);
+        let (_, mut z) = encode_zero(1, None, 0, 0, 4096);
         z.push(0);
         assert!(Record::decode(ZERO, &z).is_err());
+        // A split Begin without its write range, or with an empty one.
+        let mut b = Begin {
+            delta: 2,
+            time_ns: 0,
+            flags: FLAG_SPLIT,
+            volumes: vec![],
+            writes: None,
+        };
+        assert!(Record::decode(BEGIN, &b.encode()).is_err());
+        b.writes = Some(Writes {
+            first_write: 5,
+            last_write: 4,
+            exact_from: 1,
+        });
+        assert!(Record::decode(BEGIN, &b.encode()).is_err());
     }
 }

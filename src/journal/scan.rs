@@ -3,7 +3,7 @@
 //! the reader's catch-up and `verify` all walk records through this one checker.
 use super::frame::Pos;
 use super::index::{BookmarkEntry, DeltaEntry, Entry, Index};
-use super::record::{Begin, Record};
+use super::record::{Begin, Record, Stamp};
 use super::tail::Before;
 
 pub struct Scanner {
@@ -14,6 +14,8 @@ pub struct Scanner {
 
 struct Open {
     begin: Begin,
+    /// The write of the last extent of a split delta.
+    last_write: Option<u64>,
     at: Pos,
     digest: u32,
     records: u64,
@@ -82,8 +84,12 @@ impl Scanner {
                 if self.last_delta == 0 && !b.is_full() {
                     return Err("the first delta of a journal must be a full one".into());
                 }
+                if b.is_full() && b.writes.is_some() {
+                    return Err(format!("delta {} is both full and split", b.delta));
+                }
                 self.open = Some(Open {
                     begin: b,
+                    last_write: None,
                     at,
                     digest: fold_digest(0, crc),
                     records: 0,
@@ -98,11 +104,12 @@ impl Scanner {
                     volume,
                     offset,
                     length,
+                    stamp,
                     ..
                 },
                 Some(o),
             ) => {
-                o.extent(delta, volume, offset, length as u64)?;
+                o.extent(delta, stamp, volume, offset, length as u64)?;
                 o.stored += payload.len() as u64;
                 o.digest = fold_digest(o.digest, crc);
                 Ok(None)
@@ -113,10 +120,11 @@ impl Scanner {
                     volume,
                     offset,
                     length,
+                    stamp,
                 },
                 Some(o),
             ) => {
-                o.extent(delta, volume, offset, length)?;
+                o.extent(delta, stamp, volume, offset, length)?;
                 o.stored += payload.len() as u64;
                 o.digest = fold_digest(o.digest, crc);
                 Ok(None)
@@ -136,10 +144,21 @@ impl Scanner {
                         o.begin.delta
                     ));
                 }
+                if let Some(w) = o
+                    .begin
+                    .writes
+                    .filter(|w| o.last_write != Some(w.last_write))
+                {
+                    return Err(format!(
+                        "split delta {} ends at write {:?}, its Begin says {}",
+                        o.begin.delta, o.last_write, w.last_write
+                    ));
+                }
                 let entry = DeltaEntry {
                     delta: c.delta,
                     time_ns: o.begin.time_ns,
                     flags: o.begin.flags,
+                    writes: o.begin.writes,
                     begin: o.at,
                     end,
                     records: c.records,
@@ -185,12 +204,45 @@ impl Scanner {
 }
 
 impl Open {
-    fn extent(&mut self, delta: u64, volume: u16, offset: u64, length: u64) -> Result<(), String> {
+    fn extent(
+        &mut self,
+        delta: u64,
+        stamp: Option<Stamp>,
+        volume: u16,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), String> {
         if delta != self.begin.delta {
             return Err(format!(
                 "record of delta {delta} inside delta {}",
                 self.begin.delta
             ));
+        }
+        match (self.begin.writes, stamp) {
+            (None, None) => {}
+            (Some(w), Some(s)) => {
+                // Writes run first_write..=last_write, each in one or more records.
+                let next = self.last_write.map_or(w.first_write, |l| l + 1);
+                if s.write > w.last_write || (s.write != next && Some(s.write) != self.last_write) {
+                    return Err(format!(
+                        "write {} out of order in split delta {} (writes {}..={}, last seen {:?})",
+                        s.write, self.begin.delta, w.first_write, w.last_write, self.last_write
+                    ));
+                }
+                self.last_write = Some(s.write);
+            }
+            (None, Some(s)) => {
+                return Err(format!(
+                    "write {} in delta {}, which is not a split delta",
+                    s.write, self.begin.delta
+                ))
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "snapshot extent in split delta {}, which holds only writes",
+                    self.begin.delta
+                ))
+            }
         }
         let vol = self.begin.volumes.get(volume as usize).ok_or_else(|| {
             format!(

@@ -2,7 +2,7 @@
 //! and the commit protocol (records, then fdatasync, then the index entry).
 use super::frame::{self, Pos, HEADER_LEN};
 use super::index::{BookmarkEntry, DeltaEntry, Entry};
-use super::record::{self, Begin, Bookmark, Commit, VolumeInfo, MAX_EXTENT};
+use super::record::{self, Begin, Bookmark, Commit, Stamp, VolumeInfo, Writes, MAX_EXTENT};
 use super::scan::fold_digest;
 use super::{Journal, Tail};
 use crate::error::{Error, Result};
@@ -19,6 +19,9 @@ pub(super) struct Segment {
     pub(super) n: u64,
     file: BufWriter<File>,
     len: u64,
+    /// The format version in its header: a split delta is never begun in a
+    /// version-1 segment.
+    version: u32,
 }
 
 pub struct JournalWriter {
@@ -133,10 +136,16 @@ impl JournalWriter {
                 .metadata()
                 .map_err(Error::io("cannot stat journal segment", &path))?
                 .len();
+            let mut header = [0u8; 12];
+            let version = std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0)
+                .ok()
+                .and_then(|_| frame::header_version(&header))
+                .unwrap_or(frame::VERSION);
             self.seg = Some(Segment {
                 n,
                 file: BufWriter::with_capacity(1 << 20, file),
                 len,
+                version,
             });
         }
         Ok(())
@@ -211,6 +220,7 @@ impl JournalWriter {
             n: next,
             file: BufWriter::with_capacity(1 << 20, file),
             len: HEADER_LEN,
+            version: frame::VERSION,
         });
         Ok(())
     }
@@ -243,25 +253,66 @@ impl JournalWriter {
         volumes: Vec<VolumeInfo>,
         full: bool,
     ) -> Result<DeltaWriter<'_>> {
-        let delta = self.next_delta_id();
         if self.journal.deltas().is_empty() && !full {
             return Err(Error::InvalidArgument(
                 "the first delta of a journal must be full".into(),
             ));
         }
+        let flags = if full { record::FLAG_FULL } else { 0 };
+        self.begin(time_ns, volumes, flags, None)
+    }
+
+    /// Starts the next split delta, to hold `writes` (docs/journal-format.md, "Split
+    /// deltas"): extents go in with `DeltaWriter::write_data` and `write_zero`, in
+    /// write order. A journal cannot begin with one.
+    pub fn begin_split_delta(
+        &mut self,
+        time_ns: i64,
+        volumes: Vec<VolumeInfo>,
+        writes: Writes,
+    ) -> Result<DeltaWriter<'_>> {
+        if self.journal.deltas().is_empty() {
+            return Err(Error::InvalidArgument(
+                "a split delta cannot be a journal's first: it needs a full delta before it".into(),
+            ));
+        }
+        if writes.first_write == 0 || writes.first_write > writes.last_write {
+            return Err(Error::InvalidArgument(format!(
+                "a split delta of writes {}..={}",
+                writes.first_write, writes.last_write
+            )));
+        }
+        if self.seg.as_ref().is_some_and(|s| s.version < 2) {
+            // Version-1 readers must meet a version they refuse, not a record kind.
+            self.roll()?;
+        }
+        self.begin(time_ns, volumes, record::FLAG_SPLIT, Some(writes))
+    }
+
+    fn begin(
+        &mut self,
+        time_ns: i64,
+        volumes: Vec<VolumeInfo>,
+        flags: u32,
+        writes: Option<Writes>,
+    ) -> Result<DeltaWriter<'_>> {
+        let delta = self.next_delta_id();
         let sizes = volumes.iter().map(|v| v.size).collect();
         let begin = Begin {
             delta,
             time_ns,
-            flags: if full { record::FLAG_FULL } else { 0 },
+            flags,
             volumes,
+            writes,
         };
         let (at, _, crc) = self.append(record::BEGIN, &begin.encode())?;
         Ok(DeltaWriter {
             w: self,
             begin: at,
             time_ns,
-            flags: begin.flags,
+            flags,
+            writes,
+            last_write: None,
             delta,
             sizes,
             digest: fold_digest(0, crc),
@@ -326,6 +377,9 @@ pub struct DeltaWriter<'w> {
     begin: Pos,
     time_ns: i64,
     flags: u32,
+    writes: Option<Writes>,
+    /// The write of the last record of a split delta.
+    last_write: Option<u64>,
     delta: u64,
     sizes: Vec<u64>,
     digest: u32,
@@ -353,6 +407,29 @@ impl DeltaWriter<'_> {
         Ok(())
     }
 
+    /// Checks that `stamp` may come next: a split delta takes only stamped extents,
+    /// in write order, inside its range; any other delta takes none.
+    fn check_stamp(&self, stamp: Option<Stamp>) -> Result<()> {
+        let ok = match (self.writes, stamp) {
+            (None, None) => true,
+            (Some(w), Some(s)) => {
+                let next = self.last_write.map_or(w.first_write, |l| l + 1);
+                s.write <= w.last_write && (s.write == next || Some(s.write) == self.last_write)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "delta {}: extent of write {:?} out of order (range {:?}, last {:?})",
+                self.delta,
+                stamp.map(|s| s.write),
+                self.writes,
+                self.last_write
+            )));
+        }
+        Ok(())
+    }
+
     fn record(&mut self, kind: u8, len: u64) -> Result<()> {
         let payload = std::mem::take(&mut self.w.payload);
         let result = self.w.append(kind, &payload);
@@ -368,16 +445,51 @@ impl DeltaWriter<'_> {
     /// Journals `bytes` as the contents of `volume` at `offset`. Runs of zeros become
     /// Zero records, so a replica gets holes where the source has them.
     pub fn data(&mut self, volume: u16, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.extent_data(None, volume, offset, bytes)
+    }
+
+    /// Journals `bytes` written by write `stamp` to `volume` at `offset`, in a split
+    /// delta (zeros become a WriteZero, as in `data`).
+    pub fn write_data(
+        &mut self,
+        stamp: Stamp,
+        volume: u16,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.extent_data(Some(stamp), volume, offset, bytes)
+    }
+
+    /// Journals that write `stamp` made `volume` read as zeros over `offset..+len`.
+    pub fn write_zero(&mut self, stamp: Stamp, volume: u16, offset: u64, len: u64) -> Result<()> {
+        self.extent_zero(Some(stamp), volume, offset, len)
+    }
+
+    fn extent_data(
+        &mut self,
+        stamp: Option<Stamp>,
+        volume: u16,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<()> {
         self.check_range(volume, offset, bytes.len() as u64)?;
+        self.check_stamp(stamp)?;
         for (i, chunk) in bytes.chunks(MAX_EXTENT).enumerate() {
             let at = offset + (i * MAX_EXTENT) as u64;
             if crate::diff::is_zero(chunk) {
-                self.zero(volume, at, chunk.len() as u64)?;
+                self.extent_zero(stamp, volume, at, chunk.len() as u64)?;
                 continue;
             }
             let mut payload = std::mem::take(&mut self.w.payload);
             payload.clear();
-            record::encode_data_head(&mut payload, self.delta, volume, at, chunk.len() as u32);
+            let kind = record::encode_data_head(
+                &mut payload,
+                self.delta,
+                stamp,
+                volume,
+                at,
+                chunk.len() as u32,
+            );
             let head = payload.len();
             payload.resize(head + zstd::zstd_safe::compress_bound(chunk.len()), 0);
             let n = self
@@ -390,19 +502,34 @@ impl DeltaWriter<'_> {
                 "cannot compress extent for",
                 self.w.journal.dir.clone(),
             ))?;
-            self.record(record::DATA, chunk.len() as u64)?;
+            self.record(kind, chunk.len() as u64)?;
+            self.last_write = stamp.map(|s| s.write);
         }
         Ok(())
     }
 
     /// Journals that `volume` reads as zeros over `offset..offset+len`.
     pub fn zero(&mut self, volume: u16, offset: u64, len: u64) -> Result<()> {
+        self.extent_zero(None, volume, offset, len)
+    }
+
+    fn extent_zero(
+        &mut self,
+        stamp: Option<Stamp>,
+        volume: u16,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
         self.check_range(volume, offset, len)?;
-        self.w.payload = record::encode_zero(self.delta, volume, offset, len);
-        self.record(record::ZERO, len)
+        self.check_stamp(stamp)?;
+        let (kind, payload) = record::encode_zero(self.delta, stamp, volume, offset, len);
+        self.w.payload = payload;
+        self.record(kind, len)?;
+        self.last_write = stamp.map(|s| s.write);
+        Ok(())
     }
 
     /// Writes the Commit record and makes the delta durable; only then is it visible.
@@ -411,6 +538,15 @@ impl DeltaWriter<'_> {
     /// (the writer keeps it in memory and writes the index whole at the next append;
     /// the next open rebuilds it from the segments).
     pub fn commit(mut self) -> Result<DeltaEntry> {
+        if let Some(w) = self
+            .writes
+            .filter(|w| self.last_write != Some(w.last_write))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "split delta {} ends at write {:?}, its Begin says {}",
+                self.delta, self.last_write, w.last_write
+            )));
+        }
         let c = Commit {
             delta: self.delta,
             records: self.records,
@@ -425,6 +561,7 @@ impl DeltaWriter<'_> {
             delta: self.delta,
             time_ns: self.time_ns,
             flags: self.flags,
+            writes: self.writes,
             begin: self.begin,
             end,
             records: self.records,

@@ -59,7 +59,9 @@ pub trait Export: Send + Sync + 'static {
     fn size(&self) -> u64;
     fn capabilities(&self) -> Capabilities;
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()>;
+    /// `data` is handed over, so an export that keeps it (the splitter queues it for
+    /// the journal) need not copy it.
+    fn write(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()>;
     fn flush(&self) -> io::Result<()>;
     /// The range may be discarded: it reads afterwards as its old bytes or zeros.
     fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()>;
@@ -121,6 +123,13 @@ impl FileExport {
         })
     }
 
+    /// Writes `data` at `offset` (durably with `fua`): `Export::write` without
+    /// taking the buffer.
+    pub fn write_at(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        self.sync_if(fua)
+    }
+
     fn sync_if(&self, fua: bool) -> io::Result<()> {
         if fua {
             self.file.sync_data()?;
@@ -159,9 +168,8 @@ impl Export for FileExport {
         self.file.read_exact_at(buf, offset)
     }
 
-    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        self.file.write_all_at(data, offset)?;
-        self.sync_if(fua)
+    fn write(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+        self.write_at(offset, &data, fua)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -245,7 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = sparse(dir.path(), 4 << 20);
         assert_eq!(e.size(), 4 << 20);
-        e.write(1 << 20, &[0xab; 65536], true).unwrap();
+        e.write(1 << 20, vec![0xab; 65536], true).unwrap();
         let mut buf = vec![0u8; 65536];
         e.read(1 << 20, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0xab));

@@ -4,11 +4,9 @@
 use super::export::Export;
 use super::handshake::{self, Ended};
 use super::transmission::{self, End};
-use std::fmt;
+pub use crate::listen::ListenAddr;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
@@ -52,37 +50,6 @@ impl Exports {
     pub fn unknown(&self, name: &str) -> String {
         let names: Vec<&str> = self.0.iter().map(|e| e.name.as_str()).collect();
         format!("no export named {name:?}; exports: {}", names.join(", "))
-    }
-}
-
-/// Where a server listens: `HOST:PORT`, or `unix:PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ListenAddr, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err("unix: needs a socket path".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(p)));
-        }
-        s.parse().map(ListenAddr::Tcp).map_err(|_| {
-            format!("{s:?} is neither HOST:PORT (an IP address and a port) nor unix:PATH")
-        })
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => write!(f, "{a}"),
-            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
     }
 }
 

@@ -213,7 +213,7 @@ fn execute(e: &dyn super::Export, cmd: Command, data: Vec<u8>) -> io::Result<Out
             e.read(offset, &mut buf)?;
             return Ok(Output::Data(buf));
         }
-        Command::Write { offset, fua, .. } => e.write(offset, &data, fua)?,
+        Command::Write { offset, fua, .. } => e.write(offset, data, fua)?,
         Command::Flush => e.flush()?,
         Command::Trim {
             offset,

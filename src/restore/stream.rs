@@ -90,6 +90,7 @@ pub fn restore_into_new_files(
     let mut report = ReplayReport {
         from: chain[0].delta,
         until: last.delta,
+        until_write: None,
         deltas: chain.len() as u64,
         data_bytes: 0,
         zero_bytes: 0,

@@ -8,5 +8,6 @@ pub mod loopdev;
 pub mod mount;
 pub mod nbd;
 pub mod s3;
+pub mod split;
 pub mod vm;
 pub mod xfs;

@@ -1,0 +1,133 @@
+use super::print_json;
+use cascade::config::Config;
+use cascade::listen::ListenAddr;
+use cascade::nbd::{self, Listener};
+use cascade::progress::Progress;
+use cascade::splitter;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Serve a split group over NBD and journal every write, in the foreground.
+///
+/// The group's `splitter:` section says where (`listen`, default 127.0.0.1:10809; a
+/// bare port is loopback; `unix:PATH` for a Unix socket) and how often shipped writes
+/// are group-committed (`commit-every`, default 100ms). Each volume is an export named
+/// by its id: `nbdinfo --list nbd://127.0.0.1:10809`, `qemu-io -f raw
+/// nbd://127.0.0.1:10809/ID`, or a VM's disk. Every write reaches the volume, gets the
+/// group's next write number, is acknowledged, and is journalled within about
+/// commit-every; FLUSH and FUA make it durable on the volume.
+///
+/// It starts with a base delta (a full image, or the change since the last snapshot)
+/// while it already serves: writes are held back only while the snapshot is captured
+/// (on a file system without reflinks, until the base is journalled). Then
+/// `cascade replay --until seq:N` rebuilds the volumes as they were just after write
+/// N, and `cascade bookmark --cg NAME --name X` marks a point across all of them.
+///
+/// SIGTERM or Ctrl-C stops: no new connections, requests read are answered, what was
+/// acknowledged is journalled, exit 0. The volumes must not be written by anything
+/// else while the group is served.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The consistency group to serve; it needs a `splitter:` section.
+    #[arg(long)]
+    cg: String,
+    /// Listen here instead of the group's `splitter.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<ListenAddr>,
+    /// Print the report at the end (base delta, writes and deltas journalled) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&a.config)?;
+    let cg = cfg.group(&a.cg)?.clone();
+    let Some(split) = &cg.splitter else {
+        anyhow::bail!(cascade::Error::InvalidArgument(format!(
+            "consistency group `{}` has no splitter: section; `cascade split` serves only split groups",
+            cg.name
+        )));
+    };
+    let addr = a.listen.clone().unwrap_or_else(|| split.listen());
+    if !addr.is_local() {
+        tracing::warn!(%addr, "the splitter listens beyond this host: anyone who can reach it can read and write the volumes");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let report = tokio::runtime::Handle::current().block_on(async {
+        let listener = Listener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        for v in &cg.volumes {
+            eprintln!("serving {} at {}", v.id, nbd::uri(&bound, &v.id));
+        }
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            flag.store(true, Ordering::Relaxed);
+            let _ = tx.send(true);
+        });
+        let (cfg2, cg2) = (cfg.clone(), cg.clone());
+        let base = move |hold: &dyn splitter::Hold| {
+            let progress = Stoppable {
+                inner: super::progress::observer(),
+                stop,
+            };
+            cascade::cycle::run_cycle_held(&cfg2, &cg2, &progress, Some(hold)).map(|r| r.delta)
+        };
+        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx).await?)
+    })?;
+    if a.json {
+        print_json(&report);
+    } else {
+        let s = &report.shipped;
+        println!(
+            "{}: base delta {} (after write {}); journalled {} writes in {} deltas (last write {}), {} bookmarks",
+            report.cg, report.base_delta, report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The CLI's progress for the base cycle, which also stops it on a signal.
+struct Stoppable {
+    inner: Box<dyn Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Progress for Stoppable {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        self.inner.start(phase, total_bytes)
+    }
+    fn add_total(&self, bytes: u64) {
+        self.inner.add_total(bytes)
+    }
+    fn inc(&self, bytes: u64) {
+        self.inner.inc(bytes)
+    }
+    fn finish(&self) {
+        self.inner.finish()
+    }
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+    fn watched(&self) -> bool {
+        self.inner.watched()
+    }
+}

@@ -1,0 +1,212 @@
+//! The splitter: a split group's volumes served over NBD, every write numbered when
+//! it is acknowledged and shipped, asynchronously, into the group's journal.
+//!
+//! Write path, per request: the NBD server (`crate::nbd`) reads it and calls the
+//! volume's `SplitExport`; the write enters the `Sequencer` (waiting while a write in
+//! flight overlaps it), reaches the volume, is numbered and queued, and only then is
+//! replied to. The `Shipper`, a thread of its own, takes what is queued every
+//! `commit-every` (or sooner, at `shipper::MAX_BATCH` bytes) and journals it as one
+//! split delta with one fsync (docs/journal-format.md, "Split deltas").
+//!
+//! A group starts with a base delta, taken by the caller's snapshot cycle while the
+//! splitter already serves: the cycle holds the group (`Hold`) for the moment its
+//! snapshot is captured, so the base is exact after write `held_at`, and the split
+//! deltas that follow say so (`exact_from`). On stop: no new connections, the
+//! requests read are answered, what was numbered is journalled, then it returns.
+//!
+//! Bookmarks of a running split group go through its control socket (`control`):
+//! the shipper places each after every write numbered before it was asked for. One
+//! sequence numbers the whole group, so that cut is consistent across its volumes
+//! without holding the writers.
+mod control;
+mod export;
+mod sequencer;
+mod shipper;
+
+pub use control::{request_bookmark, socket_path};
+pub use export::SplitExport;
+pub use sequencer::{Change, Sequencer, Write};
+pub use shipper::{ShipReport, MAX_BATCH};
+
+use crate::config::{Config, ConsistencyGroup, DriverKind};
+use crate::error::{Error, Result};
+use crate::journal::record::VolumeInfo;
+use crate::journal::{BookmarkEntry, Journal, JournalWriter};
+use crate::nbd::{self, ExportEntry, Exports, FileExport, Listener};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Bytes of numbered writes queued for the journal before writers are held back.
+pub const QUEUE_BYTES: u64 = 256 << 20;
+
+/// A bookmark asked of a running splitter, and where its answer goes.
+pub struct BookmarkRequest {
+    pub name: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<BookmarkEntry>>,
+}
+
+/// What a snapshot cycle holds while it captures a split group: new writes wait, and
+/// those in flight finish first.
+pub trait Hold: Send + Sync {
+    fn hold(&self);
+    fn release(&self);
+}
+
+impl<B: Send> Hold for Sequencer<B> {
+    fn hold(&self) {
+        Sequencer::hold(self)
+    }
+    fn release(&self) {
+        Sequencer::release(self)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SplitReport {
+    pub cg: String,
+    /// The ordinary delta the stream began with.
+    pub base_delta: u64,
+    /// The last write the base holds; the stream is exact from it on.
+    pub exact_from: u64,
+    pub shipped: ShipReport,
+}
+
+/// The device or image file of each volume of `cg`, in config order.
+pub fn volume_paths(cg: &ConsistencyGroup) -> Vec<PathBuf> {
+    cg.volumes
+        .iter()
+        .map(|v| match v.driver {
+            DriverKind::File => v.path.clone().expect("checked at load"),
+            DriverKind::LvmThin => v.device_paths().remove(0),
+        })
+        .collect()
+}
+
+/// Serves `cg` on `listener` until `stop` turns true: `base` (the caller's snapshot
+/// cycle, holding the group through the `Hold` it is given while it captures)
+/// journals the base delta and returns its id; then numbered writes are shipped.
+pub async fn run<F>(
+    cfg: &Config,
+    cg: &ConsistencyGroup,
+    listener: Listener,
+    base: F,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SplitReport>
+where
+    F: FnOnce(&dyn Hold) -> Result<u64> + Send + 'static,
+{
+    let journal_dir = cfg.journal_path(cg);
+    let last = last_write(&journal_dir)?;
+    let seq = Arc::new(Sequencer::<BookmarkRequest>::new(last, QUEUE_BYTES));
+    let mut entries = Vec::new();
+    let mut volumes = Vec::new();
+    for (i, (v, path)) in cg.volumes.iter().zip(volume_paths(cg)).enumerate() {
+        let file =
+            FileExport::open(&path, false).map_err(Error::io("cannot open volume", &path))?;
+        volumes.push(VolumeInfo {
+            id: v.id.clone(),
+            size: nbd::Export::size(&file),
+        });
+        entries.push(ExportEntry {
+            name: v.id.clone(),
+            description: format!("volume {} of consistency group {}", v.id, cg.name),
+            export: Arc::new(SplitExport::new(file, i as u16, seq.clone())),
+        });
+    }
+    let state = cfg.state_path(cg);
+    crate::fsutil::create_dir_durable(&state)?;
+    let sock = socket_path(&state);
+    let control = nbd::Listener::bind(&crate::listen::ListenAddr::Unix(sock.clone()))
+        .await
+        .map_err(Error::io("cannot listen on", &sock))?;
+    let nbd::Listener::Unix(control, _) = control else {
+        unreachable!("a Unix address binds a Unix listener")
+    };
+    let (server_stop, server_stopped) = watch::channel(false);
+    let server = tokio::spawn(nbd::serve(
+        listener,
+        Arc::new(Exports::new(entries)),
+        server_stopped.clone(),
+    ));
+    let control = tokio::spawn(control::serve(control, seq.clone(), server_stopped));
+
+    let hold = seq.clone();
+    let based = tokio::task::spawn_blocking(move || base(&*hold)).await;
+    let base_delta = match based {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
+        Err(e) => {
+            let e = Error::Stopped(format!("the base cycle of `{}` failed: {e}", cg.name));
+            return Err(stop_serving(server_stop, server, control, &seq, e).await);
+        }
+    };
+    let exact_from = seq.held_at();
+    // Writes numbered before the capture are in the base; the stream goes on after it.
+    seq.drop_through(exact_from);
+    tracing::info!(cg = %cg.name, base_delta, exact_from, "split group journals its writes");
+    let writer = match JournalWriter::open(&journal_dir, cg.segment_size_mib << 20) {
+        Ok(w) => w,
+        Err(e) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
+    };
+    let shipper = shipper::Shipper {
+        writer,
+        seq: seq.clone(),
+        volumes,
+        exact_from,
+        commit_every: cg
+            .splitter
+            .as_ref()
+            .map_or(crate::config::DEFAULT_COMMIT_EVERY, |s| s.commit_every()),
+    };
+    let shipping = std::thread::spawn(move || shipper.run());
+    let _ = stop.wait_for(|s| *s).await;
+    let _ = server_stop.send(true);
+    let served = server.await;
+    let _ = control.await;
+    seq.close();
+    let shipped = tokio::task::spawn_blocking(move || shipping.join())
+        .await
+        .expect("joining does not panic")
+        .map_err(|_| Error::Stopped(format!("the shipper of `{}` panicked", cg.name)))??;
+    let _ = std::fs::remove_file(&sock);
+    if let Ok(Err(e)) = served {
+        tracing::warn!(cg = %cg.name, error = %e, "the NBD server ended with an error");
+    }
+    Ok(SplitReport {
+        cg: cg.name.clone(),
+        base_delta,
+        exact_from,
+        shipped,
+    })
+}
+
+/// Ends serving after the base failed: the writes numbered meanwhile are not
+/// journalled (the next start's base holds them: they are on the volumes).
+async fn stop_serving(
+    server_stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    control: tokio::task::JoinHandle<()>,
+    seq: &Sequencer<BookmarkRequest>,
+    e: Error,
+) -> Error {
+    let _ = server_stop.send(true);
+    seq.close();
+    let _ = server.await;
+    let _ = control.await;
+    e
+}
+
+/// The last write numbered in the journal at `dir` (0 for none, or no journal).
+fn last_write(dir: &std::path::Path) -> Result<u64> {
+    if crate::journal::frame::list_segments(dir)?.is_empty() {
+        return Ok(0);
+    }
+    let j = Journal::open(dir)?;
+    Ok(j.deltas()
+        .iter()
+        .rev()
+        .find_map(|d| d.writes.map(|w| w.last_write))
+        .unwrap_or(0))
+}

@@ -1,0 +1,110 @@
+//! The shipper: takes batches of numbered writes from the sequencer and journals each
+//! as one split delta (group commit: one fsync per delta, not per write), then places
+//! the bookmarks asked for after them.
+use super::sequencer::{Change, Sequencer, Write};
+use super::BookmarkRequest;
+use crate::error::{Error, Result};
+use crate::journal::record::{Stamp, VolumeInfo, Writes};
+use crate::journal::JournalWriter;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest batch journalled as one delta: bounds the time one commit takes, and so
+/// how long a bookmark or a stop waits.
+pub const MAX_BATCH: u64 = 64 << 20;
+/// Attempts at a failing commit once the group is stopping, before the writes still
+/// queued are given up (the next base holds them: they are on the volumes).
+const STOP_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ShipReport {
+    pub deltas: u64,
+    pub writes: u64,
+    /// The last write journalled (0 when none was).
+    pub last_write: u64,
+    pub bookmarks: u64,
+}
+
+pub struct Shipper {
+    pub writer: JournalWriter,
+    pub seq: Arc<Sequencer<BookmarkRequest>>,
+    pub volumes: Vec<VolumeInfo>,
+    pub exact_from: u64,
+    pub commit_every: Duration,
+}
+
+impl Shipper {
+    /// Ships until the group closes and its queue is empty.
+    pub fn run(mut self) -> Result<ShipReport> {
+        let mut report = ShipReport::default();
+        loop {
+            let batch = self.seq.next_batch(self.commit_every, MAX_BATCH);
+            if let Some(last) = batch.writes.last() {
+                self.ship_retrying(&batch.writes, batch.closed)?;
+                report.deltas += 1;
+                report.writes += batch.writes.len() as u64;
+                report.last_write = last.write;
+            }
+            for b in batch.bookmarks {
+                let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
+                if placed.is_ok() {
+                    report.bookmarks += 1;
+                }
+                // The asker may have given up; the bookmark stays all the same.
+                let _ = b.reply.send(placed);
+            }
+            if batch.closed {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Journals `writes`, trying again with backoff while the journal fails: the
+    /// writers wait meanwhile (the queue fills, then they are held back).
+    fn ship_retrying(&mut self, writes: &[Write], closing: bool) -> Result<()> {
+        let mut wait = Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            match self.ship(writes) {
+                Ok(()) => return Ok(()),
+                Err(e @ Error::Unindexed { .. }) => {
+                    tracing::warn!(error = %e, "split delta committed without its index entry");
+                    return Ok(());
+                }
+                Err(e) => {
+                    attempts += 1;
+                    if closing && attempts >= STOP_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::error!(error = %e, writes = writes.len(), retry_in = ?wait,
+                        "cannot journal shipped writes; the splitter holds writers back until it can");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn ship(&mut self, writes: &[Write]) -> Result<()> {
+        let (first, last) = (&writes[0], &writes[writes.len() - 1]);
+        let range = Writes {
+            first_write: first.write,
+            last_write: last.write,
+            exact_from: self.exact_from,
+        };
+        let mut d = self
+            .writer
+            .begin_split_delta(first.time_ns, self.volumes.clone(), range)?;
+        for w in writes {
+            let stamp = Stamp {
+                write: w.write,
+                time_ns: w.time_ns,
+            };
+            match &w.change {
+                Change::Data(bytes) => d.write_data(stamp, w.volume, w.offset, bytes)?,
+                Change::Zero(len) => d.write_zero(stamp, w.volume, w.offset, *len)?,
+            }
+        }
+        d.commit().map(|_| ())
+    }
+}

@@ -1,0 +1,122 @@
+//! A split group served by `cascade split` (the binary, stopped with SIGTERM), on
+//! image files in a scratch directory, and replays of its journal.
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cascade");
+
+pub struct Split {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Split {
+    /// Writes a config for group `vms` with `volumes` (id, size) as sparse image
+    /// files in `dir` (kept if they exist) and serves it on a free loopback port.
+    pub fn start(dir: &Path, volumes: &[(&str, u64)], commit_every: &str) -> Split {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut vols = String::new();
+        for (id, size) in volumes {
+            let img = dir.join(format!("{id}.img"));
+            if !img.exists() {
+                std::fs::File::create(&img).unwrap().set_len(*size).unwrap();
+            }
+            vols += &format!("      - {{ id: {id}, driver: file, path: {id}.img }}\n");
+        }
+        std::fs::write(
+            dir.join("cascade.yaml"),
+            format!(
+                "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
+                 splitter:\n      listen: 127.0.0.1:{port}\n      commit-every: {commit_every}\n    \
+                 volumes:\n{vols}"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["split", "-c", "cascade.yaml", "--cg", "vms", "--json"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It names each export on stderr once it listens.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = 0;
+        let mut line = String::new();
+        while seen < volumes.len() {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "cascade split exited early"
+            );
+            if line.starts_with("serving ") {
+                seen += 1;
+            }
+        }
+        // Keep draining stderr, so the splitter never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Split {
+            dir: dir.to_path_buf(),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            child: Some(child),
+        }
+    }
+
+    pub fn uri(&self, export: &str) -> String {
+        format!("nbd://{}/{export}", self.addr)
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal/vms")
+    }
+
+    /// SIGTERM, then the exit status must be 0; the JSON report.
+    pub fn stop(mut self) -> serde_json::Value {
+        let child = self.child.take().unwrap();
+        stop(child)
+    }
+}
+
+fn stop(mut child: Child) -> serde_json::Value {
+    let pid = child.id().to_string();
+    super::host::run(Command::new("kill").args(["-TERM", &pid]));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "cascade split exited with {status}: {out}"
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("report {out:?}: {e}"))
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Replays `journal` to `point` (`seq:N`, a bookmark, …) into fresh files under
+/// `out`; the path of each volume's file.
+pub fn replay(journal: &Path, point: &str, out: &Path, ids: &[&str]) -> Vec<PathBuf> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("replay").arg(journal).args(["--until", point]);
+    let paths: Vec<PathBuf> = ids.iter().map(|id| out.join(id)).collect();
+    for (id, p) in ids.iter().zip(&paths) {
+        cmd.arg("--to").arg(format!("{id}={}", p.display()));
+    }
+    super::host::run(&mut cmd);
+    paths
+}
