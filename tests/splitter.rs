@@ -215,3 +215,172 @@ fn a_write_sent_after_another_reply_is_numbered_after_it_and_overlaps_replay_exa
         file_digest(&dir.path().join("web.img"))
     );
 }
+
+#[test]
+fn real_clients_write_through_the_splitter_and_the_journal_replays_the_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vols = [("web", 64 * MIB), ("db", 32 * MIB)];
+    let split = Split::start(dir.path(), &vols, "100ms");
+    qemu_io(
+        &split.uri("web"),
+        &[
+            "write -P 0xab 4096 64k",
+            "write -f -P 0xcd 1M 128k",
+            "write -z 2M 1M",
+            "discard 1M 64k",
+            "aio_write -P 0x21 8M 1M",
+            "aio_write -P 0x22 8704k 1M",
+            "aio_flush",
+        ],
+    );
+    // nbdcopy over four connections (the splitter offers CAN_MULTI_CONN).
+    let src = dir.path().join("src.img");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(32 * MIB).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut data = vec![0u8; 5 * MIB as usize];
+    rng.fill(&mut data[..]);
+    std::os::unix::fs::FileExt::write_all_at(&f, &data, 7 * MIB).unwrap();
+    client(
+        Command::new("nbdcopy")
+            .args(["--connections=4", "--flush"])
+            .arg(&src)
+            .arg(split.uri("db")),
+    );
+    // fio's nbd engine, verifying what it wrote.
+    client(Command::new("fio").args([
+        "--name=split",
+        "--ioengine=nbd",
+        &format!("--uri={}", split.uri("web")),
+        "--rw=randwrite",
+        "--bs=16k",
+        "--iodepth=16",
+        "--offset=16M",
+        "--size=16M",
+        "--verify=crc32c",
+        "--verify_state_save=0",
+    ]));
+    // A bookmark through the running splitter.
+    let out = client(
+        Command::new(BIN)
+            .args(["bookmark", "-c"])
+            .arg(dir.path().join("cascade.yaml"))
+            .args(["--cg", "vms", "--name", "after-fio", "--json"]),
+    );
+    let mark: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again = Command::new(BIN)
+        .args(["bookmark", "-c"])
+        .arg(dir.path().join("cascade.yaml"))
+        .args(["--cg", "vms", "--name", "after-fio"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let at_mark: Vec<Vec<u8>> = vols
+        .iter()
+        .map(|(id, _)| file_digest(&dir.path().join(format!("{id}.img"))))
+        .collect();
+    qemu_io(&split.uri("web"), &["write -P 0x77 0 1M"]);
+    let report = split.stop();
+    let last = report["shipped"]["last_write"].as_u64().unwrap();
+    assert_eq!(report["shipped"]["bookmarks"], 1, "{report}");
+
+    let journal = dir.path().join("journal/vms");
+    client(Command::new(BIN).args(["journal", "verify"]).arg(&journal));
+    let ids = ["web", "db"];
+    let out = dir.path().join("out");
+    let files = replay(&journal, &format!("seq:{last}"), &out, &ids);
+    for (f, id) in files.iter().zip(ids) {
+        let img = dir.path().join(format!("{id}.img"));
+        client(
+            Command::new("qemu-img")
+                .args(["compare", "-f", "raw", "-F", "raw"])
+                .arg(f)
+                .arg(&img),
+        );
+    }
+    let files = replay(&journal, "after-fio", &out, &ids);
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(
+            file_digest(f),
+            at_mark[i],
+            "{} at the bookmark {mark}",
+            ids[i]
+        );
+    }
+
+    // A restart journals a new base and goes on numbering.
+    let split = Split::start(dir.path(), &vols, "100ms");
+    qemu_io(&split.uri("db"), &["write -P 0x99 0 4k"]);
+    let second = split.stop();
+    assert_eq!(second["exact_from"], last, "{second}");
+    assert_eq!(second["shipped"]["last_write"], last + 1, "{second}");
+    let j = Journal::open(&journal).unwrap();
+    let newest = j.deltas().last().unwrap().writes.unwrap();
+    assert_eq!((newest.first_write, newest.exact_from), (last + 1, last));
+    let files = replay(&journal, &format!("seq:{}", last + 1), &out, &ids);
+    assert_eq!(
+        file_digest(&files[1]),
+        file_digest(&dir.path().join("db.img"))
+    );
+    // seq:LAST is now two points (end of the first stream, and the second base):
+    // the same bytes.
+    let files = replay(&journal, &format!("seq:{last}"), &out, &ids);
+    assert!(
+        read_is(&files[1], 0, 4096, 0),
+        "write {} is not in seq:{last}",
+        last + 1
+    );
+}
+
+fn read_is(p: &Path, offset: u64, len: usize, byte: u8) -> bool {
+    let mut b = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(p).unwrap(), &mut b, offset)
+        .unwrap();
+    b.iter().all(|x| *x == byte)
+}
+
+#[test]
+fn bad_split_configs_and_arguments_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::File::create(dir.path().join("a.img"))
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    let cases = [
+        ("splitter:\n      listen: nowhere\n", "splitter.listen"),
+        ("splitter:\n      commit-every: 5m\n", "commit-every"),
+        ("splitter:\n      queue: 1\n", "unknown field"),
+        (
+            "splitter: {}\n    schedule: { cron: \"* * * * *\" }\n",
+            "takes no schedule",
+        ),
+    ];
+    for (section, want) in cases {
+        let cfg = format!(
+            "state-dir: s\njournal-dir: j\nconsistency-groups:\n  - name: vms\n    {section}    volumes:\n      - {{ id: a, driver: file, path: a.img }}\n"
+        );
+        std::fs::write(dir.path().join("c.yaml"), cfg).unwrap();
+        let out = Command::new(BIN)
+            .args(["split", "-c", "c.yaml", "--cg", "vms"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{section}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{section}: {err}");
+    }
+    // A group without a splitter is not served.
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "state-dir: s\njournal-dir: j\nconsistency-groups:\n  - name: vms\n    volumes:\n      - { id: a, driver: file, path: a.img }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["split", "-c", "c.yaml", "--cg", "vms"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no splitter"));
+}
