@@ -56,3 +56,101 @@ fn version_1_journal_verifies_and_replays_exactly() {
         );
     }
 }
+
+fn fixture_v2() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/journal-v2"
+    ))
+}
+
+#[test]
+fn version_2_journal_with_split_deltas_verifies_and_replays_every_write_exactly() {
+    let report = verify(fixture_v2(), &NoProgress).unwrap();
+    assert!(report.ok && report.tail.is_none(), "{report:?}");
+    assert_eq!((report.deltas, report.bookmarks), (4, 1));
+    let j = Journal::open(fixture_v2()).unwrap();
+    let split: Vec<_> = j.deltas().iter().filter_map(|d| d.writes).collect();
+    assert_eq!(split.len(), 3);
+    assert_eq!((split[0].first_write, split[2].last_write), (1, 6));
+    let expected = std::fs::read_to_string(fixture_v2().join("expected.txt")).unwrap();
+    for line in expected.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let point: Point = f[0].parse().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let targets = ["boot", "data"].map(|v| {
+            format!("{v}={}", out.path().join(v).display())
+                .parse()
+                .unwrap()
+        });
+        replay(&j, j.resolve_until(&point).unwrap(), &targets, &NoProgress).unwrap();
+        assert_eq!(sha256(&out.path().join("boot")), f[1], "boot at {}", f[0]);
+        assert_eq!(sha256(&out.path().join("data")), f[2], "data at {}", f[0]);
+    }
+}
+
+/// A version-1 journal that a split group goes on writing: the split delta starts a
+/// segment of version 2, the version-1 segment is left as it was, and both read.
+#[test]
+fn a_split_delta_in_a_version_1_journal_starts_a_version_2_segment() {
+    use cascade::journal::record::{Stamp, Writes};
+    use cascade::journal::JournalWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("j");
+    std::fs::create_dir(&j).unwrap();
+    for f in ["seg-0000000000000001.cjs", "index.cji"] {
+        std::fs::copy(fixture().join(f), j.join(f)).unwrap();
+    }
+    let before = std::fs::read(j.join("seg-0000000000000001.cjs")).unwrap();
+    let mut w = JournalWriter::open(&j, 64 << 20).unwrap();
+    let volumes = w.journal().volumes_at(3).unwrap();
+    let writes = Writes {
+        first_write: 1,
+        last_write: 2,
+        exact_from: 0,
+    };
+    let mut d = w.begin_split_delta(5, volumes, writes).unwrap();
+    d.write_data(
+        Stamp {
+            write: 1,
+            time_ns: 5,
+        },
+        0,
+        0,
+        &[7; 100],
+    )
+    .unwrap();
+    d.write_zero(
+        Stamp {
+            write: 2,
+            time_ns: 6,
+        },
+        1,
+        4096,
+        4096,
+    )
+    .unwrap();
+    d.commit().unwrap();
+    drop(w);
+    let after = std::fs::read(j.join("seg-0000000000000001.cjs")).unwrap();
+    assert!(after == before, "the version-1 segment changed");
+    let version = |n: u32| {
+        let h = std::fs::read(j.join(format!("seg-{n:016}.cjs"))).unwrap();
+        u32::from_le_bytes(h[8..12].try_into().unwrap())
+    };
+    assert_eq!((version(1), version(2)), (1, 2));
+    let report = verify(&j, &NoProgress).unwrap();
+    assert!(report.ok, "{report:?}");
+    let jr = Journal::open(&j).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let targets = ["boot", "data"].map(|v| {
+        format!("{v}={}", out.path().join(v).display())
+            .parse()
+            .unwrap()
+    });
+    let until = jr.resolve_until(&Point::Write(1)).unwrap();
+    assert_eq!((until.delta, until.write), (4, Some(1)));
+    replay(&jr, until, &targets, &NoProgress).unwrap();
+    let boot = std::fs::read(out.path().join("boot")).unwrap();
+    assert_eq!(&boot[..100], &[7; 100]);
+}

@@ -128,7 +128,9 @@ impl JournalWriter {
         self.seg = None;
         if let Some(&n) = frame::list_segments(self.dir())?.last() {
             let path = frame::segment_path(self.dir(), n);
+            // Read too: the header says which version the segment is.
             let file = OpenOptions::new()
+                .read(true)
                 .append(true)
                 .open(&path)
                 .map_err(Error::io("cannot open journal segment", &path))?;
@@ -137,10 +139,12 @@ impl JournalWriter {
                 .map_err(Error::io("cannot stat journal segment", &path))?
                 .len();
             let mut header = [0u8; 12];
-            let version = std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0)
-                .ok()
-                .and_then(|_| frame::header_version(&header))
-                .unwrap_or(frame::VERSION);
+            let version = match std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0) {
+                Ok(()) => frame::header_version(&header).unwrap_or(frame::VERSION),
+                // Recovery leaves no torn header behind; a segment this short has none.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => frame::VERSION,
+                Err(e) => return Err(Error::io("cannot read journal segment", &path)(e)),
+            };
             self.seg = Some(Segment {
                 n,
                 file: BufWriter::with_capacity(1 << 20, file),

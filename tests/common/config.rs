@@ -1,6 +1,6 @@
 //! The config file and the target files as typed values, so tests build their inputs
 //! as data and serialize them instead of splicing YAML text. The structs mirror the
-//! schema of src/config/ (mod.rs, target.rs, retention.rs, schedule.rs, daemon.rs)
+//! schema of src/config/ (mod.rs, target.rs, retention.rs, schedule.rs, splitter.rs, daemon.rs)
 //! field for field (kebab-case, optional fields left out when unset);
 //! values the library parses (cron, ages, time zones) are strings here, so a test can
 //! write a bad one. Raw text stays only where a test's point is malformed YAML.
@@ -42,9 +42,21 @@ pub struct GroupConfig {
     pub journal_retention: Retention,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splitter: Option<Splitter>,
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,
     pub volumes: Vec<Volume>,
+}
+
+/// The `splitter:` section of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Splitter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_every: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +201,7 @@ impl GroupConfig {
             segment_size_mib: None,
             journal_retention: Retention::default(),
             schedule: None,
+            splitter: None,
             hooks: Hooks::default(),
             volumes,
         }
