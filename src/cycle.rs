@@ -65,20 +65,22 @@ pub fn run_cycle(
     cg: &ConsistencyGroup,
     progress: &dyn Progress,
 ) -> Result<CycleReport> {
-    run_cycle_held(cfg, cg, progress, None)
+    let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
+    run_cycle_held(cfg, cg, &mut writer, progress, None)
 }
 
-/// `run_cycle` of a split group's base: `hold` keeps the group's writes back while
-/// the snapshot is captured (inside the freeze hook, if any), as the freeze hook
-/// does for applications.
+/// `run_cycle` on a journal the caller holds open, the base of a split group: the
+/// splitter keeps the writer afterwards, so no other writer gets in between, and
+/// `hold` keeps the group's writes back while the snapshot is captured (inside the
+/// freeze hook, if any), as the freeze hook does for applications.
 pub fn run_cycle_held(
     cfg: &Config,
     cg: &ConsistencyGroup,
+    writer: &mut JournalWriter,
     progress: &dyn Progress,
     hold: Option<&dyn Hold>,
 ) -> Result<CycleReport> {
     let started = Instant::now();
-    let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
     let driver = driver_for(cg, &cfg.state_path(cg))?;
     let base_tag = writer.journal().last_delta();
     let tag = writer.next_delta_id();
@@ -118,7 +120,7 @@ pub fn run_cycle_held(
 
     let diff_started = Instant::now();
     let journalled = journal_delta(
-        &mut writer,
+        writer,
         driver.as_ref(),
         base.as_ref(),
         &new,
@@ -137,8 +139,9 @@ pub fn run_cycle_held(
     let (entry, volumes) = match journalled {
         Ok(v) => v,
         Err(e) => {
-            drop(writer);
-            if in_journal(&cfg.journal_path(cg), tag) {
+            // The writer's own view: an index append that failed after the commit
+            // leaves the delta in it; a commit that failed took its records away.
+            if writer.journal().last_delta() >= tag {
                 tracing::warn!(cg = %cg.name, delta = tag, error = %e,
                     "the delta is committed though the cycle failed after its commit; its snapshot stays the next base");
             } else if let Err(r) = driver.retire(tag) {
@@ -164,17 +167,6 @@ pub fn run_cycle_held(
         total_ms: started.elapsed().as_millis() as u64,
         recovered_tail: writer.recovered_tail().cloned(),
     })
-}
-
-/// Whether delta `tag` is in the journal at `dir`, as a reader opening it now finds
-/// it, after a cycle failed part way. A failure after the Commit was fsynced (the
-/// index append) leaves the delta committed, and its snapshot is then the only right
-/// base for the next diff: retiring it would make the next cycle journal every
-/// volume again. When the journal cannot be read either, the snapshot is kept too: a
-/// snapshot kept needlessly is a leftover the next cycle removes, one retired
-/// wrongly costs a full cycle.
-fn in_journal(dir: &std::path::Path, tag: u64) -> bool {
-    Journal::open(dir).map_or(true, |j| j.last_delta() >= tag)
 }
 
 /// The snapshot the last committed delta was taken from, finishing its `advance` if
@@ -289,7 +281,7 @@ impl<'h> Frozen<'h> {
             watchdog: None,
         };
         let Some(freeze) = &cg.hooks.freeze else {
-            frozen.take(hold);
+            frozen.take(hold)?;
             return Ok(frozen);
         };
         FROZEN
@@ -315,15 +307,17 @@ impl<'h> Frozen<'h> {
         });
         frozen.watchdog = Some((tx, thread));
         command::run(freeze, cg.hooks.timeout())?;
-        frozen.take(hold);
+        frozen.take(hold)?;
         Ok(frozen)
     }
 
-    fn take(&mut self, hold: Option<&'h dyn Hold>) {
+    fn take(&mut self, hold: Option<&'h dyn Hold>) -> Result<()> {
         if let Some(h) = hold {
-            h.hold();
+            // Held from the first step, so a failing hold is released on drop too.
             self.hold = Some(h);
+            h.hold()?;
         }
+        Ok(())
     }
 
     /// Whether max-freeze has passed: the group is thawed and the cycle must stop.

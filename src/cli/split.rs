@@ -58,6 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(%addr, "the splitter listens beyond this host: anyone who can reach it can read and write the volumes");
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let report = tokio::runtime::Handle::current().block_on(async {
         let listener = Listener::bind(&addr)
@@ -84,15 +85,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let _ = tx.send(true);
         });
         let (cfg2, cg2) = (cfg.clone(), cg.clone());
-        let base = move |hold: &dyn splitter::Hold| {
+        let base = move |writer: &mut cascade::journal::JournalWriter, hold: &dyn splitter::Hold| {
             let progress = Stoppable {
                 inner: super::progress::observer(),
                 stop,
             };
-            cascade::cycle::run_cycle_held(&cfg2, &cg2, &progress, Some(hold)).map(|r| r.delta)
+            cascade::cycle::run_cycle_held(&cfg2, &cg2, writer, &progress, Some(hold))
+                .map(|r| r.delta)
         };
-        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx).await?)
+        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx).await)
     })?;
+    let report = match report {
+        // Stopped while the base was read: a clean stop that journalled nothing.
+        Err(cascade::Error::Stopped(why)) if stopped.load(Ordering::Relaxed) => {
+            eprintln!("{}: stopped before its base was journalled ({why}); nothing was journalled", cg.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+        r => r?,
+    };
     if a.json {
         print_json(&report);
     } else {

@@ -23,7 +23,7 @@ mod export;
 mod sequencer;
 mod shipper;
 
-pub use control::{request_bookmark, socket_path};
+pub use control::request_bookmark;
 pub use export::SplitExport;
 pub use sequencer::{Change, Sequencer, Write};
 pub use shipper::{ShipReport, MAX_BATCH};
@@ -47,19 +47,31 @@ pub struct BookmarkRequest {
     pub reply: tokio::sync::oneshot::Sender<Result<BookmarkEntry>>,
 }
 
-/// What a snapshot cycle holds while it captures a split group: new writes wait, and
-/// those in flight finish first.
+/// What a snapshot cycle holds while it captures a split group: new writes wait,
+/// those in flight finish first, and the volumes are flushed (so a snapshot taken
+/// below the page cache, an LVM one, has them).
 pub trait Hold: Send + Sync {
-    fn hold(&self);
+    fn hold(&self) -> Result<()>;
     fn release(&self);
 }
 
-impl<B: Send> Hold for Sequencer<B> {
-    fn hold(&self) {
-        Sequencer::hold(self)
+/// The group's `Hold`: its sequencer and its volumes.
+struct GroupHold {
+    seq: Arc<Sequencer<BookmarkRequest>>,
+    volumes: Vec<Arc<SplitExport<BookmarkRequest>>>,
+    paths: Vec<PathBuf>,
+}
+
+impl Hold for GroupHold {
+    fn hold(&self) -> Result<()> {
+        self.seq.hold();
+        for (v, p) in self.volumes.iter().zip(&self.paths) {
+            nbd::Export::flush(&**v).map_err(Error::io("cannot flush volume", p))?;
+        }
+        Ok(())
     }
     fn release(&self) {
-        Sequencer::release(self)
+        self.seq.release()
     }
 }
 
@@ -85,8 +97,10 @@ pub fn volume_paths(cg: &ConsistencyGroup) -> Vec<PathBuf> {
 }
 
 /// Serves `cg` on `listener` until `stop` turns true: `base` (the caller's snapshot
-/// cycle, holding the group through the `Hold` it is given while it captures)
-/// journals the base delta and returns its id; then numbered writes are shipped.
+/// cycle, on the journal writer it is lent, holding the group through the `Hold` it
+/// is given while it captures) journals the base delta and returns its id; then
+/// numbered writes are shipped. The writer stays open throughout, so no other
+/// writer (a cycle, a prune) gets in between.
 pub async fn run<F>(
     cfg: &Config,
     cg: &ConsistencyGroup,
@@ -95,29 +109,32 @@ pub async fn run<F>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<SplitReport>
 where
-    F: FnOnce(&dyn Hold) -> Result<u64> + Send + 'static,
+    F: FnOnce(&mut JournalWriter, &dyn Hold) -> Result<u64> + Send + 'static,
 {
-    let journal_dir = cfg.journal_path(cg);
-    let last = last_write(&journal_dir)?;
+    let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
+    let last = last_write(writer.journal());
     let seq = Arc::new(Sequencer::<BookmarkRequest>::new(last, QUEUE_BYTES));
     let mut entries = Vec::new();
     let mut volumes = Vec::new();
-    for (i, (v, path)) in cg.volumes.iter().zip(volume_paths(cg)).enumerate() {
-        let file =
-            FileExport::open(&path, false).map_err(Error::io("cannot open volume", &path))?;
+    let mut exports = Vec::new();
+    let paths = volume_paths(cg);
+    for (i, (v, path)) in cg.volumes.iter().zip(&paths).enumerate() {
+        let file = FileExport::open(path, false).map_err(Error::io("cannot open volume", path))?;
         volumes.push(VolumeInfo {
             id: v.id.clone(),
             size: nbd::Export::size(&file),
         });
+        let export = Arc::new(SplitExport::new(file, i as u16, seq.clone()));
+        exports.push(export.clone());
         entries.push(ExportEntry {
             name: v.id.clone(),
             description: format!("volume {} of consistency group {}", v.id, cg.name),
-            export: Arc::new(SplitExport::new(file, i as u16, seq.clone())),
+            export,
         });
     }
     let state = cfg.state_path(cg);
     crate::fsutil::create_dir_durable(&state)?;
-    let sock = socket_path(&state);
+    let sock = control::socket_path(&state);
     let control = nbd::Listener::bind(&crate::listen::ListenAddr::Unix(sock.clone()))
         .await
         .map_err(Error::io("cannot listen on", &sock))?;
@@ -132,11 +149,19 @@ where
     ));
     let control = tokio::spawn(control::serve(control, seq.clone(), server_stopped));
 
-    let hold = seq.clone();
-    let based = tokio::task::spawn_blocking(move || base(&*hold)).await;
-    let base_delta = match based {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
+    let hold = GroupHold {
+        seq: seq.clone(),
+        volumes: exports,
+        paths,
+    };
+    let based = tokio::task::spawn_blocking(move || {
+        let d = base(&mut writer, &hold);
+        (writer, d)
+    })
+    .await;
+    let (writer, base_delta) = match based {
+        Ok((w, Ok(d))) => (w, d),
+        Ok((_, Err(e))) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
         Err(e) => {
             let e = Error::Stopped(format!("the base cycle of `{}` failed: {e}", cg.name));
             return Err(stop_serving(server_stop, server, control, &seq, e).await);
@@ -146,10 +171,7 @@ where
     // Writes numbered before the capture are in the base; the stream goes on after it.
     seq.drop_through(exact_from);
     tracing::info!(cg = %cg.name, base_delta, exact_from, "split group journals its writes");
-    let writer = match JournalWriter::open(&journal_dir, cg.segment_size_mib << 20) {
-        Ok(w) => w,
-        Err(e) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
-    };
+    eprintln!("{}: base delta {base_delta} holds the volumes after write {exact_from}; journalling the writes after it", cg.name);
     let shipper = shipper::Shipper {
         writer,
         seq: seq.clone(),
@@ -192,21 +214,20 @@ async fn stop_serving(
     e: Error,
 ) -> Error {
     let _ = server_stop.send(true);
+    // Writers waiting for the full queue are let go: nothing will ship it, and the
+    // next start's base holds what they wrote.
     seq.close();
+    seq.drop_through(u64::MAX);
     let _ = server.await;
     let _ = control.await;
     e
 }
 
-/// The last write numbered in the journal at `dir` (0 for none, or no journal).
-fn last_write(dir: &std::path::Path) -> Result<u64> {
-    if crate::journal::frame::list_segments(dir)?.is_empty() {
-        return Ok(0);
-    }
-    let j = Journal::open(dir)?;
-    Ok(j.deltas()
+/// The last write numbered in `j` (0 for none).
+fn last_write(j: &Journal) -> u64 {
+    j.deltas()
         .iter()
         .rev()
         .find_map(|d| d.writes.map(|w| w.last_write))
-        .unwrap_or(0))
+        .unwrap_or(0)
 }

@@ -86,7 +86,8 @@ struct State<B> {
     taken: u64,
     /// When the oldest queued write was numbered.
     oldest: Option<Instant>,
-    bookmarks: Vec<B>,
+    /// Bookmarks asked for, each with the last write numbered then.
+    bookmarks: Vec<(B, u64)>,
     closed: bool,
 }
 
@@ -99,8 +100,8 @@ pub struct Sequencer<B> {
 }
 
 impl<B> Sequencer<B> {
-    /// Numbers writes from `last + 1`; holds at most `max_queued` bytes queued (one
-    /// larger write still passes an empty queue).
+    /// Numbers writes from `last + 1`; past `max_queued` bytes queued, a numbered
+    /// write waits for the shipper to take it before it is acknowledged.
     pub fn new(last: u64, max_queued: u64) -> Sequencer<B> {
         Sequencer {
             st: Mutex::new(State {
@@ -184,7 +185,8 @@ impl<B> Sequencer<B> {
         let n = g.last;
         g.in_flight.retain(|r| r.id != t.id);
         self.changed.notify_all();
-        while g.queued > self.max_queued && g.taken < n {
+        // Closed: nothing will take it, and the next base holds what it did.
+        while g.queued > self.max_queued && g.taken < n && !g.closed {
             g = self.wait(g);
         }
         n
@@ -240,14 +242,22 @@ impl<B> Sequencer<B> {
     }
 
     /// The last write numbered.
+    #[cfg(test)]
     pub fn last(&self) -> u64 {
         self.lock().last
     }
 
     /// Asks the shipper to place a bookmark after every write numbered so far.
     pub fn request_bookmark(&self, b: B) {
-        self.lock().bookmarks.push(b);
+        let mut g = self.lock();
+        let after = g.last;
+        g.bookmarks.push((b, after));
+        drop(g);
         self.changed.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// No write enters from now on; the shipper takes what is queued and stops.
@@ -294,18 +304,18 @@ impl<B> Sequencer<B> {
         if let Some(w) = writes.last() {
             g.taken = w.write;
         }
-        g.oldest = if g.queue.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
-        // A bookmark goes after every write numbered before it was asked for: only
-        // when the queue is empty are those all in this batch.
-        let bookmarks = if g.queue.is_empty() {
-            std::mem::take(&mut g.bookmarks)
-        } else {
-            Vec::new()
-        };
+        // What is left is at least as old as what was taken: it goes next at once.
+        if g.queue.is_empty() {
+            g.oldest = None;
+        }
+        // A bookmark goes after every write numbered before it was asked for: once
+        // the shipper has taken those, this batch's commit covers them.
+        let taken_through = g.taken;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.bookmarks)
+            .into_iter()
+            .partition(|(_, after)| *after <= taken_through);
+        g.bookmarks = waiting;
+        let bookmarks = ready.into_iter().map(|(b, _)| b).collect();
         let closed = g.closed && g.queue.is_empty() && g.bookmarks.is_empty();
         drop(g);
         self.changed.notify_all();
@@ -421,9 +431,14 @@ mod tests {
             s.number(t, Change::Data(vec![1; 10]));
         }
         s.request_bookmark("x");
+        // Writes numbered after the request do not hold the bookmark back.
+        for i in 3..6 {
+            let t = s.enter(0, i * 10, 10).unwrap();
+            s.number(t, Change::Data(vec![1; 10]));
+        }
         let first = s.next_batch(Duration::from_secs(60), 20);
         assert_eq!((first.writes.len(), first.bookmarks.len()), (2, 0));
         let second = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((second.writes.len(), second.bookmarks), (1, vec!["x"]));
+        assert_eq!((second.writes.len(), second.bookmarks), (2, vec!["x"]));
     }
 }

@@ -40,7 +40,18 @@ impl Shipper {
         loop {
             let batch = self.seq.next_batch(self.commit_every, MAX_BATCH);
             if let Some(last) = batch.writes.last() {
-                self.ship_retrying(&batch.writes, batch.closed)?;
+                if let Err(e) = self.ship_retrying(&batch.writes) {
+                    // Stopping, and the journal still fails: what is queued is on the
+                    // volumes, and the next start's base holds it.
+                    self.seq.drop_through(u64::MAX);
+                    for b in batch.bookmarks {
+                        let _ = b.reply.send(Err(Error::Stopped(format!(
+                            "bookmark `{}`: the journal failed",
+                            b.name
+                        ))));
+                    }
+                    return Err(e);
+                }
                 report.deltas += 1;
                 report.writes += batch.writes.len() as u64;
                 report.last_write = last.write;
@@ -61,7 +72,7 @@ impl Shipper {
 
     /// Journals `writes`, trying again with backoff while the journal fails: the
     /// writers wait meanwhile (the queue fills, then they are held back).
-    fn ship_retrying(&mut self, writes: &[Write], closing: bool) -> Result<()> {
+    fn ship_retrying(&mut self, writes: &[Write]) -> Result<()> {
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
@@ -73,7 +84,7 @@ impl Shipper {
                 }
                 Err(e) => {
                     attempts += 1;
-                    if closing && attempts >= STOP_ATTEMPTS {
+                    if self.seq.is_closed() && attempts >= STOP_ATTEMPTS {
                         return Err(e);
                     }
                     tracing::error!(error = %e, writes = writes.len(), retry_in = ?wait,

@@ -15,13 +15,9 @@ pub struct Split {
 
 impl Split {
     /// Writes a config for group `vms` with `volumes` (id, size) as sparse image
-    /// files in `dir` (kept if they exist) and serves it on a free loopback port.
+    /// files in `dir` (kept if they exist), serves it on a port the system picks,
+    /// and returns once its base is journalled.
     pub fn start(dir: &Path, volumes: &[(&str, u64)], commit_every: &str) -> Split {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut vols = String::new();
         for (id, size) in volumes {
             let img = dir.join(format!("{id}.img"));
@@ -34,7 +30,7 @@ impl Split {
             dir.join("cascade.yaml"),
             format!(
                 "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
-                 splitter:\n      listen: 127.0.0.1:{port}\n      commit-every: {commit_every}\n    \
+                 splitter:\n      listen: 127.0.0.1:0\n      commit-every: {commit_every}\n    \
                  volumes:\n{vols}"
             ),
         )
@@ -46,25 +42,27 @@ impl Split {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // It names each export on stderr once it listens.
+        // It names each export's URI on stderr once it listens, and says when the
+        // base is journalled.
         let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = 0;
+        let mut addr = None;
         let mut line = String::new();
-        while seen < volumes.len() {
+        loop {
             line.clear();
-            assert!(
-                err.read_line(&mut line).unwrap() > 0,
-                "cascade split exited early"
-            );
-            if line.starts_with("serving ") {
-                seen += 1;
+            assert!(err.read_line(&mut line).unwrap() > 0, "cascade split exited early");
+            let uri = line.strip_prefix("serving ").and_then(|l| l.split(" at nbd://").nth(1));
+            if let Some(host) = uri.and_then(|u| u.split('/').next()) {
+                addr = Some(host.parse::<SocketAddr>().unwrap());
+            }
+            if line.contains("journalling the writes after it") {
+                break;
             }
         }
         // Keep draining stderr, so the splitter never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Split {
             dir: dir.to_path_buf(),
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: addr.expect("cascade split named its address"),
             child: Some(child),
         }
     }
