@@ -58,11 +58,13 @@ crash: deps vm-deps
 	CASCADE_CRASH_SUBSETS=$(CRASH_SUBSETS) CASCADE_CRASH_SEED=$(CRASH_SEED) CASCADE_CRASH_STATES=$(CRASH_STATES) \
 		$(CARGO) test --test power_cut -- --nocapture
 
-# The benchmarks also compare with restic, upload to s3s-fs, and time the limit program.
+# The benchmarks also compare with restic, upload to s3s-fs, time the limit program, and
+# set the NBD server (the nbd-serve example) beside nbdkit and qemu-nbd.
 BENCH_APT_PACKAGES := restic python3 openssl
 bench: deps s3s-fs vm-deps build
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(CARGO) build --release --example multipart-put
+	$(CARGO) build --release --example nbd-serve
 	bash tests/bench/bench.sh $(BENCH)
 
 clean:

@@ -18,14 +18,18 @@
 #  11-12. the daemon (tests/bench/daemon.sh): CPU and memory of an idle daemon with 10 groups,
 #      and how late scheduled cycles start, against the aims
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon]   (default all: 1-5 `core`, 6-8 `export`,
-#                                                  9-10 `lvm`, 11-12 `daemon`;
-#                                                  `make bench BENCH=export` passes them)
+#     13. the NBD server, journaling off (tests/bench/nbd.sh): fio write workloads against
+#      cascade's server (the nbd-serve example), nbdkit and qemu-nbd on a tmpfs image
 #
-# Needs root (loop device + mount for 3), xfsprogs, rsync, python3, openssl, GNU time,
-# restic, s3s-fs (`make s3s-fs`) and the multipart-put example (`make bench` installs
-# and builds them all). Scratch space: a fresh directory under
-# ${BENCH_DIR:-/var/tmp/cascade-bench}, about 13 GiB at peak, removed at the end.
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd]   (default all: 1-5 `core`,
+#                                                  6-8 `export`, 9-10 `lvm`, 11-12 `daemon`,
+#                                                  13 `nbd`; `make bench BENCH=export` passes them)
+#
+# Needs root (loop device + mount for 3, a tmpfs for 13), xfsprogs, rsync, python3, openssl,
+# GNU time, restic, s3s-fs (`make s3s-fs`), fio, nbdkit, qemu-nbd, nbdinfo and the
+# multipart-put and nbd-serve examples (`make bench` installs and builds them all).
+# Scratch space: a fresh directory under ${BENCH_DIR:-/var/tmp/cascade-bench}, about
+# 13 GiB at peak, removed at the end; 13 mounts a 4 GiB tmpfs (memory) in it.
 # Exits 0 whether or not the aims are met; non-zero only when something fails to run.
 set -euo pipefail
 
@@ -41,6 +45,7 @@ RUN= LOOP= MNT=
 cleanup() {
     set +e
     stop_s3
+    nbd_cleanup
     if [[ -n $MNT ]] && mountpoint -q "$MNT"; then umount "$MNT"; fi
     if [[ -n $LOOP ]]; then losetup -d "$LOOP"; fi
     if [[ -n $RUN ]]; then rm -rf "$RUN"; fi
@@ -323,14 +328,16 @@ source "$ROOT/tests/bench/export.sh"
 source "$ROOT/tests/bench/lvm.sh"
 # shellcheck source=tests/bench/daemon.sh
 source "$ROOT/tests/bench/daemon.sh"
+# shellcheck source=tests/bench/nbd.sh
+source "$ROOT/tests/bench/nbd.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm daemon} p
+    local parts=${*:-core export lvm daemon nbd} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm || $p == daemon ]] ||
-            die "unknown part \`$p\`: give core, export, lvm, daemon or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -358,6 +365,9 @@ main() {
     fi
     if [[ " $parts " == *" daemon "* ]]; then
         bench_daemon
+    fi
+    if [[ " $parts " == *" nbd "* ]]; then
+        bench_nbd
     fi
 
     echo
