@@ -85,7 +85,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let _ = tx.send(true);
         });
         let (cfg2, cg2) = (cfg.clone(), cg.clone());
-        let base = move |writer: &mut cascade::journal::JournalWriter, hold: &dyn splitter::Hold| {
+        let base = move |writer: &mut cascade::journal::JournalWriter,
+                         hold: &dyn splitter::Hold| {
             let progress = Stoppable {
                 inner: super::progress::observer(),
                 stop,
@@ -98,7 +99,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let report = match report {
         // Stopped while the base was read: a clean stop that journalled nothing.
         Err(cascade::Error::Stopped(why)) if stopped.load(Ordering::Relaxed) => {
-            eprintln!("{}: stopped before its base was journalled ({why}); nothing was journalled", cg.name);
+            eprintln!(
+                "{}: stopped before its base was journalled ({why}); nothing was journalled",
+                cg.name
+            );
             return Ok(ExitCode::SUCCESS);
         }
         r => r?,

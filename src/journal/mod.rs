@@ -319,15 +319,6 @@ impl Journal {
                 ),
             }));
         };
-        if n < w.exact_from {
-            return Err(Error::InvalidArgument(format!(
-                "write {n} in {} is not an exact point: its stream is exact from write {} on; \
-                 the nearest exact points are seq:{} and the deltas before {delta}",
-                self.dir.display(),
-                w.exact_from,
-                w.exact_from
-            )));
-        }
         Ok(Until {
             delta,
             write: (n < w.last_write).then_some(n),

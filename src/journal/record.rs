@@ -55,13 +55,30 @@ impl Writes {
             last_write: d.u64()?,
             exact_from: d.u64()?,
         };
-        if w.first_write == 0 || w.first_write > w.last_write {
+        if w.first_write == 0 || w.first_write > w.last_write || w.exact_from >= w.first_write {
             return Err(format!(
-                "split delta holds writes {}..={}, not a range of write numbers",
-                w.first_write, w.last_write
+                "split delta holds writes {}..={} exact from {}: not a range of write numbers after its base",
+                w.first_write, w.last_write, w.exact_from
             ));
         }
         Ok(w)
+    }
+
+    /// Whether a record of write `w` may come next in the delta, after one of write
+    /// `last` (none yet: `None`): writes run `first_write..=last_write` in order, each
+    /// in one or more records.
+    pub fn may_come(&self, last: Option<u64>, w: u64) -> bool {
+        let next = last.map_or(self.first_write, |l| l + 1);
+        w <= self.last_write && (w == next || Some(w) == last)
+    }
+
+    /// Whether a delta of these writes may follow one of `prev`: the same stream goes
+    /// on at the next write; a new stream (after a base) starts just after its base's
+    /// write, which is at or past where the old one stopped.
+    pub fn may_follow(&self, prev: &Writes) -> bool {
+        let same = self.first_write == prev.last_write + 1 && self.exact_from == prev.exact_from;
+        let new = self.first_write == self.exact_from + 1 && self.exact_from >= prev.last_write;
+        same || new
     }
 }
 
@@ -464,6 +481,49 @@ mod tests {
     }
 
     #[test]
+    fn write_order_within_and_across_split_deltas() {
+        let w = Writes {
+            first_write: 5,
+            last_write: 7,
+            exact_from: 4,
+        };
+        assert!(w.may_come(None, 5));
+        assert!(
+            !w.may_come(None, 6),
+            "the first record is of the first write"
+        );
+        assert!(w.may_come(Some(5), 5), "a long write is several records");
+        assert!(w.may_come(Some(5), 6));
+        assert!(!w.may_come(Some(5), 7), "no write is skipped");
+        assert!(!w.may_come(Some(6), 5), "no write goes back");
+        assert!(!w.may_come(Some(7), 8), "none past the range");
+        let next = Writes {
+            first_write: 8,
+            last_write: 9,
+            exact_from: 4,
+        };
+        assert!(next.may_follow(&w));
+        let gap = Writes {
+            first_write: 9,
+            ..next
+        };
+        assert!(!gap.may_follow(&w));
+        // A new stream after a base that took writes 8..=10 in.
+        let restarted = Writes {
+            first_write: 11,
+            last_write: 11,
+            exact_from: 10,
+        };
+        assert!(restarted.may_follow(&w));
+        let reused = Writes {
+            first_write: 7,
+            last_write: 8,
+            exact_from: 6,
+        };
+        assert!(!reused.may_follow(&w), "numbers are never used twice");
+    }
+
+    #[test]
     fn short_and_unknown_payloads_are_errors() {
         assert!(Record::decode(COMMIT, &[1, 2, 3]).is_err());
         assert!(Record::decode(99, &[]).is_err());
@@ -485,5 +545,14 @@ mod tests {
             exact_from: 1,
         });
         assert!(Record::decode(BEGIN, &b.encode()).is_err());
+        b.writes = Some(Writes {
+            first_write: 5,
+            last_write: 6,
+            exact_from: 5,
+        });
+        assert!(
+            Record::decode(BEGIN, &b.encode()).is_err(),
+            "exact only after its base"
+        );
     }
 }

@@ -3,12 +3,15 @@
 //! the reader's catch-up and `verify` all walk records through this one checker.
 use super::frame::Pos;
 use super::index::{BookmarkEntry, DeltaEntry, Entry, Index};
-use super::record::{Begin, Record, Stamp};
+use super::record::{Begin, Record, Stamp, Writes};
 use super::tail::Before;
 
 pub struct Scanner {
     last_delta: u64,
     last_seq: u64,
+    /// The writes of the last split delta seen (or indexed), to check the next one
+    /// against.
+    last_split: Option<Writes>,
     open: Option<Open>,
 }
 
@@ -31,13 +34,15 @@ pub fn fold_digest(digest: u32, crc: u32) -> u32 {
 impl Scanner {
     /// A scanner that expects what follows the entries of `index`.
     pub fn after(index: &Index) -> Scanner {
-        Scanner::expecting(
+        let mut s = Scanner::expecting(
             index
                 .deltas
                 .last()
                 .map_or(index.start.delta - 1, |d| d.delta),
             index.bookmarks.last().map_or(index.start.seq, |b| b.seq),
-        )
+        );
+        s.last_split = index.deltas.iter().rev().find_map(|d| d.writes);
+        s
     }
 
     /// A scanner that expects delta `last_delta + 1` or bookmark `last_seq + 1` next.
@@ -45,6 +50,7 @@ impl Scanner {
         Scanner {
             last_delta,
             last_seq,
+            last_split: None,
             open: None,
         }
     }
@@ -86,6 +92,15 @@ impl Scanner {
                 }
                 if b.is_full() && b.writes.is_some() {
                     return Err(format!("delta {} is both full and split", b.delta));
+                }
+                if let (Some(w), Some(prev)) = (b.writes, self.last_split) {
+                    if !w.may_follow(&prev) {
+                        return Err(format!(
+                            "split delta {} holds writes {}..={} exact from {}, which cannot follow writes {}..={} exact from {}",
+                            b.delta, w.first_write, w.last_write, w.exact_from,
+                            prev.first_write, prev.last_write, prev.exact_from
+                        ));
+                    }
                 }
                 self.open = Some(Open {
                     begin: b,
@@ -166,6 +181,7 @@ impl Scanner {
                     stored_bytes: c.stored_bytes,
                 };
                 self.last_delta = c.delta;
+                self.last_split = o.begin.writes.or(self.last_split);
                 self.open = None;
                 Ok(Some(Entry::Delta(entry)))
             }
@@ -221,9 +237,7 @@ impl Open {
         match (self.begin.writes, stamp) {
             (None, None) => {}
             (Some(w), Some(s)) => {
-                // Writes run first_write..=last_write, each in one or more records.
-                let next = self.last_write.map_or(w.first_write, |l| l + 1);
-                if s.write > w.last_write || (s.write != next && Some(s.write) != self.last_write) {
+                if !w.may_come(self.last_write, s.write) {
                     return Err(format!(
                         "write {} out of order in split delta {} (writes {}..={}, last seen {:?})",
                         s.write, self.begin.delta, w.first_write, w.last_write, self.last_write

@@ -280,10 +280,13 @@ impl JournalWriter {
                 "a split delta cannot be a journal's first: it needs a full delta before it".into(),
             ));
         }
-        if writes.first_write == 0 || writes.first_write > writes.last_write {
+        if writes.first_write == 0
+            || writes.first_write > writes.last_write
+            || writes.exact_from >= writes.first_write
+        {
             return Err(Error::InvalidArgument(format!(
-                "a split delta of writes {}..={}",
-                writes.first_write, writes.last_write
+                "a split delta of writes {}..={} exact from {}",
+                writes.first_write, writes.last_write, writes.exact_from
             )));
         }
         if self.seg.as_ref().is_some_and(|s| s.version < 2) {
@@ -416,10 +419,7 @@ impl DeltaWriter<'_> {
     fn check_stamp(&self, stamp: Option<Stamp>) -> Result<()> {
         let ok = match (self.writes, stamp) {
             (None, None) => true,
-            (Some(w), Some(s)) => {
-                let next = self.last_write.map_or(w.first_write, |l| l + 1);
-                s.write <= w.last_write && (s.write == next || Some(s.write) == self.last_write)
-            }
+            (Some(w), Some(s)) => w.may_come(self.last_write, s.write),
             _ => false,
         };
         if !ok {

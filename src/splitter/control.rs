@@ -43,7 +43,11 @@ pub async fn serve(
             _ = stop.wait_for(|s| *s) => return,
             c = listener.accept() => c,
         };
-        let Ok((stream, _)) = conn else { continue };
+        let Ok((stream, _)) = conn else {
+            // Out of descriptors, most likely: do not spin on it.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let seq = seq.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();

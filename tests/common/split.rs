@@ -49,8 +49,13 @@ impl Split {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(err.read_line(&mut line).unwrap() > 0, "cascade split exited early");
-            let uri = line.strip_prefix("serving ").and_then(|l| l.split(" at nbd://").nth(1));
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "cascade split exited early"
+            );
+            let uri = line
+                .strip_prefix("serving ")
+                .and_then(|l| l.split(" at nbd://").nth(1));
             if let Some(host) = uri.and_then(|u| u.split('/').next()) {
                 addr = Some(host.parse::<SocketAddr>().unwrap());
             }
