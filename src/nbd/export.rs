@@ -73,6 +73,14 @@ pub trait Export: Send + Sync + 'static {
     /// `(length, state)` runs covering at least the first byte of the range and at
     /// most the range, `state` made of `STATE_HOLE` and `STATE_ZERO`.
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u32)>>;
+    /// Whether a READ (`write: false`) or a WRITE without FUA returns at page-cache
+    /// speed and never waits on anything else: the server then runs it on its own
+    /// threads, sparing a hand-off to a blocking thread per request (the largest
+    /// cost of a small request). Default: no.
+    fn quick(&self, write: bool) -> bool {
+        let _ = write;
+        false
+    }
 }
 
 /// The spec's error code for an I/O error: the errno values it names, where they
@@ -221,6 +229,11 @@ impl Export for FileExport {
 
     fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
         sys::prefetch(&self.file, offset, len)
+    }
+
+    fn quick(&self, _write: bool) -> bool {
+        // Buffered positional I/O: a copy into or out of the page cache.
+        true
     }
 
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u32)>> {

@@ -1,7 +1,10 @@
-//! The transmission phase: requests are read one after another, each is checked
-//! (`request::check`) and run on a blocking thread against the export, and its reply
-//! is written when it is done, so replies go out of order and many requests are in
-//! flight at once. A byte budget bounds the memory held by requests in flight.
+//! The transmission phase: requests are read one after another (through a buffer, so
+//! small requests that arrive together cost one read), each is checked
+//! (`request::check`) and run against the export, on the server's own threads when
+//! the export says it is quick (`Export::quick`) and on a blocking thread otherwise,
+//! and its reply is written when it is done, so replies go out of order and many
+//! requests are in flight at once. A byte budget bounds the memory held by requests
+//! in flight.
 use super::export::wire_error;
 use super::handshake::{Session, BASE_ALLOCATION_ID, MAX_PAYLOAD};
 use super::reply;
@@ -9,7 +12,7 @@ use super::request::{self, Command, Limits, Request, REQUEST_LEN};
 use super::wire::*;
 use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{watch, Mutex, Semaphore};
 use tokio::task::JoinSet;
 
@@ -38,7 +41,7 @@ type Writer<W> = Arc<Mutex<BufWriter<W>>>;
 
 /// Serves `session` until the client disconnects or `shutdown` turns true.
 pub async fn transmit<R, W>(
-    mut r: R,
+    r: R,
     w: W,
     session: Session,
     mut shutdown: watch::Receiver<bool>,
@@ -55,6 +58,7 @@ where
         structured: session.structured,
         block_status: session.block_status,
     };
+    let mut r = tokio::io::BufReader::with_capacity(256 << 10, r);
     let w: Writer<W> = Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, w)));
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES as usize));
     let session = Arc::new(session);
@@ -91,8 +95,8 @@ where
                         .acquire_many_owned(len.clamp(MIN_COST, IN_FLIGHT_BYTES))
                         .await
                         .expect("never closed");
-                    let mut data = vec![0u8; len as usize];
-                    if let Err(e) = r.read_exact(&mut data).await {
+                    let mut data = Vec::with_capacity(len as usize);
+                    if let Err(e) = read_payload(&mut r, &mut data, len as usize).await {
                         break End::Protocol(format!("reading a write's payload: {e}"));
                     }
                     tasks.spawn(run(session.clone(), w.clone(), req, cmd, data, permit));
@@ -144,6 +148,32 @@ where
     Ok(end)
 }
 
+/// Reads `len` bytes into `data`'s spare room (not zeroed first: zeroing a 1 MiB
+/// buffer costs as much as filling it): what the buffer holds, then a large rest
+/// straight from the socket.
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    data: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<()> {
+    let buffered = r.buffer();
+    let n = buffered.len().min(len);
+    data.extend_from_slice(&buffered[..n]);
+    std::pin::Pin::new(&mut *r).consume(n);
+    while data.len() < len {
+        let want = (len - data.len()) as u64;
+        let got = if want >= 64 << 10 {
+            r.get_mut().take(want).read_buf(data).await?
+        } else {
+            (&mut *r).take(want).read_buf(data).await?
+        };
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
 /// What a refused request's error chunk says.
 fn refusal(code: u32) -> &'static str {
     match code {
@@ -154,7 +184,8 @@ fn refusal(code: u32) -> &'static str {
     }
 }
 
-/// Runs one command against the export on a blocking thread, then replies.
+/// Runs one command against the export (on a blocking thread unless it is quick),
+/// then replies.
 async fn run<W: AsyncWrite + Unpin + Send + 'static>(
     session: Arc<Session>,
     w: Writer<W>,
@@ -163,11 +194,19 @@ async fn run<W: AsyncWrite + Unpin + Send + 'static>(
     data: Vec<u8>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let s = session.clone();
-    let done = tokio::task::spawn_blocking(move || execute(&*s.export, cmd, data)).await;
-    let result = match done {
-        Ok(r) => r,
-        Err(e) => Err(io::Error::other(format!("the request's task failed: {e}"))),
+    let quick = match cmd {
+        Command::Read { .. } => session.export.quick(false),
+        Command::Write { fua: false, .. } => session.export.quick(true),
+        _ => false,
+    };
+    let result = if quick {
+        execute(&*session.export, cmd, data)
+    } else {
+        let s = session.clone();
+        match tokio::task::spawn_blocking(move || execute(&*s.export, cmd, data)).await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(format!("the request's task failed: {e}"))),
+        }
     };
     let sent = match result {
         Ok(Output::Nothing) => {

@@ -89,4 +89,9 @@ impl<B: Send + 'static> Export for SplitExport<B> {
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u32)>> {
         self.volume.block_status(offset, len)
     }
+
+    fn quick(&self, write: bool) -> bool {
+        // A write may wait for an overlapping one, a hold or the queue.
+        !write && self.volume.quick(false)
+    }
 }
