@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::journal::record::VolumeInfo;
 use crate::journal::{journal_changes, Journal, JournalWriter, Tail, READ_CHUNK};
-use crate::progress::Progress;
+use crate::progress::{Progress, StopAlso};
 use crate::splitter::Hold;
 use crate::volume::{driver_for, SnapshotSet, VolumeDriver};
 use serde::Serialize;
@@ -93,9 +93,10 @@ pub fn run_cycle_held(
     let snap_started = Instant::now();
     let mut frozen = Frozen::new(cg, hold)?;
     let abandoned = frozen.abandoned.clone();
-    let progress = &UntilThawed {
+    // The caller's progress, asking to stop also once max-freeze has passed.
+    let progress = &StopAlso {
         progress,
-        abandoned: &abandoned,
+        flag: &abandoned,
     };
     let new = driver.snapshot(tag);
     // A live snapshot reads the volumes themselves, so they stay frozen until the
@@ -364,33 +365,6 @@ impl Drop for Frozen<'_> {
             .retain(|w| {
                 w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.pending))
             });
-    }
-}
-
-/// The caller's progress, asking to stop also once max-freeze has passed.
-struct UntilThawed<'a> {
-    progress: &'a dyn Progress,
-    abandoned: &'a AtomicBool,
-}
-
-impl Progress for UntilThawed<'_> {
-    fn start(&self, phase: &str, total_bytes: u64) {
-        self.progress.start(phase, total_bytes)
-    }
-    fn add_total(&self, bytes: u64) {
-        self.progress.add_total(bytes)
-    }
-    fn inc(&self, bytes: u64) {
-        self.progress.inc(bytes)
-    }
-    fn finish(&self) {
-        self.progress.finish()
-    }
-    fn stop_requested(&self) -> bool {
-        self.abandoned.load(Ordering::Relaxed) || self.progress.stop_requested()
-    }
-    fn watched(&self) -> bool {
-        self.progress.watched()
     }
 }
 

@@ -78,3 +78,31 @@ impl Progress for StopWhen<'_> {
         false
     }
 }
+
+/// The caller's progress, asking the work to stop also once `flag` is set: how a
+/// cycle stops at max-freeze, and `cascade split` stops its base on a signal.
+pub struct StopAlso<'a> {
+    pub progress: &'a dyn Progress,
+    pub flag: &'a AtomicBool,
+}
+
+impl Progress for StopAlso<'_> {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        self.progress.start(phase, total_bytes)
+    }
+    fn add_total(&self, bytes: u64) {
+        self.progress.add_total(bytes)
+    }
+    fn inc(&self, bytes: u64) {
+        self.progress.inc(bytes)
+    }
+    fn finish(&self) {
+        self.progress.finish()
+    }
+    fn stop_requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) || self.progress.stop_requested()
+    }
+    fn watched(&self) -> bool {
+        self.progress.watched()
+    }
+}

@@ -2,7 +2,7 @@ use super::print_json;
 use cascade::config::Config;
 use cascade::listen::ListenAddr;
 use cascade::nbd::{self, Listener};
-use cascade::progress::Progress;
+use cascade::progress::StopAlso;
 use cascade::splitter;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,9 +87,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let (cfg2, cg2) = (cfg.clone(), cg.clone());
         let base = move |writer: &mut cascade::journal::JournalWriter,
                          hold: &dyn splitter::Hold| {
-            let progress = Stoppable {
-                inner: super::progress::observer(),
-                stop,
+            // The CLI's progress for the base cycle, which also stops it on a signal.
+            let observer = super::progress::observer();
+            let progress = StopAlso {
+                progress: observer.as_ref(),
+                flag: &stop,
             };
             cascade::cycle::run_cycle_held(&cfg2, &cg2, writer, &progress, Some(hold))
                 .map(|r| r.delta)
@@ -117,31 +119,4 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The CLI's progress for the base cycle, which also stops it on a signal.
-struct Stoppable {
-    inner: Box<dyn Progress>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Progress for Stoppable {
-    fn start(&self, phase: &str, total_bytes: u64) {
-        self.inner.start(phase, total_bytes)
-    }
-    fn add_total(&self, bytes: u64) {
-        self.inner.add_total(bytes)
-    }
-    fn inc(&self, bytes: u64) {
-        self.inner.inc(bytes)
-    }
-    fn finish(&self) {
-        self.inner.finish()
-    }
-    fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-    fn watched(&self) -> bool {
-        self.inner.watched()
-    }
 }

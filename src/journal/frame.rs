@@ -223,7 +223,7 @@ impl FrameCursor {
         if crc != crc32c::crc32c(&h[0..28]) {
             return Ok(Some(Err("segment header checksum mismatch".into())));
         }
-        let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        let version = header_version(&h).expect("a whole header was read");
         if !(1..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 journal: self.dir.clone(),
