@@ -384,3 +384,179 @@ fn bad_split_configs_and_arguments_are_refused_by_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no splitter"));
 }
+
+/// `cascade status --json`'s report of group `vms`.
+fn split_status(dir: &Path) -> serde_json::Value {
+    let out = client(
+        Command::new(BIN)
+            .args(["status", "-c", "cascade.yaml", "--json"])
+            .current_dir(dir),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["groups"][0].clone()
+}
+
+#[test]
+fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {
+    use common::daemon::Daemon;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vols = [("web", 32 * MIB), ("db", 16 * MIB)];
+    for (id, size) in vols {
+        for name in [format!("{id}.img"), format!("replica-{id}.img")] {
+            std::fs::File::create(d.join(name))
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+        }
+    }
+    let config = "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
+         splitter:\n      listen: 127.0.0.1:0\n      commit-every: 50ms\n    \
+         journal-retention:\n      keep-deltas: 4\n    targets: [replica, store]\n    volumes:\n      \
+         - { id: web, driver: file, path: web.img }\n      - { id: db, driver: file, path: db.img }\n";
+    std::fs::write(d.join("cascade.yaml"), config).unwrap();
+    std::fs::create_dir_all(d.join("cascade-targets")).unwrap();
+    std::fs::write(
+        d.join("cascade-targets/replica.yaml"),
+        "kind: block\nvolumes:\n  web: ../replica-web.img\n  db: ../replica-db.img\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("cascade-targets/store.yaml"),
+        "kind: object\nurl: ../store\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(d, "daemon", &[]);
+    daemon.until("the split group's base", Duration::from_secs(60), || {
+        split_status(d)["splitter"]["serving"]["base_delta"].is_u64()
+    });
+    let serving = split_status(d)["splitter"]["serving"].clone();
+    assert_eq!(serving["pid"], daemon.pid(), "{serving}");
+    let uri = serving["uri"].as_str().unwrap().to_string();
+
+    // Each write reaches the block replica within seconds of its acknowledgement.
+    let mut worst = Duration::ZERO;
+    for round in 0..5u8 {
+        let offset = u64::from(round) * MIB;
+        qemu_io(
+            &format!("{uri}/web"),
+            &[&format!("write -P {} {offset} 256k", round + 1)],
+        );
+        qemu_io(
+            &format!("{uri}/db"),
+            &[&format!("write -z {} 64k", offset + 4096)],
+        );
+        let acked = Instant::now();
+        let want: Vec<Vec<u8>> = vols
+            .iter()
+            .map(|(id, _)| file_digest(&d.join(format!("{id}.img"))))
+            .collect();
+        daemon.until("the block replica", Duration::from_secs(20), || {
+            vols.iter()
+                .enumerate()
+                .all(|(i, (id, _))| file_digest(&d.join(format!("replica-{id}.img"))) == want[i])
+        });
+        worst = worst.max(acked.elapsed());
+    }
+    println!("block replica behind the acknowledgement by at most {worst:?}");
+    assert!(
+        worst < Duration::from_secs(5),
+        "the replica lagged {worst:?}"
+    );
+
+    // A bookmark of the served group, through its splitter.
+    let out = client(
+        Command::new(BIN)
+            .args([
+                "bookmark",
+                "-c",
+                "cascade.yaml",
+                "--cg",
+                "vms",
+                "--name",
+                "five",
+            ])
+            .current_dir(d),
+    );
+    assert!(out.status.success());
+    let at_mark: Vec<Vec<u8>> = vols
+        .iter()
+        .map(|(id, _)| file_digest(&d.join(format!("{id}.img"))))
+        .collect();
+
+    // Retention prunes on the splitter's writer while it serves.
+    let journal = d.join("journal/vms");
+    daemon.until("journal retention", Duration::from_secs(20), || {
+        Journal::open(&journal).unwrap().first_delta() > 1
+    });
+
+    // A reload that changes nothing about serving leaves the clients' splitter be.
+    std::fs::write(
+        d.join("cascade.yaml"),
+        config.replace("keep-deltas: 4", "keep-deltas: 5"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.until("the reload", Duration::from_secs(20), || {
+        !daemon.find("config reloaded").is_empty()
+    });
+    qemu_io(&format!("{uri}/web"), &["write -P 0x66 8M 1M"]);
+    assert!(daemon.find("serving it again").is_empty());
+    // Both replicas catch up with that last write while the daemon serves.
+    let primary: Vec<Vec<u8>> = vols
+        .iter()
+        .map(|(id, _)| file_digest(&d.join(format!("{id}.img"))))
+        .collect();
+    daemon.until("both replicas", Duration::from_secs(20), || {
+        let st = split_status(d);
+        let last = st["last_delta"].as_u64().unwrap();
+        st["splitter"]["serving"]["queued_bytes"] == 0
+            && st["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["cursor"] == last)
+            && vols
+                .iter()
+                .enumerate()
+                .all(|(i, (id, _))| file_digest(&d.join(format!("replica-{id}.img"))) == primary[i])
+    });
+
+    let log = daemon.log.clone();
+    let status = daemon.stop();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    client(Command::new(BIN).args(["journal", "verify"]).arg(&journal));
+    // The journal was pruned; the object replica keeps every point.
+    let ids = ["web", "db"];
+    let restore = |until: &str| -> Vec<Vec<u8>> {
+        let out = d.join("restored");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["restore", "--from", "store", "--until", until])
+            .current_dir(d);
+        for id in ids {
+            cmd.arg("--to")
+                .arg(format!("{id}={}", out.join(id).display()));
+        }
+        client(&mut cmd);
+        ids.iter().map(|id| file_digest(&out.join(id))).collect()
+    };
+    assert_eq!(restore("five"), at_mark, "restored at the bookmark");
+    let last = Journal::open(&journal).unwrap().last_delta().to_string();
+    let restored = restore(&last);
+    for (i, id) in ids.iter().enumerate() {
+        let primary = file_digest(&d.join(format!("{id}.img")));
+        assert_eq!(
+            restored[i], primary,
+            "{id} restored from the object replica"
+        );
+        assert_eq!(
+            file_digest(&d.join(format!("replica-{id}.img"))),
+            primary,
+            "{id} on the block replica"
+        );
+    }
+}

@@ -14,6 +14,16 @@ use std::process::ExitCode;
 /// down are served by one cycle at start-up (`missed: run-once`, the default) or
 /// skipped with a log line (`missed: skip`).
 ///
+/// Each group with a `splitter:` section is served over NBD instead, from start to
+/// stop, as `cascade split` serves it (see `cascade split --help`): a base delta,
+/// then every write journalled within its `commit-every`. Each delta it journals is
+/// exported at once, so a block target stays within about a second of the volumes;
+/// its journal retention runs between the splitter's commits, and `cascade bookmark`
+/// and `cascade status` reach it through its control socket. A split group that
+/// cannot be served (its address is taken, a volume is missing) is retried with
+/// backoff; a reload that changes its volumes, `splitter:` or hooks serves it again,
+/// one that changes only its targets or retention leaves the clients connected.
+///
 /// Every target is exported as soon as its group commits a delta, and on a poll of
 /// the journal for cycles and bookmarks made with the CLI; then journal retention
 /// prunes. A failed cycle or export is retried with backoff (5 s doubling to 5 min)
@@ -22,8 +32,9 @@ use std::process::ExitCode;
 ///
 /// Signals: SIGTERM or Ctrl-C stops cleanly: a running cycle may finish and commit
 /// within `daemon.stop-grace` (default 30s), after which it is abandoned and keeps
-/// nothing (the next start makes its tick up); exports stop at a delta boundary. A
-/// second signal exits at once.
+/// nothing (the next start makes its tick up); exports stop at a delta boundary; a
+/// splitter stops accepting, answers the requests it read and journals what it
+/// acknowledged. A second signal exits at once.
 /// SIGHUP reloads the config, keeping the running one if the new one is invalid.
 ///
 /// Only one daemon runs per state directory; a second one exits with code 6.

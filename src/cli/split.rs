@@ -96,7 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             cascade::cycle::run_cycle_held(&cfg2, &cg2, writer, &progress, Some(hold))
                 .map(|r| r.delta)
         };
-        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx).await)
+        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx, Default::default()).await)
     })?;
     let report = match report {
         // Stopped while the base was read: a clean stop that journalled nothing.

@@ -9,7 +9,9 @@ use std::time::Duration;
 /// Show whether the daemon runs and, per consistency group: its schedule, the last
 /// cycle (when, result, delta, duration, error) and the next one, the journal's span
 /// after retention and its stored bytes, and per target the cursor and the lag in
-/// deltas, bytes and time, with the last export error.
+/// deltas, bytes and time, with the last export error. A split group shows its
+/// splitter instead of a schedule: where it serves, the last write acknowledged and
+/// the last journalled, and the bytes queued between them.
 ///
 /// The lag in time is the age of the oldest delta the target does not hold yet: how
 /// far back a restore from that target would land. Cursors are as of each target's
@@ -91,9 +93,27 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
             println!("  journal: {e}");
         }
         let s = &g.state;
-        match &g.schedule {
-            None => println!("  schedule: none (cycled only by `cascade cycle`)"),
-            Some(sched) => {
+        match (&g.schedule, &g.splitter) {
+            (_, Some(split)) => match &split.serving {
+                Some(v) => println!(
+                    "  splitter: serving at {} (pid {}): write {} acknowledged, {} journalled, {} queued{}",
+                    v.uri,
+                    v.pid,
+                    v.last_numbered,
+                    v.last_journalled,
+                    human_bytes(v.queued_bytes),
+                    v.base_delta
+                        .map_or(", base delta being journalled".to_string(), |d| format!(
+                            "; base delta {d}"
+                        ))
+                ),
+                None => println!(
+                    "  splitter: not served (`cascade run` or `cascade split` serves it at {})",
+                    split.listen
+                ),
+            },
+            (None, None) => println!("  schedule: none (cycled only by `cascade cycle`)"),
+            (Some(sched), None) => {
                 println!("  schedule: {sched}");
                 if let (Some(started), Some(result)) = (s.last_started, s.last_result) {
                     let took = s.last_duration_ms.map_or(String::new(), |ms| {

@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(300);
 /// Commands run around the group snapshot: `freeze` before the first volume is
 /// snapshotted, `thaw` after the last one (and after a failure), so the set is
 /// consistent as a whole for applications that can quiesce.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Hooks {
     #[serde(default)]

@@ -78,7 +78,7 @@ fn default_segment_mib() -> u64 {
     64
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Volume {
     /// The name records in the journal use for this volume.

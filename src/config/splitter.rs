@@ -10,7 +10,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
 /// How long shipped writes wait to be group-committed when the config says nothing.
 pub const DEFAULT_COMMIT_EVERY: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SplitterConfig {
     /// `HOST:PORT`, a port (loopback), or `unix:PATH`. Default 127.0.0.1:10809.

@@ -77,7 +77,19 @@ pub fn prune_journal(cfg: &Config, cg: &ConsistencyGroup, dry_run: bool) -> Resu
         p.dry_run = true;
         return Ok(p);
     }
-    let mut writer = JournalWriter::open(&dir, cg.segment_size_mib << 20)?;
+    prune_journal_with(
+        cfg,
+        cg,
+        &mut JournalWriter::open(&dir, cg.segment_size_mib << 20)?,
+    )
+}
+
+/// [`prune_journal`] on a writer the caller holds (a running splitter's).
+pub fn prune_journal_with(
+    cfg: &Config,
+    cg: &ConsistencyGroup,
+    writer: &mut JournalWriter,
+) -> Result<JournalPrune> {
     let mut p = plan(cfg, cg, writer.journal());
     if writer.journal().last_delta() == 0 {
         return Ok(p);

@@ -19,7 +19,7 @@ pub mod object;
 
 pub use block::BlockExporter;
 pub use chain::Upkeep;
-pub use journal_retention::{prune_journal, JournalPrune};
+pub use journal_retention::{prune_journal, prune_journal_with, JournalPrune};
 pub use object::ObjectExporter;
 
 use crate::config::{Config, ConsistencyGroup, Target, TargetSpec};

@@ -3,6 +3,7 @@
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::splitter::WriterJob;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -40,9 +42,12 @@ pub(crate) struct GroupHandle {
     pub writer: tokio::sync::Mutex<()>,
     /// The newest delta a cycle of the daemon committed; wakes the exporters.
     pub committed: watch::Sender<u64>,
+    /// While the daemon serves the group's splitter, which holds the journal's
+    /// writer: where a prune goes instead of opening the writer itself.
+    pub splitter: std::sync::Mutex<Option<UnboundedSender<WriterJob>>>,
 }
 
-/// A task: a group's cycles (no target) or one target's exports.
+/// A task: a group's cycles or splitter (no target), or one target's exports.
 type Key = (String, Option<String>);
 
 /// The lock file of a state directory; it holds the running daemon's pid.
@@ -258,6 +263,7 @@ impl Supervisor {
                     Arc::new(GroupHandle {
                         writer: tokio::sync::Mutex::new(()),
                         committed: watch::channel(0).0,
+                        splitter: std::sync::Mutex::new(None),
                     })
                 })
                 .clone();

@@ -1,5 +1,6 @@
 //! One consistency group's cycles under the daemon: wait for the next cron tick,
-//! cycle, record the outcome, wake the group's exporters, repeat.
+//! cycle, record the outcome, wake the group's exporters, repeat. A split group is
+//! served instead ([`super::split_job`]).
 //!
 //! The tick is saved as `running` before the cycle starts (see [`GroupState`]), so a
 //! daemon killed in the middle knows at its next start whether that tick was served.
@@ -53,6 +54,12 @@ pub async fn run(name: String, handle: Arc<GroupHandle>, mut ctx: Ctx) {
         let cfg = ctx.config.borrow_and_update().clone();
         // A group dropped from the config by a reload ends its task.
         let Ok(cg) = cfg.group(&name) else { return };
+        if cg.splitter.is_some() {
+            if !super::split_job::serve(&name, &handle, &mut ctx).await {
+                return;
+            }
+            continue;
+        }
         let Some(schedule) = cg.schedule.clone() else {
             // Not cycled by the daemon; wait for a reload that gives it a schedule.
             tokio::select! {

@@ -22,6 +22,13 @@ pub struct GroupMetrics {
     pub journal_bytes: u64,
     pub journal_first_delta: u64,
     pub journal_last_delta: u64,
+    /// Split deltas (and bases) a served split group journalled.
+    pub split_deltas: u64,
+    /// Times serving a split group failed (and was retried).
+    pub split_failures: u64,
+    /// A served split group's last write numbered and last journalled, and the bytes
+    /// queued between them; None while it is not served.
+    pub split: Option<(u64, u64, u64)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -76,6 +83,11 @@ impl Metrics {
             g.journal_bytes = r.journal_bytes;
             g.journal_first_delta = r.first_delta;
             g.journal_last_delta = r.last_delta;
+            g.split = r
+                .splitter
+                .as_ref()
+                .and_then(|s| s.serving.as_ref())
+                .map(|s| (s.last_numbered, s.last_journalled, s.queued_bytes));
         });
         for t in &r.targets {
             self.target(&r.cg, &t.target, |m| {
@@ -191,6 +203,51 @@ impl Metrics {
             "gauge",
             "The newest committed delta.",
             g(|m| m.journal_last_delta as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_deltas_total",
+            "counter",
+            "Deltas a served split group journalled (its base, then its split deltas).",
+            g(|m| m.split_deltas as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_failures_total",
+            "counter",
+            "Times serving a split group failed and was retried.",
+            g(|m| m.split_failures as f64),
+        );
+        let split = |f: fn(&(u64, u64, u64)) -> u64| {
+            i.groups
+                .iter()
+                .filter_map(move |(cg, m)| {
+                    m.split
+                        .as_ref()
+                        .map(|s| (format!("cg=\"{}\"", escape(cg)), f(s) as f64))
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut out,
+            "cascade_split_last_write",
+            "gauge",
+            "The last write a served split group numbered (acknowledged or about to be).",
+            split(|s| s.0),
+        );
+        family(
+            &mut out,
+            "cascade_split_last_journalled_write",
+            "gauge",
+            "The last write of a served split group in its journal.",
+            split(|s| s.1),
+        );
+        family(
+            &mut out,
+            "cascade_split_queued_bytes",
+            "gauge",
+            "Bytes of numbered writes a served split group has not journalled yet.",
+            split(|s| s.2),
         );
         family(
             &mut out,

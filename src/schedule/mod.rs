@@ -13,6 +13,10 @@
 //!   writer mutex, so they queue instead of refusing each other with "locked".
 //! - blocking work (cycles, exports) runs on tokio's blocking pool, inside a tracing
 //!   span naming the group and target; a panic there fails that one job.
+//! - a group with a `splitter:` section is served over NBD instead of cycled
+//!   ([`split_job`]), from the daemon's start to its stop; each delta its splitter
+//!   journals wakes the exporters as a cycle's commit does, and retention prunes on
+//!   the splitter's writer, between its commits.
 //! - failures are retried with exponential backoff ([`backoff`]), and reported in
 //!   `STATE/CG/schedule.json`, the targets' status files and the metrics.
 //!
@@ -28,6 +32,7 @@ pub mod group_state;
 mod http;
 pub mod metrics;
 pub mod report;
+mod split_job;
 mod target_job;
 
 pub use daemon::{daemon_pid, run_daemon, DaemonOptions};

@@ -20,7 +20,18 @@ pub struct GroupReport {
     pub last_delta: u64,
     pub journal_bytes: u64,
     pub journal_error: Option<String>,
+    /// A split group's splitter: where it is to listen, and how it stands when it is
+    /// served.
+    pub splitter: Option<SplitterReport>,
     pub targets: Vec<TargetLag>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitterReport {
+    /// The configured address.
+    pub listen: String,
+    /// None when no splitter answers on the group's control socket.
+    pub serving: Option<crate::splitter::SplitStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +89,14 @@ pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
         last_delta,
         journal_bytes: deltas.iter().map(|d| d.stored_bytes).sum(),
         journal_error,
+        // A splitter that does not answer is not served; one that answers oddly is
+        // not worth failing the report for.
+        splitter: cg.splitter.as_ref().map(|s| SplitterReport {
+            listen: s.listen().to_string(),
+            serving: crate::splitter::request_status(&cfg.state_path(cg))
+                .ok()
+                .flatten(),
+        }),
         targets,
     }
 }

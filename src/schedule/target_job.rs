@@ -175,6 +175,23 @@ async fn prune(cfg: &Arc<Config>, cg_name: &str, handle: &GroupHandle, span: &tr
     {
         return;
     }
+    // A served split group's splitter holds the writer: it prunes between commits.
+    let splitter = handle.splitter.lock().expect("never poisoned").clone();
+    if let Some(jobs) = splitter {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (c, n, s) = (cfg.clone(), cg_name.to_string(), span.clone());
+        let job: crate::splitter::WriterJob = Box::new(move |w| {
+            let pruned = s.in_scope(|| crate::export::prune_journal_with(&c, c.group(&n)?, w));
+            let _ = tx.send(pruned);
+        });
+        // A splitter that stops first leaves the prune to the next export.
+        if jobs.send(job).is_ok() {
+            if let Ok(Err(e)) = rx.await {
+                tracing::error!(parent: span, error = %e, "journal retention failed");
+            }
+        }
+        return;
+    }
     let _writer = handle.writer.lock().await;
     let (c, n, s) = (cfg.clone(), cg_name.to_string(), span.clone());
     let result = tokio::task::spawn_blocking(move || {

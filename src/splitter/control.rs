@@ -1,8 +1,9 @@
 //! The splitter's control socket, `STATE/CG/splitter.sock`: a running splitter holds
 //! its journal's writer lock, so other commands ask it (a bookmark) instead of
-//! opening the journal themselves. One JSON line each way per connection.
+//! opening the journal themselves, and `cascade status` asks it how it stands. One
+//! JSON line each way per connection.
 use super::sequencer::Sequencer;
-use super::BookmarkRequest;
+use super::{Asked, BookmarkRequest, Live, SplitStatus};
 use crate::error::{Error, Result};
 use crate::journal::BookmarkEntry;
 use serde::{Deserialize, Serialize};
@@ -19,12 +20,14 @@ pub fn socket_path(state: &Path) -> PathBuf {
 #[serde(rename_all = "kebab-case")]
 enum Request {
     Bookmark { name: String },
+    Status,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum Reply {
     Bookmark(BookmarkEntry),
+    Status(SplitStatus),
     /// `kind` keeps the error's meaning (and the CLI's exit code) across the socket.
     Error {
         kind: String,
@@ -35,7 +38,8 @@ enum Reply {
 /// Serves the control socket until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::UnixListener,
-    seq: Arc<Sequencer<BookmarkRequest>>,
+    seq: Arc<Sequencer<Asked>>,
+    live: Arc<Live>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -48,7 +52,7 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let seq = seq.clone();
+        let (seq, live) = (seq.clone(), live.clone());
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
@@ -62,7 +66,7 @@ pub async fn serve(
             let reply = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Bookmark { name }) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    seq.request_bookmark(BookmarkRequest { name, reply: tx });
+                    seq.ask(Asked::Bookmark(BookmarkRequest { name, reply: tx }));
                     match rx.await {
                         Ok(Ok(b)) => Reply::Bookmark(b),
                         Ok(Err(e)) => error_reply(&e),
@@ -72,6 +76,7 @@ pub async fn serve(
                         },
                     }
                 }
+                Ok(Request::Status) => Reply::Status(live.status(&seq)),
                 Err(e) => Reply::Error {
                     kind: "invalid".into(),
                     message: format!("not a control request: {e}"),
@@ -96,41 +101,64 @@ fn error_reply(e: &Error) -> Reply {
     }
 }
 
-/// Asks the splitter serving the group whose state directory is `state` to place
-/// bookmark `name` after every write acknowledged so far.
-pub fn request_bookmark(state: &Path, name: &str) -> Result<BookmarkEntry> {
+/// Sends `req` to the splitter whose state directory is `state` and reads its reply.
+fn ask(state: &Path, req: &Request) -> Result<Reply> {
     let path = socket_path(state);
     let io = |what| Error::io(what, path.clone());
     let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
         Error::NotFound(format!(
-            "no splitter answers on {} ({e}): a split group's bookmarks are placed by its running splitter (`cascade split` or `cascade run`)",
+            "no splitter answers on {} ({e}): is the group served (`cascade split` or `cascade run`)?",
             path.display()
         ))
     })?;
-    let mut req = serde_json::to_string(&Request::Bookmark { name: name.into() })
-        .expect("requests serialise");
-    req.push('\n');
-    s.write_all(req.as_bytes())
+    let mut line = serde_json::to_string(req).expect("requests serialise");
+    line.push('\n');
+    s.write_all(line.as_bytes())
         .map_err(io("cannot ask the splitter at"))?;
-    let mut line = String::new();
+    line.clear();
     BufReader::new(&s)
         .read_line(&mut line)
         .map_err(io("no answer from the splitter at"))?;
-    match serde_json::from_str::<Reply>(&line) {
-        Ok(Reply::Bookmark(b)) => Ok(b),
-        Ok(Reply::Error { kind, message }) => Err(match kind.as_str() {
+    serde_json::from_str::<Reply>(&line).map_err(|e| Error::Io {
+        what: "a reply that is not one from the splitter at",
+        path,
+        cause: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Asks the splitter serving the group whose state directory is `state` to place
+/// bookmark `name` after every write acknowledged so far.
+pub fn request_bookmark(state: &Path, name: &str) -> Result<BookmarkEntry> {
+    match ask(state, &Request::Bookmark { name: name.into() })? {
+        Reply::Bookmark(b) => Ok(b),
+        Reply::Error { kind, message } => Err(match kind.as_str() {
             "exists" => Error::AlreadyExists(message),
             "invalid" => Error::InvalidArgument(message),
             _ => Error::Io {
                 what: "the splitter could not place the bookmark:",
-                path,
+                path: socket_path(state),
                 cause: std::io::Error::other(message),
             },
         }),
-        Err(e) => Err(Error::Io {
-            what: "a reply that is not one from the splitter at",
-            path,
-            cause: std::io::Error::other(e.to_string()),
-        }),
+        Reply::Status(_) => Err(unexpected(state)),
+    }
+}
+
+/// How the splitter serving the group whose state directory is `state` stands; None
+/// when no splitter answers there.
+pub fn request_status(state: &Path) -> Result<Option<SplitStatus>> {
+    match ask(state, &Request::Status) {
+        Ok(Reply::Status(s)) => Ok(Some(s)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => Err(unexpected(state)),
+    }
+}
+
+fn unexpected(state: &Path) -> Error {
+    Error::Io {
+        what: "a reply to another question from the splitter at",
+        path: socket_path(state),
+        cause: std::io::Error::other("unexpected reply"),
     }
 }

@@ -23,7 +23,7 @@ mod export;
 mod sequencer;
 mod shipper;
 
-pub use control::request_bookmark;
+pub use control::{request_bookmark, request_status};
 pub use export::SplitExport;
 pub use sequencer::{Change, Sequencer, Write};
 pub use shipper::{ShipReport, MAX_BATCH};
@@ -35,6 +35,7 @@ use crate::journal::{BookmarkEntry, Journal, JournalWriter};
 use crate::nbd::{self, ExportEntry, Exports, FileExport, Listener};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -47,6 +48,40 @@ pub struct BookmarkRequest {
     pub reply: tokio::sync::oneshot::Sender<Result<BookmarkEntry>>,
 }
 
+/// Work on the journal that needs its writer, which a running splitter holds (the
+/// daemon's journal retention): the shipper runs it between two commits.
+pub type WriterJob = Box<dyn FnOnce(&mut JournalWriter) + Send>;
+
+/// What the shipper is asked to do after the writes numbered before the asking.
+pub enum Asked {
+    Bookmark(BookmarkRequest),
+    Writer(WriterJob),
+}
+
+/// How a caller that runs beside the splitter (the daemon) follows and uses it.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called with the id of every delta journalled: the base, then each split delta.
+    pub committed: Option<Box<dyn Fn(u64) + Send>>,
+    /// Writer jobs to run between commits, until the splitter stops.
+    pub jobs: Option<tokio::sync::mpsc::UnboundedReceiver<WriterJob>>,
+}
+
+/// A running splitter, as `cascade status` asks it over the control socket.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SplitStatus {
+    pub pid: u32,
+    /// Where it serves, as `nbd://HOST:PORT` or `nbd+unix:///?socket=PATH`.
+    pub uri: String,
+    pub base_delta: Option<u64>,
+    /// The last write numbered (acknowledged or about to be).
+    pub last_numbered: u64,
+    /// The last write journalled.
+    pub last_journalled: u64,
+    /// Bytes of numbered writes waiting for the journal.
+    pub queued_bytes: u64,
+}
+
 /// What a snapshot cycle holds while it captures a split group: new writes wait,
 /// those in flight finish first, and the volumes are flushed (so a snapshot taken
 /// below the page cache, an LVM one, has them).
@@ -57,8 +92,8 @@ pub trait Hold: Send + Sync {
 
 /// The group's `Hold`: its sequencer and its volumes.
 struct GroupHold {
-    seq: Arc<Sequencer<BookmarkRequest>>,
-    volumes: Vec<Arc<SplitExport<BookmarkRequest>>>,
+    seq: Arc<Sequencer<Asked>>,
+    volumes: Vec<Arc<SplitExport<Asked>>>,
     paths: Vec<PathBuf>,
 }
 
@@ -107,13 +142,14 @@ pub async fn run<F>(
     listener: Listener,
     base: F,
     mut stop: watch::Receiver<bool>,
+    hooks: Hooks,
 ) -> Result<SplitReport>
 where
     F: FnOnce(&mut JournalWriter, &dyn Hold) -> Result<u64> + Send + 'static,
 {
     let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
     let last = last_write(writer.journal());
-    let seq = Arc::new(Sequencer::<BookmarkRequest>::new(last, QUEUE_BYTES));
+    let seq = Arc::new(Sequencer::<Asked>::new(last, QUEUE_BYTES));
     let mut entries = Vec::new();
     let mut volumes = Vec::new();
     let mut exports = Vec::new();
@@ -141,13 +177,37 @@ where
     let nbd::Listener::Unix(control, _) = control else {
         unreachable!("a Unix address binds a Unix listener")
     };
+    let listener_addr = listener.local_addr().map_err(Error::io(
+        "cannot read the address it listens on:",
+        "the NBD listener",
+    ))?;
     let (server_stop, server_stopped) = watch::channel(false);
     let server = tokio::spawn(nbd::serve(
         listener,
         Arc::new(Exports::new(entries)),
         server_stopped.clone(),
     ));
-    let control = tokio::spawn(control::serve(control, seq.clone(), server_stopped));
+    let live = Arc::new(Live {
+        uri: nbd::uri(&listener_addr, "")
+            .trim_end_matches('/')
+            .to_string(),
+        base_delta: AtomicU64::new(0),
+        last_journalled: AtomicU64::new(last),
+    });
+    let control = tokio::spawn(control::serve(
+        control,
+        seq.clone(),
+        live.clone(),
+        server_stopped,
+    ));
+    if let Some(mut jobs) = hooks.jobs {
+        let seq = seq.clone();
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                seq.ask(Asked::Writer(job));
+            }
+        });
+    }
 
     let hold = GroupHold {
         seq: seq.clone(),
@@ -167,6 +227,10 @@ where
             return Err(stop_serving(server_stop, server, control, &seq, e).await);
         }
     };
+    live.base_delta.store(base_delta, Ordering::Relaxed);
+    if let Some(c) = &hooks.committed {
+        c(base_delta);
+    }
     let exact_from = seq.held_at();
     // Writes numbered before the capture are in the base; the stream goes on after it.
     seq.drop_through(exact_from);
@@ -181,6 +245,8 @@ where
             .splitter
             .as_ref()
             .map_or(crate::config::DEFAULT_COMMIT_EVERY, |s| s.commit_every()),
+        committed: hooks.committed,
+        live: live.clone(),
     };
     let shipping = std::thread::spawn(move || shipper.run());
     let _ = stop.wait_for(|s| *s).await;
@@ -204,13 +270,35 @@ where
     })
 }
 
+/// What the control socket tells of a running splitter, beside its sequencer.
+pub(crate) struct Live {
+    uri: String,
+    /// 0 until the base is journalled.
+    base_delta: AtomicU64,
+    last_journalled: AtomicU64,
+}
+
+impl Live {
+    fn status(&self, seq: &Sequencer<Asked>) -> SplitStatus {
+        let base = self.base_delta.load(Ordering::Relaxed);
+        SplitStatus {
+            pid: std::process::id(),
+            uri: self.uri.clone(),
+            base_delta: (base > 0).then_some(base),
+            last_numbered: seq.last(),
+            last_journalled: self.last_journalled.load(Ordering::Relaxed),
+            queued_bytes: seq.queued(),
+        }
+    }
+}
+
 /// Ends serving after the base failed: the writes numbered meanwhile are not
 /// journalled (the next start's base holds them: they are on the volumes).
 async fn stop_serving(
     server_stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: tokio::task::JoinHandle<()>,
-    seq: &Sequencer<BookmarkRequest>,
+    seq: &Sequencer<Asked>,
     e: Error,
 ) -> Error {
     let _ = server_stop.send(true);

@@ -64,11 +64,11 @@ struct Range {
     end: u64,
 }
 
-/// What the shipper takes: writes in number order, and bookmarks asked for, each to
-/// be placed after them.
+/// What the shipper takes: writes in number order, and what it was asked to do (place
+/// a bookmark, lend the journal writer), each to be done after them.
 pub struct Batch<B> {
     pub writes: Vec<Write>,
-    pub bookmarks: Vec<B>,
+    pub asked: Vec<B>,
     /// No more writes will come: ship these and stop.
     pub closed: bool,
 }
@@ -86,13 +86,13 @@ struct State<B> {
     taken: u64,
     /// When the oldest queued write was numbered.
     oldest: Option<Instant>,
-    /// Bookmarks asked for, each with the last write numbered then.
-    bookmarks: Vec<(B, u64)>,
+    /// What the shipper was asked to do, each with the last write numbered then.
+    asked: Vec<(B, u64)>,
     closed: bool,
 }
 
-/// One per split group; every volume's export shares it. `B` is what a bookmark
-/// request carries to the shipper.
+/// One per split group; every volume's export shares it. `B` is what a request of
+/// the shipper (a bookmark, work on the journal writer) carries to it.
 pub struct Sequencer<B> {
     st: Mutex<State<B>>,
     changed: Condvar,
@@ -114,7 +114,7 @@ impl<B> Sequencer<B> {
                 queued: 0,
                 taken: last,
                 oldest: None,
-                bookmarks: Vec::new(),
+                asked: Vec::new(),
                 closed: false,
             }),
             changed: Condvar::new(),
@@ -242,16 +242,22 @@ impl<B> Sequencer<B> {
     }
 
     /// The last write numbered.
-    #[cfg(test)]
+    /// The last write numbered.
     pub fn last(&self) -> u64 {
         self.lock().last
     }
 
-    /// Asks the shipper to place a bookmark after every write numbered so far.
-    pub fn request_bookmark(&self, b: B) {
+    /// Bytes of numbered writes the shipper has not taken yet.
+    pub fn queued(&self) -> u64 {
+        self.lock().queued
+    }
+
+    /// Asks the shipper to do `b` (place a bookmark, say) after every write numbered
+    /// so far.
+    pub fn ask(&self, b: B) {
         let mut g = self.lock();
         let after = g.last;
-        g.bookmarks.push((b, after));
+        g.asked.push((b, after));
         drop(g);
         self.changed.notify_all();
     }
@@ -266,14 +272,14 @@ impl<B> Sequencer<B> {
         self.changed.notify_all();
     }
 
-    /// The next batch for the journal: waits until a write is queued (or a bookmark is
-    /// asked for, or the group closes), then until the oldest queued write has waited
-    /// `commit_every`, `max_bytes` are queued, a bookmark is asked for or the group
-    /// closes; takes queued writes up to `max_bytes` (at least one).
+    /// The next batch for the journal: waits until a write is queued (or the shipper
+    /// is asked something, or the group closes), then until the oldest queued write
+    /// has waited `commit_every`, `max_bytes` are queued, something is asked or the
+    /// group closes; takes queued writes up to `max_bytes` (at least one).
     pub fn next_batch(&self, commit_every: Duration, max_bytes: u64) -> Batch<B> {
         let mut g = self.lock();
         loop {
-            let ready = !g.bookmarks.is_empty()
+            let ready = !g.asked.is_empty()
                 || g.closed
                 || g.queued >= max_bytes
                 || g.oldest.is_some_and(|t| t.elapsed() >= commit_every);
@@ -308,20 +314,20 @@ impl<B> Sequencer<B> {
         if g.queue.is_empty() {
             g.oldest = None;
         }
-        // A bookmark goes after every write numbered before it was asked for: once
-        // the shipper has taken those, this batch's commit covers them.
+        // A request (a bookmark) goes after every write numbered before it was made:
+        // once the shipper has taken those, this batch's commit covers them.
         let taken_through = g.taken;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.bookmarks)
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.asked)
             .into_iter()
             .partition(|(_, after)| *after <= taken_through);
-        g.bookmarks = waiting;
-        let bookmarks = ready.into_iter().map(|(b, _)| b).collect();
-        let closed = g.closed && g.queue.is_empty() && g.bookmarks.is_empty();
+        g.asked = waiting;
+        let asked = ready.into_iter().map(|(b, _)| b).collect();
+        let closed = g.closed && g.queue.is_empty() && g.asked.is_empty();
         drop(g);
         self.changed.notify_all();
         Batch {
             writes,
-            bookmarks,
+            asked,
             closed,
         }
     }
@@ -414,12 +420,12 @@ mod tests {
         assert_eq!(s.next_batch(Duration::ZERO, 1 << 20).writes.len(), 2);
         assert_eq!(blocked.join().unwrap(), 2);
         s.drop_through(1);
-        s.request_bookmark("b");
+        s.ask("b");
         s.close();
         assert!(s.enter(0, 0, 1).is_err());
         let last = s.next_batch(Duration::from_secs(60), 1 << 20);
         assert_eq!(last.writes.len(), 0);
-        assert_eq!(last.bookmarks, ["b"]);
+        assert_eq!(last.asked, ["b"]);
         assert!(last.closed);
     }
 
@@ -430,15 +436,15 @@ mod tests {
             let t = s.enter(0, i * 10, 10).unwrap();
             s.number(t, Change::Data(vec![1; 10]));
         }
-        s.request_bookmark("x");
+        s.ask("x");
         // Writes numbered after the request do not hold the bookmark back.
         for i in 3..6 {
             let t = s.enter(0, i * 10, 10).unwrap();
             s.number(t, Change::Data(vec![1; 10]));
         }
         let first = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((first.writes.len(), first.bookmarks.len()), (2, 0));
+        assert_eq!((first.writes.len(), first.asked.len()), (2, 0));
         let second = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((second.writes.len(), second.bookmarks), (2, vec!["x"]));
+        assert_eq!((second.writes.len(), second.asked), (2, vec!["x"]));
     }
 }

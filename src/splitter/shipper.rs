@@ -2,7 +2,7 @@
 //! as one split delta (group commit: one fsync per delta, not per write), then places
 //! the bookmarks asked for after them.
 use super::sequencer::{Change, Sequencer, Write};
-use super::BookmarkRequest;
+use super::{Asked, Live};
 use crate::error::{Error, Result};
 use crate::journal::record::{Stamp, VolumeInfo, Writes};
 use crate::journal::JournalWriter;
@@ -27,10 +27,13 @@ pub struct ShipReport {
 
 pub struct Shipper {
     pub writer: JournalWriter,
-    pub seq: Arc<Sequencer<BookmarkRequest>>,
+    pub seq: Arc<Sequencer<Asked>>,
     pub volumes: Vec<VolumeInfo>,
     pub exact_from: u64,
     pub commit_every: Duration,
+    /// Told each split delta's id once it is committed.
+    pub committed: Option<Box<dyn Fn(u64) + Send>>,
+    pub live: Arc<Live>,
 }
 
 impl Shipper {
@@ -40,29 +43,46 @@ impl Shipper {
         loop {
             let batch = self.seq.next_batch(self.commit_every, MAX_BATCH);
             if let Some(last) = batch.writes.last() {
-                if let Err(e) = self.ship_retrying(&batch.writes) {
-                    // Stopping, and the journal still fails: what is queued is on the
-                    // volumes, and the next start's base holds it.
-                    self.seq.drop_through(u64::MAX);
-                    for b in batch.bookmarks {
-                        let _ = b.reply.send(Err(Error::Stopped(format!(
-                            "bookmark `{}`: the journal failed",
-                            b.name
-                        ))));
+                match self.ship_retrying(&batch.writes) {
+                    Ok(delta) => {
+                        if let (Some(c), Some(d)) = (&self.committed, delta) {
+                            c(d);
+                        }
                     }
-                    return Err(e);
+                    Err(e) => {
+                        // Stopping, and the journal still fails: what is queued is on
+                        // the volumes, and the next start's base holds it.
+                        self.seq.drop_through(u64::MAX);
+                        for a in batch.asked {
+                            if let Asked::Bookmark(b) = a {
+                                let _ = b.reply.send(Err(Error::Stopped(format!(
+                                    "bookmark `{}`: the journal failed",
+                                    b.name
+                                ))));
+                            }
+                        }
+                        return Err(e);
+                    }
                 }
                 report.deltas += 1;
                 report.writes += batch.writes.len() as u64;
                 report.last_write = last.write;
+                self.live
+                    .last_journalled
+                    .store(last.write, std::sync::atomic::Ordering::Relaxed);
             }
-            for b in batch.bookmarks {
-                let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
-                if placed.is_ok() {
-                    report.bookmarks += 1;
+            for a in batch.asked {
+                match a {
+                    Asked::Bookmark(b) => {
+                        let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
+                        if placed.is_ok() {
+                            report.bookmarks += 1;
+                        }
+                        // The asker may have given up; the bookmark stays all the same.
+                        let _ = b.reply.send(placed);
+                    }
+                    Asked::Writer(job) => job(&mut self.writer),
                 }
-                // The asker may have given up; the bookmark stays all the same.
-                let _ = b.reply.send(placed);
             }
             if batch.closed {
                 return Ok(report);
@@ -71,16 +91,17 @@ impl Shipper {
     }
 
     /// Journals `writes`, trying again with backoff while the journal fails: the
-    /// writers wait meanwhile (the queue fills, then they are held back).
-    fn ship_retrying(&mut self, writes: &[Write]) -> Result<()> {
+    /// writers wait meanwhile (the queue fills, then they are held back). Returns the
+    /// delta's id, unless it was committed without its index entry.
+    fn ship_retrying(&mut self, writes: &[Write]) -> Result<Option<u64>> {
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
             match self.ship(writes) {
-                Ok(()) => return Ok(()),
+                Ok(delta) => return Ok(Some(delta)),
                 Err(e @ Error::Unindexed { .. }) => {
                     tracing::warn!(error = %e, "split delta committed without its index entry");
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(e) => {
                     attempts += 1;
@@ -96,7 +117,7 @@ impl Shipper {
         }
     }
 
-    fn ship(&mut self, writes: &[Write]) -> Result<()> {
+    fn ship(&mut self, writes: &[Write]) -> Result<u64> {
         let (first, last) = (&writes[0], &writes[writes.len() - 1]);
         let range = Writes {
             first_write: first.write,
@@ -116,6 +137,6 @@ impl Shipper {
                 Change::Zero(len) => d.write_zero(stamp, w.volume, w.offset, *len)?,
             }
         }
-        d.commit().map(|_| ())
+        d.commit().map(|e| e.delta)
     }
 }
