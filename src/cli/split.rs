@@ -114,8 +114,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         let s = &report.shipped;
         println!(
-            "{}: base delta {} (after write {}); journalled {} writes in {} deltas (last write {}), {} bookmarks",
-            report.cg, report.base_delta, report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks
+            "{}: base delta {} (after write {}); journalled {} writes in {} deltas (last write {}), {} bookmarks; acknowledgement to journal commit p99 {} ms, max {:.0} ms",
+            report.cg, report.base_delta, report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks,
+            s.commit_lag.quantile_ms(0.99), s.commit_lag.max_ms()
         );
     }
     Ok(ExitCode::SUCCESS)

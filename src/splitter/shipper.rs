@@ -23,6 +23,63 @@ pub struct ShipReport {
     /// The last write journalled (0 when none was).
     pub last_write: u64,
     pub bookmarks: u64,
+    /// From each write's numbering (just before its acknowledgement) to its delta's
+    /// durable commit: what a crash of the primary could lose from the journal.
+    pub commit_lag: CommitLag,
+}
+
+/// A histogram of the time from numbering to commit, in milliseconds: fixed buckets,
+/// so its memory does not grow with the writes.
+#[derive(Debug, Clone, Default)]
+pub struct CommitLag {
+    /// counts[i]: writes committed within i..i+1 ms; the last bucket holds the rest.
+    counts: Vec<u64>,
+    max_ms: f64,
+}
+
+const LAG_BUCKETS: usize = 10_000;
+
+impl CommitLag {
+    fn add(&mut self, ms: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LAG_BUCKETS];
+        }
+        self.counts[(ms.max(0.0) as usize).min(LAG_BUCKETS - 1)] += 1;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.max_ms
+    }
+
+    /// The upper bound, in ms, of the bucket holding quantile `q` (0 with no writes).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let total: u64 = self.counts.iter().sum();
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want && total > 0 {
+                // The last bucket has no upper bound but the largest lag seen.
+                if i == LAG_BUCKETS - 1 {
+                    return self.max_ms;
+                }
+                return ((i + 1) as f64).min(self.max_ms.max(1.0));
+            }
+        }
+        0.0
+    }
+}
+
+impl serde::Serialize for CommitLag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CommitLag", 3)?;
+        st.serialize_field("p50_ms", &self.quantile_ms(0.5))?;
+        st.serialize_field("p99_ms", &self.quantile_ms(0.99))?;
+        st.serialize_field("max_ms", &self.max_ms)?;
+        st.end()
+    }
 }
 
 pub struct Shipper {
@@ -63,6 +120,10 @@ impl Shipper {
                         }
                         return Err(e);
                     }
+                }
+                let now = crate::clock::now_ns();
+                for w in &batch.writes {
+                    report.commit_lag.add((now - w.time_ns) as f64 / 1e6);
                 }
                 report.deltas += 1;
                 report.writes += batch.writes.len() as u64;
@@ -138,5 +199,25 @@ impl Shipper {
             }
         }
         d.commit().map(|e| e.delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CommitLag;
+
+    #[test]
+    fn commit_lag_quantiles_are_bucket_bounds() {
+        let mut l = CommitLag::default();
+        assert_eq!(l.quantile_ms(0.99), 0.0);
+        for _ in 0..98 {
+            l.add(3.2);
+        }
+        l.add(250.0);
+        l.add(20_000.0);
+        assert_eq!(l.quantile_ms(0.5), 4.0);
+        assert_eq!(l.quantile_ms(0.99), 251.0);
+        assert_eq!(l.quantile_ms(1.0), 20_000.0);
+        assert_eq!(l.max_ms, 20_000.0);
     }
 }
