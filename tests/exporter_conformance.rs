@@ -401,6 +401,7 @@ fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
             keep_deltas,
             keep_age: None,
         },
+        batch: Default::default(),
     }
 }
 
@@ -593,6 +594,7 @@ fn a_point_stamped_in_the_future_ages_nothing_out() {
             keep_deltas: None,
             keep_age: Some("150m".parse().unwrap()),
         },
+        batch: Default::default(),
     };
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();

@@ -47,6 +47,7 @@ fn keep_newest(n: u64) -> ObjectPolicy {
             keep_deltas: Some(n),
             keep_age: None,
         },
+        batch: Default::default(),
     }
 }
 
@@ -359,6 +360,9 @@ fn entry(delta: u64) -> ManifestDelta {
         size: 1 << 20,
         crc32c: delta as u32,
         changed_bytes: 1 << 20,
+        first: None,
+        first_time_ns: None,
+        writes: None,
     }
 }
 

@@ -424,7 +424,7 @@ fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {
     .unwrap();
     std::fs::write(
         d.join("cascade-targets/store.yaml"),
-        "kind: object\nurl: ../store\n",
+        "kind: object\nurl: ../store\nbatch: 1s\n",
     )
     .unwrap();
     let daemon = Daemon::start(d, "daemon", &[]);
@@ -523,6 +523,22 @@ fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {
                 .all(|(i, (id, _))| file_digest(&d.join(format!("replica-{id}.img"))) == primary[i])
     });
 
+    // The object replica took the split deltas in runs, not one object each.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("store/manifest.json")).unwrap()).unwrap();
+    let objects = manifest["deltas"].as_array().unwrap();
+    let held: u64 = objects
+        .iter()
+        .map(|o| {
+            o["delta"].as_u64().unwrap() + 1
+                - o["first"].as_u64().unwrap_or(o["delta"].as_u64().unwrap())
+        })
+        .sum();
+    assert!(
+        (objects.len() as u64) < held,
+        "{held} deltas in {} objects",
+        objects.len()
+    );
     let log = daemon.log.clone();
     let status = daemon.stop();
     let log = std::fs::read_to_string(log).unwrap();
@@ -559,4 +575,157 @@ fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {
             "{id} on the block replica"
         );
     }
+}
+
+/// `cascade restore --from store --until POINT` of volume `web` into `out` (new files,
+/// or onto the existing one); its bytes.
+fn restore_web(dir: &Path, point: &str, out: &Path) -> Vec<u8> {
+    client(
+        Command::new(BIN)
+            .args(["restore", "--from", "store", "--until", point])
+            .arg("--to")
+            .arg(format!("web={}", out.display()))
+            .current_dir(dir),
+    );
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn an_object_replica_takes_split_deltas_in_runs_and_restores_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("cascade-targets")).unwrap();
+    std::fs::write(
+        d.join("cascade-targets/store.yaml"),
+        "kind: object\nurl: ../store\nsynthetic-full-every: 2\n",
+    )
+    .unwrap();
+    let size = MIB;
+    let split = Split::start_with(d, &[("web", size)], "5ms", "    targets: [store]\n");
+    let export = || {
+        client(
+            Command::new(BIN)
+                .args(["export", "-c", "cascade.yaml", "--cg", "vms"])
+                .current_dir(d),
+        )
+    };
+    // Write i (of 24) puts byte i+1 at 4 KiB * i, one client each, so most land in
+    // deltas of their own; a bookmark after the 10th; exports after the 8th and 16th.
+    for i in 0..24u64 {
+        qemu_io(
+            &split.uri("web"),
+            &[&format!("write -P {} {} 4k", i + 1, i * 4096)],
+        );
+        if i == 9 {
+            client(
+                Command::new(BIN)
+                    .args([
+                        "bookmark",
+                        "-c",
+                        "cascade.yaml",
+                        "--cg",
+                        "vms",
+                        "--name",
+                        "ten",
+                    ])
+                    .current_dir(d),
+            );
+        }
+        if i == 7 || i == 15 {
+            export();
+        }
+    }
+    split.stop();
+    export();
+
+    let journal = Journal::open(&d.join("journal/vms")).unwrap();
+    let split_deltas = journal
+        .deltas()
+        .iter()
+        .filter(|e| e.writes.is_some())
+        .count();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("store/manifest.json")).unwrap()).unwrap();
+    let objects = manifest["deltas"].as_array().unwrap();
+    let runs: Vec<_> = objects.iter().filter(|o| o["first"].is_u64()).collect();
+    assert!(
+        split_deltas > 12 && objects.len() <= 5 && runs.len() >= 3,
+        "{split_deltas} split deltas went up as {} objects: {objects:?}",
+        objects.len()
+    );
+    println!(
+        "{split_deltas} split deltas in {} objects ({} runs)",
+        objects.len(),
+        runs.len()
+    );
+    let stored: Vec<String> = std::fs::read_dir(d.join("store/deltas"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(stored.len(), objects.len(), "{stored:?}");
+
+    // Every write, restored from the replica (into a new file, and onto an old one),
+    // is the volume just after it: the shadow of writes 1..=k.
+    let writes = journalled_writes(&d.join("journal/vms"));
+    assert_eq!(writes.len(), 24);
+    let mut shadow = vec![0u8; size as usize];
+    let onto = d.join("onto.img");
+    for (k, &(n, _, offset)) in writes.iter().enumerate() {
+        let at = offset as usize;
+        shadow[at..at + 4096].fill(((offset / 4096) + 1) as u8);
+        let new = d.join(format!("new-{k}.img"));
+        assert!(
+            restore_web(d, &format!("seq:{n}"), &new) == shadow,
+            "seq:{n} into a new file"
+        );
+        std::fs::remove_file(&new).unwrap();
+        assert!(
+            restore_web(d, &format!("seq:{n}"), &onto) == shadow,
+            "seq:{n} onto an existing file"
+        );
+        if k == 9 {
+            assert!(restore_web(d, "ten", &onto) == shadow, "at the bookmark");
+        }
+    }
+    // A delta inside a run, and a time between two of its writes.
+    let run = runs[0];
+    let (first, last) = (
+        run["first"].as_u64().unwrap(),
+        run["delta"].as_u64().unwrap(),
+    );
+    let inner = (first + last) / 2;
+    let replayed = replay(
+        &d.join("journal/vms"),
+        &inner.to_string(),
+        &d.join("out"),
+        &["web"],
+    );
+    assert!(
+        restore_web(d, &inner.to_string(), &onto) == std::fs::read(&replayed[0]).unwrap(),
+        "delta {inner} inside the run {first}..={last}"
+    );
+    let entry = journal.delta(inner).unwrap();
+    let time = chrono::DateTime::from_timestamp_nanos(entry.time_ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let w = entry.writes.unwrap().first_write;
+    let replayed = replay(
+        &d.join("journal/vms"),
+        &format!("seq:{w}"),
+        &d.join("out"),
+        &["web"],
+    );
+    assert!(
+        restore_web(d, &time, &onto) == std::fs::read(&replayed[0]).unwrap(),
+        "{time}, the time of write {w}"
+    );
+    // A write not exported is refused by name.
+    let out = Command::new(BIN)
+        .args(["restore", "--from", "store", "--until", "seq:999"])
+        .arg("--to")
+        .arg(format!("web={}", d.join("x.img").display()))
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds writes up to"));
 }

@@ -9,8 +9,12 @@ use std::process::ExitCode;
 /// that was offline catches up from where it stopped, and one that fails does not
 /// hold up the others. Exits 1 if any target failed; `cascade status` shows why.
 ///
+/// Object targets take a split group's deltas in runs, one object per run; this
+/// command uploads every run at once (the daemon lets a run grow for the target's
+/// `batch`, default 30s).
+///
 /// After exporting, object targets build a synthetic full image when
-/// `synthetic-full-every` deltas have passed since the last one and apply their
+/// `synthetic-full-every` delta objects have gone up since the last one and apply their
 /// `retention`; then each group's journal is pruned by its `journal-retention`,
 /// never past what its slowest target holds (see `cascade journal prune`).
 #[derive(clap::Args)]
@@ -46,7 +50,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for cg in groups {
         // One group that cannot export (no journal yet, say) does not stop the others.
-        let results = match cascade::export::export(&cfg, cg, a.target.as_deref(), &*progress) {
+        let results = match cascade::export::export(
+            &cfg,
+            cg,
+            a.target.as_deref(),
+            cascade::export::Flush::All,
+            &*progress,
+        ) {
             Ok(r) => r,
             Err(e) if a.cg.is_none() => {
                 failed = true;

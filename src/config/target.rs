@@ -37,17 +37,28 @@ pub enum TargetSpec {
         access_key_id: Option<Secret>,
         #[serde(default)]
         secret_access_key: Option<Secret>,
-        /// After this many deltas past the newest full image, the export builds a
-        /// synthetic full at the cursor, so a restore downloads at most this many
-        /// deltas after one full. 0 turns synthetic fulls off.
+        /// After this many delta objects past the newest full image (a run of split
+        /// deltas is one), the export builds a synthetic full at the cursor, so a
+        /// restore downloads at most this many objects after one full. 0 turns
+        /// synthetic fulls off.
         #[serde(default = "default_synthetic_full_every")]
         synthetic_full_every: u64,
         /// Which restore points the replica keeps; objects no kept point needs are
         /// deleted. Without a policy everything is kept.
         #[serde(default)]
         retention: super::Retention,
+        /// A split group's deltas (one per `commit-every`) are uploaded in runs, each
+        /// run one object, once its oldest delta is this old (or the run reaches
+        /// 256 MiB, or a bookmark or the stream's end closes it). Default 30s; a
+        /// shorter one keeps the replica closer, in more objects. `cascade export`
+        /// uploads every run at once.
+        #[serde(default)]
+        batch: Option<super::Age>,
     },
 }
+
+/// How long split deltas wait to be uploaded together when a target says nothing.
+pub const DEFAULT_BATCH: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn default_synthetic_full_every() -> u64 {
     32
@@ -58,6 +69,8 @@ fn default_synthetic_full_every() -> u64 {
 pub struct ObjectPolicy {
     pub synthetic_full_every: u64,
     pub retention: super::Retention,
+    /// How old a run of split deltas gets before it is uploaded as one object.
+    pub batch: std::time::Duration,
 }
 
 /// A credential: usable, but its Debug never shows it. YAML reads some unquoted keys
@@ -147,10 +160,12 @@ impl TargetSpec {
             TargetSpec::Object {
                 synthetic_full_every,
                 retention,
+                batch,
                 ..
             } => Some(ObjectPolicy {
                 synthetic_full_every: *synthetic_full_every,
                 retention: retention.clone(),
+                batch: batch.map_or(DEFAULT_BATCH, |a| a.duration()),
             }),
             TargetSpec::Block { .. } => None,
         }

@@ -33,9 +33,13 @@ fn newest_full(m: &Manifest) -> u64 {
     m.full_at(u64::MAX).map_or(0, |d| d.delta)
 }
 
-/// Whether `every` deltas have gone by since the newest full image.
+/// Whether `every` delta objects (a delta, or a run of split deltas) have been
+/// uploaded since the newest full image.
 pub fn full_due(m: &Manifest, every: u64) -> bool {
-    every > 0 && m.cursor() > 0 && m.cursor() - newest_full(m) >= every
+    let full = newest_full(m);
+    every > 0
+        && m.cursor() > 0
+        && m.deltas.iter().filter(|d| d.delta > full).count() as u64 >= every
 }
 
 /// Builds a full image of the replica's newest delta, whose volumes are `volumes`,
@@ -109,6 +113,9 @@ pub fn synthesize(
         size,
         crc32c,
         changed_bytes: entry.changed_bytes,
+        first: None,
+        first_time_ns: None,
+        writes: None,
     })
 }
 
@@ -154,7 +161,8 @@ pub fn prune(
         .chain(&kept.fulls)
         .map(|d| d.key.as_str())
         .collect();
-    // Delta ids in keys: `deltas/N.cjd` (format 1), `deltas/N-W.cjd`, and a chunk's
+    // Delta ids in keys: `deltas/N.cjd` (format 1), `deltas/N-W.cjd`, a run's first
+    // delta in `deltas/F-L-W.cjd` (a run that straddles the base is named), and a chunk's
     // last delta in `manifest.d/F-L-W.json`.
     let field = |name: &str, n: usize| name.split(['-', '.']).nth(n)?.parse::<u64>().ok();
     let first = kept.deltas.first().map_or(u64::MAX, |d| d.delta);

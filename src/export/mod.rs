@@ -8,7 +8,10 @@
 //! - `apply(journal, d)` takes `d == cursor + 1`, makes the replica hold delta `d`, and
 //!   then advances the cursor. A crash or error in between leaves the cursor at `d - 1`;
 //!   applying `d` again is harmless (deltas carry absolute bytes), so an export resumes
-//!   where it stopped.
+//!   where it stopped. `apply_run(journal, first, last)` does the same for a run of
+//!   deltas as one step (the cursor goes from `first - 1` to `last`), for the runs
+//!   `run_end` offers: an object replica uploads a run of a split group's deltas as
+//!   one object, so a busy group does not become millions of tiny objects.
 //! - A target is checked before anything is written to it (sizes, reachability), and
 //!   one target's failure never stops another's export.
 mod block;
@@ -37,6 +40,20 @@ pub trait Exporter: Send {
     /// of journal it carried.
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64>;
 
+    /// The last delta of the run that begins at `next` (the cursor + 1) to apply now
+    /// as one step, or None to leave the deltas from `next` on to a later export (with
+    /// `Flush::All`, never None). By default each delta goes on its own, at once.
+    fn run_end(&mut self, journal: &Journal, next: u64, flush: Flush) -> Result<Option<u64>> {
+        let _ = (journal, flush);
+        Ok(Some(next))
+    }
+
+    /// Applies the deltas `first..=last` that `run_end` offered, and advances the
+    /// cursor to `last`; returns the bytes of journal carried. By default each in turn.
+    fn apply_run(&mut self, journal: &Journal, first: u64, last: u64) -> Result<u64> {
+        (first..=last).map(|d| self.apply(journal, d)).sum()
+    }
+
     /// The id of the journal that fed the replica its deltas (None: none yet, or a
     /// replica from before ids were recorded), so a replica is fed only by the journal,
     /// and only past the cuts, that its deltas fit ([`Journal::check_replica`]).
@@ -50,6 +67,15 @@ pub trait Exporter: Send {
         let _ = journal;
         Ok(Upkeep::default())
     }
+}
+
+/// Whether an export also carries the runs of split deltas that a target would
+/// rather wait to make longer (`cascade export` does; the daemon leaves them for a
+/// later export, which they reach by age, size, a bookmark or the stream's end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    Due,
+    All,
 }
 
 /// Deltas go to a target one after another: refuse a gap or a step back.
@@ -97,6 +123,9 @@ pub struct TargetStatus {
     /// export does.
     #[serde(default)]
     pub stopped: bool,
+    /// Deltas left for a later export: a run of split deltas not due yet.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// Per-target state files live here: cursors of local targets, last status, locks.
@@ -110,6 +139,7 @@ pub fn export(
     cfg: &Config,
     cg: &ConsistencyGroup,
     only: Option<&str>,
+    flush: Flush,
     progress: &dyn Progress,
 ) -> Result<Vec<TargetStatus>> {
     let journal = Journal::open(&cfg.journal_path(cg))?;
@@ -125,7 +155,7 @@ pub fn export(
     };
     names
         .into_iter()
-        .map(|name| export_target(cfg, cg, name, &journal, progress))
+        .map(|name| export_target(cfg, cg, name, &journal, flush, progress))
         .collect()
 }
 
@@ -142,6 +172,7 @@ pub fn export_target(
     cg: &ConsistencyGroup,
     name: &str,
     journal: &Journal,
+    flush: Flush,
     progress: &dyn Progress,
 ) -> Result<TargetStatus> {
     let target = cfg.target(name)?;
@@ -162,11 +193,12 @@ pub fn export_target(
         last_error: None,
         upkeep: Upkeep::default(),
         stopped: false,
+        waiting: 0,
     };
     let (lock, result) = match crate::lock::lock(&state.join(format!("{name}.lock")), &target.file)
     {
         Ok(lock) => {
-            let result = export_one(target, cg, &state, journal, &mut status, progress);
+            let result = export_one(target, cg, &state, journal, flush, &mut status, progress);
             (Some(lock), result)
         }
         Err(e) => (None, Err(e)),
@@ -187,6 +219,7 @@ fn export_one(
     cg: &ConsistencyGroup,
     state: &Path,
     journal: &Journal,
+    flush: Flush,
     status: &mut TargetStatus,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -219,14 +252,20 @@ fn export_one(
             todo.iter().map(|(_, bytes)| bytes).sum(),
         );
     }
-    for &(d, bytes) in &todo {
-        if progress.stop_requested() {
+    let from = status.cursor + 1;
+    let mut next = from;
+    while next <= last && !progress.stop_requested() {
+        let Some(end) = exporter.run_end(journal, next, flush)? else {
+            status.waiting = last - next + 1;
             break;
-        }
-        status.bytes += exporter.apply(journal, d)?;
-        status.cursor = d;
-        status.applied += 1;
-        progress.inc(bytes);
+        };
+        let end = end.clamp(next, last);
+        status.bytes += exporter.apply_run(journal, next, end)?;
+        status.cursor = end;
+        status.applied += end - next + 1;
+        let run = (next - from) as usize..=(end - from) as usize;
+        progress.inc(todo[run].iter().map(|(_, bytes)| bytes).sum());
+        next = end + 1;
     }
     if !todo.is_empty() {
         progress.finish();

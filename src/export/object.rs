@@ -1,14 +1,27 @@
 //! The object exporter: each delta of the journal uploaded as one object of an
 //! object replica (its format is in [`crate::replica`]), the manifest written after
 //! it, then the replica's history kept (synthetic fulls and retention, `chain.rs`).
+//!
+//! A split group commits a delta every `commit-every` (ten a second by default): one
+//! object each would make millions a day, each with its own request costs and
+//! manifest entry. So its deltas go up in runs, one object per run: a run is uploaded
+//! once its first delta is `batch` old (default 30s), or it reaches [`MAX_RUN`]
+//! bytes, or a bookmark follows its last delta, or the stream ends (a base delta
+//! follows); `cascade export` uploads every run at once. A restore still reaches every
+//! write inside a run: it downloads the run and finds the point in its records.
 use super::chain::{self, Upkeep};
-use super::{check_next, Exporter};
+use super::{check_next, Exporter, Flush};
 use crate::config::{ObjectPolicy, Target};
 use crate::error::{Error, Result};
-use crate::journal::{BookmarkEntry, Journal};
+use crate::journal::record::Writes;
+use crate::journal::{BookmarkEntry, DeltaEntry, Journal};
 use crate::progress::NoProgress;
 use crate::replica::{runtime, upload_range, Bucket, Manifest, ManifestDelta, Stored, Writer};
 use std::path::{Path, PathBuf};
+
+/// The most journal bytes one run of split deltas holds: objects stay large enough
+/// to be cheap, and small enough that a failed upload costs little to redo.
+pub const MAX_RUN: u64 = 256 << 20;
 
 pub struct ObjectExporter {
     name: String,
@@ -95,29 +108,84 @@ impl Exporter for ObjectExporter {
     }
 
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
+        self.apply_run(journal, delta, delta)
+    }
+
+    fn run_end(&mut self, journal: &Journal, next: u64, flush: Flush) -> Result<Option<u64>> {
+        let first = journal.delta(next)?;
+        if first.writes.is_none() {
+            return Ok(Some(next));
+        }
+        let last = journal.last_delta();
+        let marked: std::collections::HashSet<u64> =
+            journal.bookmarks().iter().map(|b| b.after_delta).collect();
+        let (mut end, mut bytes) = (next, first.stored_bytes);
+        // Closed: nothing more can join the run, so it goes now.
+        let closed = loop {
+            if marked.contains(&end) {
+                break true;
+            }
+            if end == last {
+                break false;
+            }
+            let d = journal.delta(end + 1)?;
+            if d.writes.is_none() || bytes + d.stored_bytes > MAX_RUN {
+                break true;
+            }
+            bytes += d.stored_bytes;
+            end += 1;
+        };
+        let age = crate::clock::now_ns().saturating_sub(first.time_ns).max(0) as u128;
+        let due = closed || flush == Flush::All || age >= self.policy.batch.as_nanos();
+        Ok(due.then_some(end))
+    }
+
+    fn apply_run(&mut self, journal: &Journal, first: u64, last: u64) -> Result<u64> {
         let cursor = self.cursor()?;
-        check_next(&self.name, cursor, delta)?;
+        check_next(&self.name, cursor, first)?;
         let fed_by = self.manifest()?.journal.clone();
         journal.check_replica(&self.name, fed_by.as_deref(), cursor)?;
-        let entry = journal.delta(delta)?.clone();
-        journal.read_delta(delta)?.check_all(&NoProgress)?;
-        let key = format!("deltas/{delta:020}-{}.cjd", self.writer.id);
+        let run = (first..=last)
+            .map(|d| journal.delta(d).cloned())
+            .collect::<Result<Vec<DeltaEntry>>>()?;
+        if last > first && run.iter().any(|d| d.writes.is_none()) {
+            return Err(Error::InvalidArgument(format!(
+                "target `{}`: deltas {first}..={last} are not all split deltas; only those go up as one object",
+                self.name
+            )));
+        }
+        for d in first..=last {
+            journal.read_delta(d)?.check_all(&NoProgress)?;
+        }
+        let (head, tail) = (&run[0], &run[run.len() - 1]);
+        let key = if last == first {
+            format!("deltas/{first:020}-{}.cjd", self.writer.id)
+        } else {
+            format!("deltas/{first:020}-{last:020}-{}.cjd", self.writer.id)
+        };
         let (size, crc) = self.runtime.block_on(upload_range(
             &self.bucket,
             &key,
             journal,
-            entry.begin,
-            entry.end,
+            head.begin,
+            tail.end,
         ))?;
         let mut m = self.manifest()?.clone();
         m.deltas.push(ManifestDelta {
-            delta,
-            time_ns: entry.time_ns,
-            flags: entry.flags,
+            delta: last,
+            time_ns: tail.time_ns,
+            flags: head.flags,
             key,
             size,
             crc32c: crc,
-            changed_bytes: entry.changed_bytes,
+            changed_bytes: run.iter().map(|d| d.changed_bytes).sum(),
+            first: (last > first).then_some(first),
+            first_time_ns: (last > first).then_some(head.time_ns),
+            writes: head.writes.zip(tail.writes).map(|(h, t)| Writes {
+                first_write: h.first_write,
+                last_write: t.last_write,
+                exact_from: h.exact_from,
+            }),
         });
         m.bookmarks = bookmarks_for(&m, journal);
         m.journal = journal.id().map(String::from);

@@ -26,7 +26,7 @@ mod transfer;
 
 pub use bucket::{runtime, Bucket};
 pub use head::{Stored, Writer, CHUNK_DELTAS};
-pub use manifest::{Manifest, ManifestDelta, MANIFEST};
+pub use manifest::{Manifest, ManifestDelta, Reach, MANIFEST};
 pub use transfer::{
     check_objects, check_whole, corrupt_object, download, object_error, parts, upload_range,
 };

@@ -169,18 +169,19 @@ pub fn parts(
         .buffered(PARTS_IN_FLIGHT)
 }
 
-/// Downloads one delta object into segment `delta` of the scratch journal, checking
+/// Downloads one delta object into segment `segment` of the scratch journal, checking
 /// its size and CRC-32C against the manifest.
 pub async fn download(
     bucket: &Bucket,
     d: &ManifestDelta,
     dir: &Path,
+    segment: u64,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let path = frame::segment_path(dir, d.delta);
+    let path = frame::segment_path(dir, segment);
     let mut out =
         std::fs::File::create(&path).map_err(Error::io("cannot write scratch journal", &path))?;
-    out.write_all(&frame::segment_header(d.delta))
+    out.write_all(&frame::segment_header(segment))
         .map_err(Error::io("cannot write scratch journal", &path))?;
     let (mut size, mut crc) = (0u64, 0u32);
     let mut parts = std::pin::pin!(parts(bucket.clone(), d.clone()));

@@ -9,10 +9,12 @@
 //! and any failure removes the files it created, so nothing half-written remains
 //! either way, without the scratch copy.
 use crate::error::{Error, Result};
-use crate::journal::{frame, Journal, Point};
+use crate::journal::{frame, Journal, Point, Until};
 use crate::progress::Progress;
 use crate::replay::{replay, Destination, ReplayReport};
-use crate::replica::{check_objects, corrupt_object, download, runtime, Bucket, ManifestDelta};
+use crate::replica::{
+    check_objects, corrupt_object, download, runtime, Bucket, ManifestDelta, Reach,
+};
 use std::path::Path;
 
 mod stream;
@@ -56,17 +58,21 @@ pub fn restore_from(
             bucket.url
         )));
     }
-    let n = match until {
-        Some(p) => manifest.resolve(p, &bucket.url)?,
-        None => manifest.cursor(),
+    let reach = match until {
+        Some(p) => manifest.reach(p, &bucket.url)?,
+        None => Reach::at(manifest.cursor()),
     };
-    let chain = manifest.chain(n, &bucket.url)?;
+    let n = reach.end;
+    let chain = manifest.chain(&reach, &bucket.url)?;
     rt.block_on(check_objects(bucket, &chain))?;
-    if targets.iter().all(|t| !t.path.exists()) {
+    // Streaming applies whole objects; a point inside a run of split deltas is
+    // replayed from a scratch journal, which finds it.
+    let whole = reach.until == Some(Until::from(n));
+    if whole && targets.iter().all(|t| !t.path.exists()) {
         return stream::restore_into_new_files(bucket, &rt, &chain, targets, progress);
     }
     let scratch = crate::fsutil::Scratch::create(work_dir, "restore")?;
-    // One segment per object, numbered by its delta id, starting at the full image.
+    // One segment per object, in order, numbered from the full image's delta id.
     crate::journal::start::Start {
         delta: chain[0].delta,
         seq: 0,
@@ -77,8 +83,9 @@ pub fn restore_from(
     }
     .store(&scratch.0)?;
     progress.start("download", chain.iter().map(|d| d.size).sum());
-    for d in &chain {
-        rt.block_on(download(bucket, d, &scratch.0, progress))?;
+    for (i, d) in chain.iter().enumerate() {
+        let segment = chain[0].delta + i as u64;
+        rt.block_on(download(bucket, d, &scratch.0, segment, progress))?;
     }
     progress.finish();
     let object_err = |e| in_object(bucket, &chain, e);
@@ -95,13 +102,18 @@ pub fn restore_from(
             .unwrap_or_else(|| chain.last().expect("a chain is never empty"));
         return Err(corrupt_object(bucket, bad, 0, why));
     }
-    replay(&journal, n, targets, progress).map_err(object_err)
+    let until = match (reach.until, until) {
+        (Some(u), _) => u,
+        (None, Some(p)) => journal.resolve_until(p).map_err(object_err)?,
+        (None, None) => Until::from(n),
+    };
+    replay(&journal, until, targets, progress).map_err(object_err)
 }
 
-/// The scratch journal of a restore holds one segment per object, numbered by the
-/// object's delta id, so damage found in segment N is damage in delta N's object:
-/// say so, by key and offset in the object, rather than name a scratch file that is
-/// gone when the error is read.
+/// The scratch journal of a restore holds one segment per object of the chain, in
+/// order, numbered from the full image's delta id, so damage found in a segment is
+/// damage in one object: say so, by key and offset in the object, rather than name a
+/// scratch file that is gone when the error is read.
 fn in_object(bucket: &Bucket, chain: &[&ManifestDelta], e: Error) -> Error {
     match e {
         Error::Corrupt {
@@ -109,7 +121,10 @@ fn in_object(bucket: &Bucket, chain: &[&ManifestDelta], e: Error) -> Error {
             offset,
             reason,
             ..
-        } if let Some(d) = chain.iter().find(|d| d.delta == segment) => {
+        } if let Some(d) = segment
+            .checked_sub(chain[0].delta)
+            .and_then(|i| chain.get(i as usize)) =>
+        {
             corrupt_object(bucket, d, offset.saturating_sub(frame::HEADER_LEN), reason)
         }
         e => e,

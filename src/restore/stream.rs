@@ -91,7 +91,7 @@ pub fn restore_into_new_files(
         from: chain[0].delta,
         until: last.delta,
         until_write: None,
-        deltas: chain.len() as u64,
+        deltas: chain.iter().map(|d| d.delta - d.first() + 1).sum(),
         data_bytes: 0,
         zero_bytes: 0,
         volumes: Vec::new(),
@@ -105,7 +105,10 @@ pub fn restore_into_new_files(
         incoming.size = 0;
         let mut slots = Vec::new();
         let mut offset = 0u64;
-        let mut committed = false;
+        // An object holds one delta, or a run of split deltas (maybe with bookmarks
+        // between them): inside one, and the last one committed.
+        let mut inside = false;
+        let mut committed = None;
         let mut object = (&mut incoming).take(d.size);
         let corrupt = |at: u64, why: String| corrupt_object(bucket, d, at, why);
         loop {
@@ -122,13 +125,19 @@ pub fn restore_into_new_files(
                 Ok(FrameRead::Frame { kind, crc }) => (kind, crc),
             };
             let at = offset;
-            if committed {
-                return Err(corrupt(at, "a record follows the delta's commit".into()));
+            if committed == Some(d.delta) {
+                return Err(corrupt(
+                    at,
+                    "a record follows the object's last commit".into(),
+                ));
             }
             offset += frame::FRAME_LEN + payload.len() as u64;
             match scanner.feed(pos(d, at), pos(d, offset), kind, crc, &payload) {
-                Ok(Some(Entry::Delta(_))) => committed = true,
-                Ok(_) => {}
+                Ok(Some(Entry::Delta(e))) => {
+                    inside = false;
+                    committed = Some(e.delta);
+                }
+                Ok(_) => inside |= kind == crate::journal::record::BEGIN,
                 Err(why) => return Err(corrupt(at, why)),
             }
             let rec = Record::decode(kind, &payload).map_err(|why| corrupt(at, why))?;
@@ -143,10 +152,13 @@ pub fn restore_into_new_files(
                 Err(why) => return Err(corrupt(at, why)),
             }
         }
-        if !committed {
+        if inside || committed != Some(d.delta) {
             return Err(corrupt(
                 offset,
-                "the object ends before its delta's commit".into(),
+                format!(
+                    "the object ends before the commit of delta {} (its last)",
+                    d.delta
+                ),
             ));
         }
         check_whole(bucket, d, incoming.size, incoming.crc)?;
@@ -168,10 +180,11 @@ fn partial_path(path: &std::path::Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Where a record is, for the grammar checker: objects are numbered by delta id.
+/// Where a record is, for the grammar checker: objects are numbered by their first
+/// delta's id.
 fn pos(d: &ManifestDelta, offset: u64) -> Pos {
     Pos {
-        segment: d.delta,
+        segment: d.first(),
         offset,
     }
 }

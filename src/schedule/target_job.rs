@@ -42,6 +42,9 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
     let mut carried: Option<Content> = None;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    // Deltas the target left for later (a run of split deltas not due yet): looked at
+    // again after a poll's time even if nothing new is committed.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let cfg = ctx.config.borrow_and_update().clone();
         let in_group = cfg
@@ -55,15 +58,17 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
             return;
         }
         let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
-        if now_stamp.is_some() && (now_stamp != exported || failures > 0) && retry_due {
+        let waited = waiting_since.is_some_and(|t| t.elapsed() >= POLL);
+        if now_stamp.is_some() && (now_stamp != exported || failures > 0 || waited) && retry_due {
             // After a failure everything is tried again, even with nothing new.
-            let skip_if = carried.filter(|_| failures == 0);
+            let skip_if = carried.filter(|_| failures == 0 && waiting_since.is_none());
             match export(&cfg, &cg_name, &target, &handle, &ctx, skip_if).await {
-                ExportEnd::Done(c) => {
+                ExportEnd::Done(c, waiting) => {
                     exported = now_stamp;
                     carried = Some(c);
                     failures = 0;
                     retry_at = None;
+                    waiting_since = waiting.then(Instant::now);
                 }
                 ExportEnd::Failed => {
                     failures += 1;
@@ -79,6 +84,7 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
         let wait = retry_at.filter(|_| failures > 0).map_or(POLL, |t| {
             t.saturating_duration_since(Instant::now()).min(POLL)
         });
+        let wait = waiting_since.map_or(wait, |t| wait.min(POLL.saturating_sub(t.elapsed())));
         tokio::select! {
             biased;
             _ = ctx.shutdown.changed() => return,
@@ -91,8 +97,9 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
 
 /// How one export of the daemon ended, for its loop to decide what comes next.
 enum ExportEnd {
-    /// The target holds this content of the journal.
-    Done(Content),
+    /// The target holds this content of the journal, or (true) some of it, the rest
+    /// left for a later export.
+    Done(Content, bool),
     Failed,
     Stopped,
 }
@@ -124,7 +131,14 @@ async fn export(
                 if skip_if == Some(now) {
                     return Ok((now, None));
                 }
-                let status = crate::export::export_target(&c, cg, &t, &journal, &StopWhen(&stop))?;
+                let status = crate::export::export_target(
+                    &c,
+                    cg,
+                    &t,
+                    &journal,
+                    crate::export::Flush::Due,
+                    &StopWhen(&stop),
+                )?;
                 Ok((now, Some(status)))
             },
         )
@@ -132,7 +146,7 @@ async fn export(
     .await;
     let (now, status) = match result {
         Ok(Ok((now, Some(st)))) => (now, st),
-        Ok(Ok((now, None))) => return ExportEnd::Done(now),
+        Ok(Ok((now, None))) => return ExportEnd::Done(now, false),
         Ok(Err(e)) => {
             tracing::error!(parent: &span, error = %e, "export failed");
             ctx.metrics.target(cg_name, target, |m| m.errors += 1);
@@ -164,7 +178,7 @@ async fn export(
             deleted_objects = status.upkeep.deleted_objects, "export done");
     }
     prune(cfg, cg_name, handle, &span).await;
-    ExportEnd::Done(now)
+    ExportEnd::Done(now, status.waiting > 0)
 }
 
 /// Journal retention after an export; skipped quietly when there is no policy.

@@ -18,6 +18,17 @@ impl Split {
     /// files in `dir` (kept if they exist), serves it on a port the system picks,
     /// and returns once its base is journalled.
     pub fn start(dir: &Path, volumes: &[(&str, u64)], commit_every: &str) -> Split {
+        Split::start_with(dir, volumes, commit_every, "")
+    }
+
+    /// [`Split::start`] with more of the group's settings: YAML lines at the group's
+    /// indentation (`    targets: [store]\n`).
+    pub fn start_with(
+        dir: &Path,
+        volumes: &[(&str, u64)],
+        commit_every: &str,
+        group: &str,
+    ) -> Split {
         let mut vols = String::new();
         for (id, size) in volumes {
             let img = dir.join(format!("{id}.img"));
@@ -30,7 +41,7 @@ impl Split {
             dir.join("cascade.yaml"),
             format!(
                 "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
-                 splitter:\n      listen: 127.0.0.1:0\n      commit-every: {commit_every}\n    \
+                 splitter:\n      listen: 127.0.0.1:0\n      commit-every: {commit_every}\n{group}    \
                  volumes:\n{vols}"
             ),
         )
