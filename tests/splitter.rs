@@ -385,6 +385,23 @@ fn bad_split_configs_and_arguments_are_refused_by_name() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no splitter"));
 }
 
+/// `cascade bookmark --name NAME` of group `vms`, configured in `dir`.
+fn bookmark(dir: &Path, name: &str) {
+    client(
+        Command::new(BIN)
+            .args([
+                "bookmark",
+                "-c",
+                "cascade.yaml",
+                "--cg",
+                "vms",
+                "--name",
+                name,
+            ])
+            .current_dir(dir),
+    );
+}
+
 /// `cascade status --json`'s report of group `vms`.
 fn split_status(dir: &Path) -> serde_json::Value {
     let out = client(
@@ -466,20 +483,7 @@ fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {
     );
 
     // A bookmark of the served group, through its splitter.
-    let out = client(
-        Command::new(BIN)
-            .args([
-                "bookmark",
-                "-c",
-                "cascade.yaml",
-                "--cg",
-                "vms",
-                "--name",
-                "five",
-            ])
-            .current_dir(d),
-    );
-    assert!(out.status.success());
+    bookmark(d, "five");
     let at_mark: Vec<Vec<u8>> = vols
         .iter()
         .map(|(id, _)| file_digest(&d.join(format!("{id}.img"))))
@@ -617,19 +621,7 @@ fn an_object_replica_takes_split_deltas_in_runs_and_restores_every_write() {
             &[&format!("write -P {} {} 4k", i + 1, i * 4096)],
         );
         if i == 9 {
-            client(
-                Command::new(BIN)
-                    .args([
-                        "bookmark",
-                        "-c",
-                        "cascade.yaml",
-                        "--cg",
-                        "vms",
-                        "--name",
-                        "ten",
-                    ])
-                    .current_dir(d),
-            );
+            bookmark(d, "ten");
         }
         if i == 7 || i == 15 {
             export();
