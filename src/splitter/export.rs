@@ -24,9 +24,13 @@ impl<B: Send + 'static> SplitExport<B> {
         len: u64,
         change: impl FnOnce() -> io::Result<Change>,
     ) -> io::Result<()> {
-        let t = self.seq.enter(self.index, offset, len)?;
+        let mut entered = Entered {
+            seq: &self.seq,
+            ticket: Some(self.seq.enter(self.index, offset, len)?),
+        };
         match change() {
             Ok(c) => {
+                let t = entered.ticket.take().expect("taken once");
                 self.seq.number(t, c);
                 Ok(())
             }
@@ -34,9 +38,23 @@ impl<B: Send + 'static> SplitExport<B> {
                 // The range may be partly written; nothing is journalled for it.
                 tracing::error!(volume = self.index, offset, len, error = %e,
                     "a write to the volume failed; the journal may differ from the volume in that range until the next base");
-                self.seq.abandon(t);
                 Err(e)
             }
+        }
+    }
+}
+
+/// A write in flight: abandoned unless numbered, so one that fails (or panics) on
+/// the volume never leaves its range blocking the writes that overlap it, or a hold.
+struct Entered<'a, B> {
+    seq: &'a Sequencer<B>,
+    ticket: Option<super::sequencer::Ticket>,
+}
+
+impl<B> Drop for Entered<'_, B> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.seq.abandon(t);
         }
     }
 }
@@ -93,5 +111,33 @@ impl<B: Send + 'static> Export for SplitExport<B> {
     fn quick(&self, write: bool) -> bool {
         // A write may wait for an overlapping one, a hold or the queue.
         !write && self.volume.quick(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_the_volume_refuses_is_not_numbered_and_blocks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        // Read-only: every write to it fails. An overlapping write after a failed
+        // one, and a hold (which waits for every write in flight), go through.
+        let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20));
+        let v = SplitExport::new(FileExport::open(&path, true).unwrap(), 0, seq.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            assert!(v.write(0, vec![1; 4096], false).is_err());
+            assert!(v.zero(0, 4096, ZeroFlags::default(), false).is_err());
+            seq.hold();
+            tx.send(seq.last()).unwrap();
+        });
+        let last = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(last, Ok(0), "a failed write is left in flight, or numbered");
     }
 }

@@ -242,7 +242,6 @@ impl<B> Sequencer<B> {
     }
 
     /// The last write numbered.
-    /// The last write numbered.
     pub fn last(&self) -> u64 {
         self.lock().last
     }
