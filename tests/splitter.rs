@@ -721,3 +721,55 @@ fn an_object_replica_takes_split_deltas_in_runs_and_restores_every_write() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds writes up to"));
 }
+
+#[test]
+fn a_stop_while_the_base_is_read_exits_cleanly_and_journals_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 512 MiB of data, so the base takes a while to read.
+    let mut img = std::fs::File::create(d.join("web.img")).unwrap();
+    let chunk: Vec<u8> = (0..4 * MIB).map(|i| (i * 7 + i / 4096) as u8).collect();
+    for _ in 0..128 {
+        img.write_all(&chunk).unwrap();
+    }
+    drop(img);
+    std::fs::write(
+        d.join("cascade.yaml"),
+        "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
+         splitter:\n      listen: 127.0.0.1:0\n    volumes:\n      \
+         - { id: web, driver: file, path: web.img }\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["split", "-c", "cascade.yaml", "--cg", "vms"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("serving ") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "cascade split exited early"
+        );
+    }
+    common::host::run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    assert!(
+        rest.contains("stopped before its base was journalled"),
+        "{rest}"
+    );
+    let j = Journal::open(&d.join("journal/vms"));
+    assert!(
+        j.as_ref().map_or(true, |j| j.last_delta() == 0),
+        "a stopped base left delta {:?}",
+        j.map(|j| j.last_delta())
+    );
+}
