@@ -4,7 +4,7 @@ mod common;
 
 use cascade::config::Config;
 use cascade::config::ObjectPolicy;
-use cascade::export::{open_exporter, Exporter, ObjectExporter};
+use cascade::export::{open_exporter, Exporter, Flush, ObjectExporter};
 use cascade::journal::{Journal, Point};
 use cascade::replica::Bucket;
 use cascade::restore::restore_from;
@@ -74,9 +74,20 @@ fn suite(
         e.apply(&journal, 1).is_err(),
         "a delta is not applied twice in a row"
     );
-    e.apply(&journal, 2).unwrap();
-    e.apply(&journal, 3).unwrap();
-    assert_eq!(e.cursor().unwrap(), 3);
+    // The rest as the export loop takes it: runs that run_end offers.
+    assert!(
+        e.apply_run(&journal, 3, 3).is_err(),
+        "a run goes on from the cursor"
+    );
+    let mut next = 2;
+    while next <= 3 {
+        let end = e.run_end(&journal, next, Flush::All).unwrap();
+        let end = end.expect("Flush::All leaves nothing for later");
+        assert!((next..=3).contains(&end), "run {next}..={end}");
+        e.apply_run(&journal, next, end).unwrap();
+        assert_eq!(e.cursor().unwrap(), end);
+        next = end + 1;
+    }
     assert!(read_back() == points[2], "replica at delta 3");
 }
 
