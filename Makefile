@@ -29,8 +29,9 @@ deps:
 s3s-fs:
 	bash tests/s3/install-s3s-fs.sh
 
-# The VM the LVM tests run in (qemu, Debian's kernel, lvm2, thin-provisioning-tools,
-# virtme-ng): the host kernel has no device-mapper. Installs only what is missing.
+# The VM the LVM, power-cut and kernel-NBD tests run in (qemu, Debian's kernel, lvm2,
+# thin-provisioning-tools, nbd-client, virtme-ng): the host kernel has no
+# device-mapper. Installs only what is missing.
 vm-deps:
 	bash tests/vm/install.sh
 

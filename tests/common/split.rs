@@ -1,16 +1,22 @@
 //! A split group served by `cascade split` (the binary, stopped with SIGTERM), on
 //! image files in a scratch directory, and replays of its journal.
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cascade");
+
+/// Lines of the splitter's stderr kept for a failure's message.
+const LOG_LINES: usize = 12;
 
 pub struct Split {
     pub dir: PathBuf,
     pub addr: SocketAddr,
     child: Option<Child>,
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Split {
@@ -74,13 +80,31 @@ impl Split {
                 break;
             }
         }
-        // Keep draining stderr, so the splitter never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        // Keep draining stderr, so the splitter never blocks on a full pipe, and
+        // keep its last lines.
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
         Split {
             dir: dir.to_path_buf(),
             addr: addr.expect("cascade split named its address"),
             child: Some(child),
+            log,
         }
+    }
+
+    /// The last lines the splitter wrote on stderr since it started serving.
+    pub fn log(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log.iter().map(|l| format!("{l}\n")).collect()
     }
 
     pub fn uri(&self, export: &str) -> String {
@@ -94,21 +118,26 @@ impl Split {
     /// SIGTERM, then the exit status must be 0; the JSON report.
     pub fn stop(mut self) -> serde_json::Value {
         let child = self.child.take().unwrap();
-        stop(child)
+        let status = stop(child);
+        // Its last lines are all written once it exited.
+        status.unwrap_or_else(|(status, out)| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            panic!("cascade split exited with {status}: {out}\n{}", self.log())
+        })
     }
 }
 
-fn stop(mut child: Child) -> serde_json::Value {
+/// SIGTERM; the JSON report, or the exit status and stdout of a failed exit.
+fn stop(mut child: Child) -> Result<serde_json::Value, (ExitStatus, String)> {
     let pid = child.id().to_string();
     super::host::run(Command::new("kill").args(["-TERM", &pid]));
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "cascade split exited with {status}: {out}"
-    );
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("report {out:?}: {e}"))
+    if !status.success() {
+        return Err((status, out));
+    }
+    Ok(serde_json::from_str(&out).unwrap_or_else(|e| panic!("report {out:?}: {e}")))
 }
 
 impl Drop for Split {

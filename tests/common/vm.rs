@@ -77,6 +77,35 @@ pub fn in_vm_with(test: &str, memory: Option<&str>, env: &[&str]) -> Option<Path
     None
 }
 
+/// On the host, whether the VM will have every program in `tools` (the guest runs
+/// the host's own root file system, so it has what the host has); when one is
+/// missing, fails under CASCADE_REQUIRE_VM and else skips loudly, naming it. Inside
+/// the VM, true: the host checked.
+pub fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
+    if std::env::var_os(IN_VM).is_some() {
+        return true;
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| super::host::find_tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CASCADE_REQUIRE_VM").is_none(),
+        "{test} cannot run: {} not found, and CASCADE_REQUIRE_VM is set (`make vm-deps` \
+         installs them)",
+        missing.join(", ")
+    );
+    eprintln!(
+        "SKIPPED: {test}: the test VM would lack {} (`make vm-deps` installs them)",
+        missing.join(", ")
+    );
+    false
+}
+
 /// Runs a shell command inside the VM (from a test already there); panics with its
 /// output when it fails.
 pub fn sh(script: &str) -> String {

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the LVM VM tests need, only what is missing (a warm machine pays ~1 s):
+# Installs what the VM tests need, only what is missing (a warm machine pays ~1 s):
 #   qemu-system-x86, Debian's stock kernel (linux-image-amd64), lvm2,
-#   thin-provisioning-tools, busybox-static, python3, python3-pip (apt) and virtme-ng (pip, pinned).
+#   thin-provisioning-tools, busybox-static, nbd-client (the kernel's NBD client, for
+#   tests/nbd_kernel.rs), python3, python3-pip (apt) and virtme-ng (pip, pinned).
 # The host kernel has no device-mapper; LVM runs inside a vng/QEMU (TCG) VM that boots
 # /boot/vmlinuz-*-amd64 over the host root file system (see tests/vm/run.sh).
 # Prints what it does; any failure stops it with a non-zero exit.
 set -euo pipefail
 
 VIRTME_NG_VERSION=${VIRTME_NG_VERSION:-1.42}
-APT_PACKAGES=(qemu-system-x86 linux-image-amd64 lvm2 thin-provisioning-tools busybox-static python3 python3-pip)
+APT_PACKAGES=(qemu-system-x86 linux-image-amd64 lvm2 thin-provisioning-tools busybox-static nbd-client python3 python3-pip)
 
 say() { echo "vm-deps: $*"; }
 die() { echo "vm-deps: ERROR: $*" >&2; exit 1; }
@@ -24,7 +25,7 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing apt packages: ${missing[*]}"
-    # lvm2's and udev's maintainer scripts try to start services; in a container
+    # lvm2's, udev's and nbd-client's maintainer scripts try to start services; in a container
     # without a running init that fails noisily or hangs. policy-rc.d (exit 101 =
     # "action not allowed") makes invoke-rc.d/deb-systemd-invoke skip every start,
     # for this install only. Nothing on the host needs those services.
@@ -78,7 +79,7 @@ kernel=$(ls -1 /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
 [ -r "$kernel" ] || die "$kernel is not readable"
 kver=${kernel#/boot/vmlinuz-}
 [ -d "/lib/modules/$kver" ] || die "/lib/modules/$kver missing (modules for $kernel)"
-for t in qemu-system-x86_64 lvm thin_delta busybox vng; do
+for t in qemu-system-x86_64 lvm thin_delta busybox nbd-client vng; do
     command -v "$t" >/dev/null || die "'$t' not found on PATH after install"
 done
 say "kernel: $kernel"

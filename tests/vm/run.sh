@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a command inside a small VM that has device-mapper, lvm2 and thin-provisioning-tools
+# Runs a command inside a small VM that has device-mapper, lvm2, thin-provisioning-tools and
+# nbd-client (the kernel's NBD client)
 # (this host kernel has no device-mapper). Install the parts first: `make vm-deps`.
 #
 #   tests/vm/run.sh [OPTIONS] -- CMD...
