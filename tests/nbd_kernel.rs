@@ -30,7 +30,7 @@ use std::time::Instant;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
-const SIZE: u64 = 128 << 20;
+const SIZE: u64 = 64 << 20;
 const DEVICE: &str = "/dev/nbd0";
 /// Seconds a bookmark may take: one commit (`commit-every` 20 ms) away, normally.
 const BOOKMARK_WAIT: u64 = 60;
@@ -286,9 +286,9 @@ fn the_kernel_client_makes_an_ext4_that_replays_byte_for_byte() {
     put(&mnt, &mut files, "odd", &noise(1, 4095), false);
     put(&mnt, &mut files, "page", &noise(2, 4096), true);
     put(&mnt, &mut files, "dir/sub/mid", &noise(3, MIB + 3), true);
-    let mut big = noise(4, 24 * MIB);
+    let mut big = noise(4, 6 * MIB);
     put(&mnt, &mut files, "big", &big, true);
-    put(&mnt, &mut files, "doomed", &noise(5, 8 * MIB), true);
+    put(&mnt, &mut files, "doomed", &noise(5, 2 * MIB), true);
     for i in 0..64u64 {
         let len = 100 + (i as usize * 997) % (8 * KIB);
         put(
@@ -322,7 +322,7 @@ fn the_kernel_client_makes_an_ext4_that_replays_byte_for_byte() {
     drop(f);
     big[5 * MIB + 512..5 * MIB + 512 + patch.len()].copy_from_slice(&patch);
     files.insert(PathBuf::from("big"), digest(&big));
-    put(&mnt, &mut files, "late", &noise(7, 3 * MIB), false);
+    put(&mnt, &mut files, "late", &noise(7, MIB), false);
     sh(&format!("sync && fstrim {}", mnt.display()));
     assert!(fs.unmount(), "cannot unmount {DEVICE}");
     nbd.detach();
