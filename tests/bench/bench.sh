@@ -18,8 +18,9 @@
 #  11-12. the daemon (tests/bench/daemon.sh): CPU and memory of an idle daemon with 10 groups,
 #      and how late scheduled cycles start, against the aims
 #
-#     13. the NBD server, journaling off (tests/bench/nbd.sh): fio write workloads against
-#      cascade's server (the nbd-serve example), nbdkit and qemu-nbd on a tmpfs image
+#     13. the NBD server (tests/bench/nbd.sh): fio write workloads against cascade's server
+#      with journaling off (the nbd-serve example) and on (cascade split: throughput, the
+#      time from acknowledgement to journal commit), nbdkit and qemu-nbd on a tmpfs image
 #
 #   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd]   (default all: 1-5 `core`,
 #                                                  6-8 `export`, 9-10 `lvm`, 11-12 `daemon`,
@@ -29,12 +30,17 @@
 # GNU time, restic, s3s-fs (`make s3s-fs`), fio, nbdkit, qemu-nbd, nbdinfo and the
 # multipart-put and nbd-serve examples (`make bench` installs and builds them all).
 # Scratch space: a fresh directory under ${BENCH_DIR:-/var/tmp/cascade-bench}, about
-# 13 GiB at peak, removed at the end; 13 mounts a 4 GiB tmpfs (memory) in it.
+# 13 GiB at peak, removed at the end; 13 mounts a tmpfs in it for a 4 GiB image and one
+# journal (up to 6 GiB: memory, 12 GiB must be available) and writes a few GiB of journal
+# to disk beside it.
 # Exits 0 whether or not the aims are met; non-zero only when something fails to run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${CASCADE_BIN:-$ROOT/target/release/cascade}
+# Binaries are looked for where cargo put them: $CARGO_TARGET_DIR if set (as cargo and
+# `make bench` honour it), else ROOT/target; CASCADE_BIN names cascade itself.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=${CASCADE_BIN:-$TARGET_DIR/release/cascade}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/cascade-bench}
 
 GIB=$((1 << 30))

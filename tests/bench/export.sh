@@ -13,7 +13,7 @@
 # cleanup (S3_PID).
 
 S3S_FS=${S3S_FS:-${CASCADE_TOOLS:-/var/cache/cascade-tools}/bin/s3s-fs}
-PUT_BIN=${MULTIPART_PUT_BIN:-$ROOT/target/release/examples/multipart-put}
+PUT_BIN=${MULTIPART_PUT_BIN:-$TARGET_DIR/release/examples/multipart-put}
 S3_PID= S3_ENDPOINT= S3_LOG=
 S3_BUCKET=bench
 EXP_REGION=us-east-1
