@@ -276,6 +276,10 @@ fn export_one(
         status.stopped = true;
         return Ok(());
     }
+    // Nothing applied, a run still growing: the upkeep waits for the run.
+    if status.applied == 0 && status.waiting > 0 {
+        return Ok(());
+    }
     status.upkeep = exporter.finish(journal)?;
     Ok(())
 }

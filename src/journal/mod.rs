@@ -29,6 +29,7 @@ pub mod record;
 pub mod repair;
 mod scan;
 pub mod start;
+mod stored;
 mod tail;
 pub mod verify;
 mod writer;

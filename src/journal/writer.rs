@@ -327,6 +327,7 @@ impl JournalWriter {
             changed: 0,
             stored: 0,
             finished: false,
+            compress: true,
         })
     }
 
@@ -394,11 +395,21 @@ pub struct DeltaWriter<'w> {
     changed: u64,
     stored: u64,
     finished: bool,
+    /// Off: extents are stored as they are (in raw zstd blocks), for a writer that
+    /// has no time to compress.
+    compress: bool,
 }
 
 impl DeltaWriter<'_> {
     pub fn delta(&self) -> u64 {
         self.delta
+    }
+
+    /// Whether the extents written from now on are compressed (the default) or stored
+    /// as they are, which costs a copy instead of the compressor's time: a split
+    /// group's shipper that falls behind its writers stores, so the journal keeps up.
+    pub fn compress(&mut self, on: bool) {
+        self.compress = on;
     }
 
     fn check_range(&self, volume: u16, offset: u64, len: u64) -> Result<()> {
@@ -494,18 +505,23 @@ impl DeltaWriter<'_> {
                 at,
                 chunk.len() as u32,
             );
-            let head = payload.len();
-            payload.resize(head + zstd::zstd_safe::compress_bound(chunk.len()), 0);
-            let n = self
-                .w
-                .compressor
-                .compress_to_buffer(chunk, &mut payload[head..]);
-            payload.truncate(head + n.as_ref().copied().unwrap_or(0));
-            self.w.payload = payload;
-            n.map_err(Error::io(
-                "cannot compress extent for",
-                self.w.journal.dir.clone(),
-            ))?;
+            if self.compress {
+                let head = payload.len();
+                payload.resize(head + zstd::zstd_safe::compress_bound(chunk.len()), 0);
+                let n = self
+                    .w
+                    .compressor
+                    .compress_to_buffer(chunk, &mut payload[head..]);
+                payload.truncate(head + n.as_ref().copied().unwrap_or(0));
+                self.w.payload = payload;
+                n.map_err(Error::io(
+                    "cannot compress extent for",
+                    self.w.journal.dir.clone(),
+                ))?;
+            } else {
+                super::stored::append_frame(&mut payload, chunk);
+                self.w.payload = payload;
+            }
             self.record(kind, chunk.len() as u64)?;
             self.last_write = stamp.map(|s| s.write);
         }

@@ -45,6 +45,8 @@ pub(crate) struct GroupHandle {
     /// While the daemon serves the group's splitter, which holds the journal's
     /// writer: where a prune goes instead of opening the writer itself.
     pub splitter: std::sync::Mutex<Option<UnboundedSender<WriterJob>>>,
+    /// When a prune was last sent to the splitter.
+    pub last_split_prune: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A task: a group's cycles or splitter (no target), or one target's exports.
@@ -264,6 +266,7 @@ impl Supervisor {
                         writer: tokio::sync::Mutex::new(()),
                         committed: watch::channel(0).0,
                         splitter: std::sync::Mutex::new(None),
+                        last_split_prune: std::sync::Mutex::new(None),
                     })
                 })
                 .clone();

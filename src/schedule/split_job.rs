@@ -11,8 +11,9 @@ use super::backoff::backoff;
 use super::daemon::{Ctx, GroupHandle};
 use crate::config::{Config, ConsistencyGroup};
 use crate::nbd::Listener;
-use crate::progress::StopWhen;
+use crate::progress::{StopAlso, StopWhen};
 use crate::splitter::{self, Hooks};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How serving ended.
@@ -29,6 +30,9 @@ enum Served {
 pub(super) async fn serve(name: &str, handle: &Arc<GroupHandle>, ctx: &mut Ctx) -> bool {
     let mut failures = 0u32;
     loop {
+        if *ctx.shutdown.borrow() {
+            return false;
+        }
         let cfg = ctx.config.borrow_and_update().clone();
         let Ok(cg) = cfg.group(name) else { return true };
         if cg.splitter.is_none() {
@@ -85,12 +89,19 @@ async fn serve_once(
         })),
         jobs: Some(jobs_rx),
     };
-    let (c, g, abandon) = (cfg.clone(), cg.clone(), ctx.stop.clone());
+    // The base is a cycle: on a stop it may finish within the stop grace, as a
+    // scheduled one may; a reload that changes the group abandons it at once.
+    let (c, g, grace_over) = (cfg.clone(), cg.clone(), ctx.abandon.clone());
+    let changed = Arc::new(AtomicBool::new(false));
+    let base_changed = changed.clone();
     let span = tracing::info_span!("split", cg = %cg.name);
     let base = move |writer: &mut crate::journal::JournalWriter, hold: &dyn splitter::Hold| {
         span.in_scope(|| {
-            crate::cycle::run_cycle_held(&c, &g, writer, &StopWhen(&abandon), Some(hold))
-                .map(|r| r.delta)
+            let progress = StopAlso {
+                progress: &StopWhen(&grace_over),
+                flag: &base_changed,
+            };
+            crate::cycle::run_cycle_held(&c, &g, writer, &progress, Some(hold)).map(|r| r.delta)
         })
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -109,6 +120,7 @@ async fn serve_once(
                 if !new.group(&cg.name).is_ok_and(|n| serves_alike(cfg, cg, &new, n)) {
                     tracing::info!(cg = %cg.name, "the reload changed how the group is served: serving it again");
                     ending = Some(Served::Changed);
+                    changed.store(true, Ordering::Relaxed);
                     let _ = stop.send(true);
                 }
             }
@@ -124,6 +136,11 @@ async fn serve_once(
         (Err(crate::Error::Stopped(why)), Some(ending)) => {
             tracing::info!(cg = %cg.name, %why, "stopped before the base was journalled");
             ending
+        }
+        // Stopping: whatever the splitter ended with, this task ends.
+        (Err(e), Some(Served::Stopped)) => {
+            tracing::warn!(cg = %cg.name, error = %e, "the split group stopped with an error");
+            Served::Stopped
         }
         (Err(e), _) => Served::Failed(e.to_string()),
     }

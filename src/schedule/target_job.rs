@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often the journal index is looked at for changes the daemon did not make.
 const POLL: Duration = Duration::from_secs(5);
+/// How often a served split group's journal retention runs: each run ends one of the
+/// splitter's batches early, so not at every commit.
+const SPLIT_PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// What identifies one state of a journal's index: it changes with every commit,
 /// bookmark and prune. Cheap to read, so the poll looks at it.
@@ -58,8 +61,11 @@ pub async fn run(cg_name: String, target: String, handle: Arc<GroupHandle>, mut 
             return;
         }
         let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
+        // A target waiting for a run to grow is looked at again after a poll's time,
+        // not at each commit: the commits are what it waits for.
         let waited = waiting_since.is_some_and(|t| t.elapsed() >= POLL);
-        if now_stamp.is_some() && (now_stamp != exported || failures > 0 || waited) && retry_due {
+        let changed = now_stamp != exported && waiting_since.is_none();
+        if now_stamp.is_some() && (changed || failures > 0 || waited) && retry_due {
             // After a failure everything is tried again, even with nothing new.
             let skip_if = carried.filter(|_| failures == 0 && waiting_since.is_none());
             match export(&cfg, &cg_name, &target, &handle, &ctx, skip_if).await {
@@ -177,31 +183,52 @@ async fn export(
             bytes = status.bytes, synthetic_full = ?status.upkeep.synthetic_full,
             deleted_objects = status.upkeep.deleted_objects, "export done");
     }
-    prune(cfg, cg_name, handle, &span).await;
+    prune(cfg, cg_name, handle, ctx, &span).await;
     ExportEnd::Done(now, status.waiting > 0)
 }
 
 /// Journal retention after an export; skipped quietly when there is no policy.
-async fn prune(cfg: &Arc<Config>, cg_name: &str, handle: &GroupHandle, span: &tracing::Span) {
+async fn prune(
+    cfg: &Arc<Config>,
+    cg_name: &str,
+    handle: &GroupHandle,
+    ctx: &Ctx,
+    span: &tracing::Span,
+) {
     if !cfg
         .group(cg_name)
         .is_ok_and(|cg| cg.journal_retention.prunes())
     {
         return;
     }
-    // A served split group's splitter holds the writer: it prunes between commits.
+    // A served split group's splitter holds the writer: it prunes between commits,
+    // at most once a SPLIT_PRUNE_EVERY (each prune ends a batch of its early).
     let splitter = handle.splitter.lock().expect("never poisoned").clone();
     if let Some(jobs) = splitter {
+        {
+            let mut last = handle.last_split_prune.lock().expect("never poisoned");
+            if last.is_some_and(|t| t.elapsed() < SPLIT_PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (c, n, s) = (cfg.clone(), cg_name.to_string(), span.clone());
         let job: crate::splitter::WriterJob = Box::new(move |w| {
             let pruned = s.in_scope(|| crate::export::prune_journal_with(&c, c.group(&n)?, w));
             let _ = tx.send(pruned);
         });
-        // A splitter that stops first leaves the prune to the next export.
-        if jobs.send(job).is_ok() {
-            if let Ok(Err(e)) = rx.await {
-                tracing::error!(parent: span, error = %e, "journal retention failed");
+        let sent = jobs.send(job).is_ok();
+        // Only the splitter's own sender may keep the channel open: once it stops,
+        // the job is dropped and the wait below ends.
+        drop(jobs);
+        if sent {
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::select! {
+                r = rx => if let Ok(Err(e)) = r {
+                    tracing::error!(parent: span, error = %e, "journal retention failed");
+                },
+                _ = shutdown.wait_for(|s| *s) => {}
             }
         }
         return;

@@ -17,21 +17,30 @@ impl<B: Send + 'static> SplitExport<B> {
     }
 
     /// Runs `change` on the volume between entering and numbering, so the journal
-    /// sees it in the order the volume did.
+    /// sees it in the order the volume did. Writes run on the server's own threads
+    /// (`quick`); one that has to wait (for an overlapping write, a hold, a full
+    /// queue) waits with [`waiting`], so it does not stall the other connections.
     fn changed(
         &self,
         offset: u64,
         len: u64,
         change: impl FnOnce() -> io::Result<Change>,
     ) -> io::Result<()> {
+        let ticket = match self.seq.try_enter(self.index, offset, len)? {
+            Some(t) => t,
+            None => waiting(|| self.seq.enter(self.index, offset, len))?,
+        };
         let mut entered = Entered {
             seq: &self.seq,
-            ticket: Some(self.seq.enter(self.index, offset, len)?),
+            ticket: Some(ticket),
         };
         match change() {
             Ok(c) => {
                 let t = entered.ticket.take().expect("taken once");
-                self.seq.number(t, c);
+                let (n, over) = self.seq.number(t, c);
+                if over {
+                    waiting(|| self.seq.wait_taken(n));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -41,6 +50,17 @@ impl<B: Send + 'static> SplitExport<B> {
                 Err(e)
             }
         }
+    }
+}
+
+/// Runs `f`, which may block for a while, so that a runtime worker thread it runs on
+/// hands its other tasks to another worker first (`block_in_place`); elsewhere (a
+/// blocking thread, no runtime) it just runs.
+fn waiting<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -109,8 +129,9 @@ impl<B: Send + 'static> Export for SplitExport<B> {
     }
 
     fn quick(&self, write: bool) -> bool {
-        // A write may wait for an overlapping one, a hold or the queue.
-        !write && self.volume.quick(false)
+        // A write that has to wait (an overlapping one, a hold, the queue) says so to
+        // the runtime, see `changed`.
+        self.volume.quick(write)
     }
 }
 

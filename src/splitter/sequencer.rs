@@ -14,6 +14,11 @@
 //! the shipper to take it before it is acknowledged (in this version a journal that
 //! falls behind slows the writers down). It waits after its number, not before, so a
 //! hold never waits on a full queue.
+//!
+//! Writers and the shipper wait on condvars of their own, and each is woken only
+//! when something it waits for may have changed (writers only while one waits; the
+//! shipper when the queue stops being empty, fills a batch, or it is asked
+//! something), so a busy group does not pay a wake-up per write.
 use crate::clock;
 use std::collections::VecDeque;
 use std::io;
@@ -89,13 +94,20 @@ struct State<B> {
     /// What the shipper was asked to do, each with the last write numbered then.
     asked: Vec<(B, u64)>,
     closed: bool,
+    /// Writers (and holds) waiting on `writers`.
+    waiting: u32,
+    /// The bytes at which the waiting shipper takes a batch at once.
+    batch_at: u64,
 }
 
 /// One per split group; every volume's export shares it. `B` is what a request of
 /// the shipper (a bookmark, work on the journal writer) carries to it.
 pub struct Sequencer<B> {
     st: Mutex<State<B>>,
-    changed: Condvar,
+    /// Writers wait here: for an overlapping write, a hold, the queue.
+    writers: Condvar,
+    /// The shipper waits here for writes to take.
+    shipper: Condvar,
     max_queued: u64,
 }
 
@@ -116,8 +128,11 @@ impl<B> Sequencer<B> {
                 oldest: None,
                 asked: Vec::new(),
                 closed: false,
+                waiting: 0,
+                batch_at: u64::MAX,
             }),
-            changed: Condvar::new(),
+            writers: Condvar::new(),
+            shipper: Condvar::new(),
             max_queued,
         }
     }
@@ -126,8 +141,53 @@ impl<B> Sequencer<B> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, State<B>>) -> MutexGuard<'a, State<B>> {
-        self.changed.wait(g).unwrap_or_else(|e| e.into_inner())
+    /// A writer's (or a hold's) wait, counted so that nobody is woken in vain.
+    fn wait<'a>(&self, mut g: MutexGuard<'a, State<B>>) -> MutexGuard<'a, State<B>> {
+        g.waiting += 1;
+        let mut g = self.writers.wait(g).unwrap_or_else(|e| e.into_inner());
+        g.waiting -= 1;
+        g
+    }
+
+    /// Wakes the writers, if one waits.
+    fn wake_writers(&self, g: &State<B>) {
+        if g.waiting > 0 {
+            self.writers.notify_all();
+        }
+    }
+
+    /// Whether a write of this range must wait: one in flight overlaps it, or the
+    /// group is held.
+    fn blocked(g: &State<B>, volume: u16, offset: u64, end: u64) -> bool {
+        g.holds > 0
+            || g.in_flight
+                .iter()
+                .any(|r| r.volume == volume && r.start < end && offset < r.end)
+    }
+
+    fn register(g: &mut State<B>, volume: u16, offset: u64, end: u64) -> Ticket {
+        let id = g.next_ticket;
+        g.next_ticket += 1;
+        g.in_flight.push(Range {
+            id,
+            volume,
+            start: offset,
+            end,
+        });
+        Ticket { id, volume, offset }
+    }
+
+    /// [`Sequencer::enter`] without waiting: None when it would wait.
+    pub fn try_enter(&self, volume: u16, offset: u64, len: u64) -> io::Result<Option<Ticket>> {
+        let end = offset + len;
+        let mut g = self.lock();
+        if g.closed {
+            return Err(io::Error::from_raw_os_error(libc::ESHUTDOWN));
+        }
+        if Self::blocked(&g, volume, offset, end) {
+            return Ok(None);
+        }
+        Ok(Some(Self::register(&mut g, volume, offset, end)))
     }
 
     /// Registers a write of `len` bytes at `offset` of `volume`, once no write in
@@ -140,30 +200,18 @@ impl<B> Sequencer<B> {
             if g.closed {
                 return Err(io::Error::from_raw_os_error(libc::ESHUTDOWN));
             }
-            let overlaps = g
-                .in_flight
-                .iter()
-                .any(|r| r.volume == volume && r.start < end && offset < r.end);
-            if g.holds == 0 && !overlaps {
+            if !Self::blocked(&g, volume, offset, end) {
                 break;
             }
             g = self.wait(g);
         }
-        let id = g.next_ticket;
-        g.next_ticket += 1;
-        g.in_flight.push(Range {
-            id,
-            volume,
-            start: offset,
-            end,
-        });
-        Ok(Ticket { id, volume, offset })
+        Ok(Self::register(&mut g, volume, offset, end))
     }
 
-    /// Numbers a write that reached its volume and queues it; returns its number
-    /// once it may be acknowledged (when the queue is over its bound, after the
-    /// shipper took it).
-    pub fn number(&self, t: Ticket, change: Change) -> u64 {
+    /// Numbers a write that reached its volume and queues it; returns its number,
+    /// and whether the queue is over its bound, when the write may be acknowledged
+    /// only after [`Sequencer::wait_taken`].
+    pub fn number(&self, t: Ticket, change: Change) -> (u64, bool) {
         let w = Write {
             write: 0,
             time_ns: 0,
@@ -179,15 +227,39 @@ impl<B> Sequencer<B> {
             time_ns: clock::now_ns(),
             ..w
         };
+        let was_empty = g.queue.is_empty();
         g.queued += cost;
         g.oldest.get_or_insert_with(Instant::now);
         g.queue.push_back(w);
         let n = g.last;
         g.in_flight.retain(|r| r.id != t.id);
-        self.changed.notify_all();
-        // Closed: nothing will take it, and the next base holds what it did.
-        while g.queued > self.max_queued && g.taken < n && !g.closed {
+        self.wake_writers(&g);
+        if was_empty || g.queued >= g.batch_at {
+            self.shipper.notify_one();
+        }
+        (n, Self::over(&g, self.max_queued, n))
+    }
+
+    /// Whether write `n` must wait for the shipper before its acknowledgement.
+    /// Closed: nothing will take it, and the next base holds what it did.
+    fn over(g: &State<B>, max_queued: u64, n: u64) -> bool {
+        g.queued > max_queued && g.taken < n && !g.closed
+    }
+
+    /// Waits until the shipper took write `n`, or the queue is back under its bound.
+    pub fn wait_taken(&self, n: u64) {
+        let mut g = self.lock();
+        while Self::over(&g, self.max_queued, n) {
             g = self.wait(g);
+        }
+    }
+
+    /// Numbers and queues a write, waiting as [`Sequencer::number`] says.
+    #[cfg(test)]
+    pub fn number_and_wait(&self, t: Ticket, change: Change) -> u64 {
+        let (n, over) = self.number(t, change);
+        if over {
+            self.wait_taken(n);
         }
         n
     }
@@ -195,8 +267,9 @@ impl<B> Sequencer<B> {
     /// Lets go of a write that failed before it changed anything known: it is not
     /// numbered.
     pub fn abandon(&self, t: Ticket) {
-        self.lock().in_flight.retain(|r| r.id != t.id);
-        self.changed.notify_all();
+        let mut g = self.lock();
+        g.in_flight.retain(|r| r.id != t.id);
+        self.wake_writers(&g);
     }
 
     /// Stops new writes from entering and waits until every write in flight is
@@ -214,8 +287,7 @@ impl<B> Sequencer<B> {
     pub fn release(&self) {
         let mut g = self.lock();
         g.holds = g.holds.saturating_sub(1);
-        drop(g);
-        self.changed.notify_all();
+        self.wake_writers(&g);
     }
 
     /// Drops the queued writes numbered up to `n`: a base delta captured after them
@@ -232,8 +304,7 @@ impl<B> Sequencer<B> {
         if g.queue.is_empty() {
             g.oldest = None;
         }
-        drop(g);
-        self.changed.notify_all();
+        self.wake_writers(&g);
     }
 
     /// The last write numbered when the latest `hold` took effect.
@@ -255,10 +326,15 @@ impl<B> Sequencer<B> {
     /// so far.
     pub fn ask(&self, b: B) {
         let mut g = self.lock();
+        // Closed: the shipper may be gone. What is dropped here tells its asker so
+        // (a bookmark's reply channel closes), instead of waiting forever.
+        if g.closed {
+            return;
+        }
         let after = g.last;
         g.asked.push((b, after));
         drop(g);
-        self.changed.notify_all();
+        self.shipper.notify_one();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -268,7 +344,8 @@ impl<B> Sequencer<B> {
     /// No write enters from now on; the shipper takes what is queued and stops.
     pub fn close(&self) {
         self.lock().closed = true;
-        self.changed.notify_all();
+        self.writers.notify_all();
+        self.shipper.notify_one();
     }
 
     /// The next batch for the journal: waits until a write is queued (or the shipper
@@ -285,16 +362,18 @@ impl<B> Sequencer<B> {
             if ready {
                 break;
             }
+            g.batch_at = max_bytes;
             g = match g.oldest {
-                None => self.wait(g),
+                None => self.shipper.wait(g).unwrap_or_else(|e| e.into_inner()),
                 Some(t) => {
                     let left = commit_every.saturating_sub(t.elapsed());
-                    self.changed
+                    self.shipper
                         .wait_timeout(g, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            g.batch_at = u64::MAX;
         }
         let mut writes = Vec::new();
         let mut taken = 0;
@@ -322,8 +401,9 @@ impl<B> Sequencer<B> {
         g.asked = waiting;
         let asked = ready.into_iter().map(|(b, _)| b).collect();
         let closed = g.closed && g.queue.is_empty() && g.asked.is_empty();
+        // Writers waiting for the queue to shrink may go on.
+        self.wake_writers(&g);
         drop(g);
-        self.changed.notify_all();
         Batch {
             writes,
             asked,
@@ -345,8 +425,8 @@ mod tests {
         let a = s.enter(0, 0, 4).unwrap();
         let b = s.enter(0, 100, 4).unwrap();
         // b reaches the volume first and is acknowledged first: it gets 11.
-        assert_eq!(s.number(b, Change::Data(vec![2; 4])), 11);
-        assert_eq!(s.number(a, Change::Zero(4)), 12);
+        assert_eq!(s.number_and_wait(b, Change::Data(vec![2; 4])), 11);
+        assert_eq!(s.number_and_wait(a, Change::Zero(4)), 12);
         let batch = s.next_batch(Duration::ZERO, 1 << 20);
         let got: Vec<(u64, u64)> = batch.writes.iter().map(|w| (w.write, w.offset)).collect();
         assert_eq!(got, [(11, 100), (12, 0)]);
@@ -360,7 +440,7 @@ mod tests {
         let s2 = s.clone();
         let second = std::thread::spawn(move || {
             let t = s2.enter(1, 2048, 4096).unwrap();
-            s2.number(t, Change::Data(vec![9; 4096]))
+            s2.number_and_wait(t, Change::Data(vec![9; 4096]))
         });
         std::thread::sleep(Duration::from_millis(50));
         // Another volume, or a range beside it, does not wait.
@@ -368,9 +448,9 @@ mod tests {
         s.abandon(other);
         let beside = s.enter(1, 8192, 10).unwrap();
         assert!(!second.is_finished());
-        assert_eq!(s.number(first, Change::Zero(4096)), 1);
+        assert_eq!(s.number_and_wait(first, Change::Zero(4096)), 1);
         assert_eq!(second.join().unwrap(), 2);
-        assert_eq!(s.number(beside, Change::Zero(10)), 3);
+        assert_eq!(s.number_and_wait(beside, Change::Zero(10)), 3);
     }
 
     #[test]
@@ -387,12 +467,12 @@ mod tests {
             !holder.is_finished(),
             "the hold waits for the write in flight"
         );
-        s.number(t, Change::Zero(1));
+        s.number_and_wait(t, Change::Zero(1));
         assert_eq!(holder.join().unwrap(), 1);
         let s3 = s.clone();
         let late = std::thread::spawn(move || {
             let t = s3.enter(0, 8, 1).unwrap();
-            s3.number(t, Change::Zero(1))
+            s3.number_and_wait(t, Change::Zero(1))
         });
         std::thread::sleep(Duration::from_millis(30));
         assert!(!late.is_finished(), "a held group admits no write");
@@ -404,11 +484,11 @@ mod tests {
     fn the_queue_is_bounded_and_closing_drains_it() {
         let s = Arc::new(Seq::new(0, 8));
         let t = s.enter(0, 0, 8).unwrap();
-        s.number(t, Change::Data(vec![1; 8]));
+        s.number_and_wait(t, Change::Data(vec![1; 8]));
         let s2 = s.clone();
         let blocked = std::thread::spawn(move || {
             let t = s2.enter(0, 100, 8).unwrap();
-            s2.number(t, Change::Data(vec![2; 8]))
+            s2.number_and_wait(t, Change::Data(vec![2; 8]))
         });
         std::thread::sleep(Duration::from_millis(30));
         assert!(
@@ -433,13 +513,13 @@ mod tests {
         let s = Seq::new(0, 1 << 20);
         for i in 0..3 {
             let t = s.enter(0, i * 10, 10).unwrap();
-            s.number(t, Change::Data(vec![1; 10]));
+            s.number_and_wait(t, Change::Data(vec![1; 10]));
         }
         s.ask("x");
         // Writes numbered after the request do not hold the bookmark back.
         for i in 3..6 {
             let t = s.enter(0, i * 10, 10).unwrap();
-            s.number(t, Change::Data(vec![1; 10]));
+            s.number_and_wait(t, Change::Data(vec![1; 10]));
         }
         let first = s.next_batch(Duration::from_secs(60), 20);
         assert_eq!((first.writes.len(), first.asked.len()), (2, 0));

@@ -12,6 +12,11 @@ use std::time::Duration;
 /// Largest batch journalled as one delta: bounds the time one commit takes, and so
 /// how long a bookmark or a stop waits.
 pub const MAX_BATCH: u64 = 64 << 20;
+/// A batch whose first write has waited this long (or that leaves another full
+/// batch queued behind it) is stored without compression: the shipper is behind, and
+/// a copy is several times cheaper than zstd on data that barely compresses. It
+/// compresses again once it has caught up.
+const STORE_WHEN_BEHIND: Duration = Duration::from_millis(500);
 /// Attempts at a failing commit once the group is stopping, before the writes still
 /// queued are given up (the next base holds them: they are on the volumes).
 const STOP_ATTEMPTS: u32 = 5;
@@ -23,6 +28,8 @@ pub struct ShipReport {
     /// The last write journalled (0 when none was).
     pub last_write: u64,
     pub bookmarks: u64,
+    /// Deltas whose data was stored without compression, the shipper being behind.
+    pub stored_deltas: u64,
     /// From each write's numbering (just before its acknowledgement) to its delta's
     /// durable commit: what a crash of the primary could lose from the journal.
     pub commit_lag: CommitLag,
@@ -100,7 +107,11 @@ impl Shipper {
         loop {
             let batch = self.seq.next_batch(self.commit_every, MAX_BATCH);
             if let Some(last) = batch.writes.last() {
-                match self.ship_retrying(&batch.writes) {
+                let behind = self.seq.queued() >= MAX_BATCH
+                    || crate::clock::now_ns() - batch.writes[0].time_ns
+                        > STORE_WHEN_BEHIND.as_nanos() as i64;
+                report.stored_deltas += u64::from(behind);
+                match self.ship_retrying(&batch.writes, !behind) {
                     Ok(delta) => {
                         if let (Some(c), Some(d)) = (&self.committed, delta) {
                             c(d);
@@ -142,7 +153,13 @@ impl Shipper {
                         // The asker may have given up; the bookmark stays all the same.
                         let _ = b.reply.send(placed);
                     }
-                    Asked::Writer(job) => job(&mut self.writer),
+                    Asked::Writer(job) => {
+                        // A job that panics (a prune) fails alone, not the shipping.
+                        let run = std::panic::AssertUnwindSafe(|| job(&mut self.writer));
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!("a journal job of the splitter (a prune) panicked; shipping goes on");
+                        }
+                    }
                 }
             }
             if batch.closed {
@@ -154,11 +171,11 @@ impl Shipper {
     /// Journals `writes`, trying again with backoff while the journal fails: the
     /// writers wait meanwhile (the queue fills, then they are held back). Returns the
     /// delta's id, unless it was committed without its index entry.
-    fn ship_retrying(&mut self, writes: &[Write]) -> Result<Option<u64>> {
+    fn ship_retrying(&mut self, writes: &[Write], compress: bool) -> Result<Option<u64>> {
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
-            match self.ship(writes) {
+            match self.ship(writes, compress) {
                 Ok(delta) => return Ok(Some(delta)),
                 Err(e @ Error::Unindexed { .. }) => {
                     tracing::warn!(error = %e, "split delta committed without its index entry");
@@ -178,7 +195,7 @@ impl Shipper {
         }
     }
 
-    fn ship(&mut self, writes: &[Write]) -> Result<u64> {
+    fn ship(&mut self, writes: &[Write], compress: bool) -> Result<u64> {
         let (first, last) = (&writes[0], &writes[writes.len() - 1]);
         let range = Writes {
             first_write: first.write,
@@ -188,6 +205,7 @@ impl Shipper {
         let mut d = self
             .writer
             .begin_split_delta(first.time_ns, self.volumes.clone(), range)?;
+        d.compress(compress);
         for w in writes {
             let stamp = Stamp {
                 write: w.write,
