@@ -6,6 +6,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Before the threads allocate: see the function for why.
+    cascade::sys::limit_malloc_arenas(2);
     let args = cli::Cli::parse();
     cli::init_logging(
         args.verbose,

@@ -61,7 +61,7 @@ struct Chunk {
     deltas: Vec<ManifestDelta>,
 }
 
-/// `manifest.json`, format 2.
+/// `manifest.json`, format 2 (3 when it lists split deltas).
 #[derive(Debug, Serialize, Deserialize)]
 struct Head {
     format: u32,
@@ -140,7 +140,7 @@ impl Bucket {
                     },
                 ))
             }
-            2 => {
+            2 | 3 => {
                 let head: Head = serde_json::from_slice(&bytes).map_err(corrupt)?;
                 let deltas = self.chunked(&head).await?;
                 let sealed = head.chunk.as_ref().map_or(0, |c| c.last);
@@ -159,7 +159,7 @@ impl Bucket {
                 ))
             }
             f => Err(Error::InvalidArgument(format!(
-                "{}: manifest format {f} is not one this cascade reads (it reads 1 and 2)",
+                "{}: manifest format {f} is not one this cascade reads (it reads 1 to 3)",
                 self.url
             ))),
         }
@@ -245,8 +245,15 @@ impl Bucket {
             next.chunk = Some(self.seal(sealed, next.chunk.take(), writer).await?);
             next.sealed = next.chunk.as_ref().map_or(0, |c| c.last);
         }
+        // Format 3 is format 2 whose entries may hold split deltas (`writes`, runs
+        // with `first`): a reader that knows only 2 would take a run for its last
+        // delta alone, so it is told to refuse instead.
+        let split = m
+            .deltas
+            .iter()
+            .any(|d| d.first.is_some() || d.writes.is_some());
         let head = Head {
-            format: 2,
+            format: if split { 3 } else { 2 },
             journal: m.journal.clone(),
             writer: writer.clone(),
             request: uuid()?,

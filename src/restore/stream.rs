@@ -105,8 +105,8 @@ pub fn restore_into_new_files(
         incoming.size = 0;
         let mut slots = Vec::new();
         let mut offset = 0u64;
-        // An object holds one delta, or a run of split deltas (maybe with bookmarks
-        // between them): inside one, and the last one committed.
+        // An object holds one delta, or a run of split deltas: inside one, and the
+        // last one committed.
         let mut inside = false;
         let mut committed = None;
         let mut object = (&mut incoming).take(d.size);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 pub fn socket_path(state: &Path) -> PathBuf {
@@ -101,8 +102,16 @@ fn error_reply(e: &Error) -> Reply {
     }
 }
 
-/// Sends `req` to the splitter whose state directory is `state` and reads its reply.
-fn ask(state: &Path, req: &Request) -> Result<Reply> {
+/// How long a status question may take: a splitter that does not answer by then is
+/// wedged, and `cascade status` or a metrics scrape must not hang on it.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a bookmark may take: it waits for the commit of every write before it,
+/// which a journal that fails holds back.
+const BOOKMARK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends `req` to the splitter whose state directory is `state` and reads its reply,
+/// waiting at most `timeout`.
+fn ask(state: &Path, req: &Request, timeout: Duration) -> Result<Reply> {
     let path = socket_path(state);
     let io = |what| Error::io(what, path.clone());
     let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
@@ -111,6 +120,9 @@ fn ask(state: &Path, req: &Request) -> Result<Reply> {
             path.display()
         ))
     })?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|_| s.set_write_timeout(Some(timeout)))
+        .map_err(io("cannot set a timeout on"))?;
     let mut line = serde_json::to_string(req).expect("requests serialise");
     line.push('\n');
     s.write_all(line.as_bytes())
@@ -129,7 +141,11 @@ fn ask(state: &Path, req: &Request) -> Result<Reply> {
 /// Asks the splitter serving the group whose state directory is `state` to place
 /// bookmark `name` after every write acknowledged so far.
 pub fn request_bookmark(state: &Path, name: &str) -> Result<BookmarkEntry> {
-    match ask(state, &Request::Bookmark { name: name.into() })? {
+    match ask(
+        state,
+        &Request::Bookmark { name: name.into() },
+        BOOKMARK_TIMEOUT,
+    )? {
         Reply::Bookmark(b) => Ok(b),
         Reply::Error { kind, message } => Err(match kind.as_str() {
             "exists" => Error::AlreadyExists(message),
@@ -147,7 +163,7 @@ pub fn request_bookmark(state: &Path, name: &str) -> Result<BookmarkEntry> {
 /// How the splitter serving the group whose state directory is `state` stands; None
 /// when no splitter answers there.
 pub fn request_status(state: &Path) -> Result<Option<SplitStatus>> {
-    match ask(state, &Request::Status) {
+    match ask(state, &Request::Status, STATUS_TIMEOUT) {
         Ok(Reply::Status(s)) => Ok(Some(s)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),

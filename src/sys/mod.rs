@@ -28,6 +28,8 @@
 //!   (what `dmsetup message` and `dmsetup table` do, without a process each).
 //! * `process.rs` — [`kill_group`]: `killpg`, to stop a timed-out command with
 //!   everything it started.
+//! * `malloc.rs` — [`limit_malloc_arenas`]: `mallopt(M_ARENA_MAX)`, so memory
+//!   freed on another thread than the one that allocated it is reused.
 //!
 //! All functions return [`std::io::Result`]; syscall failures are reported
 //! as [`io::Error::last_os_error`], so callers can inspect
@@ -43,6 +45,7 @@ mod block_id;
 mod dm;
 mod fiemap;
 mod holes;
+mod malloc;
 mod page_cache;
 mod process;
 mod reflink;
@@ -59,6 +62,7 @@ pub use fiemap::{
     FIEMAP_EXTENT_UNWRITTEN,
 };
 pub use holes::{next_data, next_hole, punch_hole};
+pub use malloc::limit_malloc_arenas;
 pub use page_cache::{prefetch, start_writeback};
 pub use process::kill_group;
 pub use reflink::reflink;
