@@ -10,6 +10,10 @@
 //! write number it ends at, `seq:N`, gives the same image), and with the mounted
 //! file system frozen (`fsfreeze` flushes ext4's journal and clears its
 //! needs-recovery flag first).
+//!
+//! The same boot (they are slow) then serves a split group on an LVM thin volume,
+//! whose base is a thin snapshot taken while the group is held, and replays it to
+//! the device's bytes.
 mod common;
 
 use cascade::journal::record::Record;
@@ -35,8 +39,9 @@ const DEVICE: &str = "/dev/nbd0";
 /// Seconds a bookmark may take: one commit (`commit-every` 20 ms) away, normally.
 const BOOKMARK_WAIT: u64 = 60;
 const VOLUME: &str = "disk";
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "nbd-client",
+    "lvcreate",
     "mkfs.ext4",
     "e2fsck",
     "fsfreeze",
@@ -392,4 +397,60 @@ fn the_kernel_client_makes_an_ext4_that_replays_byte_for_byte() {
          {zeros} TRIM/zero records after the freeze, mkfs ended at write {mkfs_write}",
         started.elapsed().as_secs_f64() - mkfs_s - write_s
     );
+    // In the same boot (they are slow): a split group on a thin volume.
+    a_thin_volume_split_group_replays_its_device(&work);
+}
+
+/// A split group whose volume is an LVM thin volume: its base is a thin snapshot
+/// taken while the group is held (and the device flushed), and the writes after it,
+/// through the splitter onto the block device, replay to the device's bytes; so does
+/// the bookmark placed between them.
+fn a_thin_volume_split_group_replays_its_device(work: &Path) {
+    let dir = work.join("thin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vg = common::vm::ThinVg::new(work, "splitvg", 96);
+    let lv = vg.thin_lv("web", 32);
+    // Data before the group is served: the base holds it.
+    sh(&format!(
+        "dd if=/dev/urandom of={} bs=1M count=3 oflag=direct status=none",
+        lv.display()
+    ));
+    std::fs::write(
+        dir.join("cascade.yaml"),
+        "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
+         splitter:\n      listen: 127.0.0.1:0\n      commit-every: 20ms\n    volumes:\n      \
+         - { id: web, driver: lvm-thin, lv: splitvg/web }\n",
+    )
+    .unwrap();
+    let split = Split::serve(&dir);
+    common::nbd::qemu_io(
+        &split.uri("web"),
+        &["write -P 0x5a 1M 64k", "write -z 2M 512k", "discard 8M 1M"],
+    );
+    bookmark(&split, "middle").unwrap_or_else(|e| panic!("{e}"));
+    let middle = std::fs::read(&lv).unwrap();
+    common::nbd::qemu_io(
+        &split.uri("web"),
+        &[
+            "write -f -P 0x33 16M 4M",
+            "aio_write -P 0x44 30M 1M",
+            "aio_flush",
+        ],
+    );
+    split.stop();
+    let journal = dir.join("journal/vms");
+    let out = dir.join("out");
+    let last = Journal::open(&journal).unwrap().last_delta().to_string();
+    let got = replay(&journal, &last, &out, &["web"]);
+    assert!(
+        std::fs::read(&got[0]).unwrap() == std::fs::read(&lv).unwrap(),
+        "the thin volume's journal replays to other bytes than {}",
+        lv.display()
+    );
+    let got = replay(&journal, "bookmark:middle", &out, &["web"]);
+    assert!(
+        std::fs::read(&got[0]).unwrap() == middle,
+        "the thin volume's bookmark replays to other bytes than the device had then"
+    );
+    drop(vg);
 }

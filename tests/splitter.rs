@@ -638,7 +638,10 @@ fn an_object_replica_takes_split_deltas_in_runs_and_restores_every_write() {
         .count();
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("store/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["format"], 3, "a head listing runs says so by its format");
+    assert_eq!(
+        manifest["format"], 3,
+        "a head listing runs says so by its format"
+    );
     let objects = manifest["deltas"].as_array().unwrap();
     let runs: Vec<_> = objects.iter().filter(|o| o["first"].is_u64()).collect();
     assert!(

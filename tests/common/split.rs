@@ -52,6 +52,12 @@ impl Split {
             ),
         )
         .unwrap();
+        Split::serve(dir)
+    }
+
+    /// Serves group `vms` of the config `dir/cascade.yaml` (written by the caller),
+    /// and returns once its base is journalled.
+    pub fn serve(dir: &Path) -> Split {
         let mut child = Command::new(BIN)
             .args(["split", "-c", "cascade.yaml", "--cg", "vms", "--json"])
             .current_dir(dir)
