@@ -48,7 +48,8 @@ test: deps s3s-fs vm-deps lint
 # The power-cut harness at length (tests/power_cut.rs, in the VM): more cycles, more
 # random subsets of the un-flushed writes after each flush, every state tried, no VM
 # time limit. It prints how many states were tried and how many failed. `make test`
-# runs the same harness over 200 states. CRASH_STATES caps the states tried (an even
+# runs the same harness over 100 states, an even spread (so that the whole of `make
+# test` stays within half an hour). CRASH_STATES caps the states tried (an even
 # spread over the run) when every one would take too long.
 CRASH_CYCLES ?= 10
 CRASH_SUBSETS ?= 6
