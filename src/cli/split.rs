@@ -61,6 +61,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let stopped = stop.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let report = tokio::runtime::Handle::current().block_on(async {
+        // Handled from before the first line is printed: a SIGTERM sent as soon as the
+        // splitter says it serves must stop it cleanly, not kill it.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let listener = Listener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -70,13 +75,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         let flag = stop.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
