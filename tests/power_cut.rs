@@ -727,7 +727,9 @@ fn power_cut_states() {
                 let out = cascade(&["export", "--config", &cfg, "--cg", "g"]);
                 assert!(
                     out.status.success(),
-                    "concurrent export failed: {}",
+                    "concurrent export failed ({}): {}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 );
             })
