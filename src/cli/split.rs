@@ -54,9 +54,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         )));
     };
     let addr = a.listen.clone().unwrap_or_else(|| split.listen());
-    if !addr.is_local() {
-        tracing::warn!(%addr, "the splitter listens beyond this host: anyone who can reach it can read and write the volumes");
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -67,9 +67,6 @@ async fn serve_once(
     ctx: &mut Ctx,
 ) -> Served {
     let addr = cg.splitter.as_ref().expect("a split group").listen();
-    if !addr.is_local() {
-        tracing::warn!(cg = %cg.name, %addr, "the splitter listens beyond this host: anyone who can reach it can read and write the volumes");
-    }
     let listener = match Listener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => return Served::Failed(format!("cannot listen on {addr}: {e}")),

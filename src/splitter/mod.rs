@@ -181,6 +181,9 @@ where
         "cannot read the address it listens on:",
         "the NBD listener",
     ))?;
+    if !listener_addr.is_local() {
+        tracing::warn!(cg = %cg.name, addr = %listener_addr, "the splitter listens beyond this host: anyone who can reach it can read and write the volumes");
+    }
     let (server_stop, server_stopped) = watch::channel(false);
     let server = tokio::spawn(nbd::serve(
         listener,
