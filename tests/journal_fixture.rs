@@ -92,7 +92,7 @@ fn version_2_journal_with_split_deltas_verifies_and_replays_every_write_exactly(
 /// A version-1 journal that a split group goes on writing: the split delta starts a
 /// segment of version 2, the version-1 segment is left as it was, and both read.
 #[test]
-fn a_split_delta_in_a_version_1_journal_starts_a_version_2_segment() {
+fn a_split_delta_in_a_version_1_journal_starts_a_segment_of_the_current_version() {
     use cascade::journal::record::{Stamp, Writes};
     use cascade::journal::JournalWriter;
     let dir = tempfile::tempdir().unwrap();
@@ -108,6 +108,7 @@ fn a_split_delta_in_a_version_1_journal_starts_a_version_2_segment() {
         first_write: 1,
         last_write: 2,
         exact_from: 0,
+        gap: None,
     };
     let mut d = w.begin_split_delta(5, volumes, writes).unwrap();
     d.write_data(
@@ -138,7 +139,7 @@ fn a_split_delta_in_a_version_1_journal_starts_a_version_2_segment() {
         let h = std::fs::read(j.join(format!("seg-{n:016}.cjs"))).unwrap();
         u32::from_le_bytes(h[8..12].try_into().unwrap())
     };
-    assert_eq!((version(1), version(2)), (1, 2));
+    assert_eq!((version(1), version(2)), (1, 3));
     let report = verify(&j, &NoProgress).unwrap();
     assert!(report.ok, "{report:?}");
     let jr = Journal::open(&j).unwrap();
@@ -201,4 +202,135 @@ fn stored_extents_verify_and_replay_like_compressed_ones() {
         std::fs::read(&out).unwrap() == want,
         "the replay of stored extents"
     );
+}
+
+/// Split deltas through a gap (docs/journal-format.md, "Gaps"): they verify, points in
+/// order and where the gap resumes replay, and a point inside it is refused with the
+/// consistent points either side named.
+#[test]
+fn points_inside_a_gap_are_refused_and_its_edges_replay() {
+    use cascade::journal::record::{Gap, Stamp, Writes};
+    use cascade::journal::JournalWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("j");
+    std::fs::create_dir(&j).unwrap();
+    for f in ["seg-0000000000000001.cjs", "index.cji"] {
+        std::fs::copy(fixture().join(f), j.join(f)).unwrap();
+    }
+    let mut w = JournalWriter::open(&j, 64 << 20).unwrap();
+    let volumes = w.journal().volumes_at(3).unwrap();
+    let st = |write| Stamp {
+        write,
+        time_ns: write as i64 * 1000,
+    };
+    let gap = |lost_after, resumes| {
+        Some(Gap {
+            lost_after,
+            resumes,
+        })
+    };
+    // Delta 4: writes 1 and 2 in order, then the gap: 3 and 4 only marked, 5 read back.
+    // Delta 5 goes on in it and resumes at 9 (8 was the last record, 9 marked and
+    // covered by the read of 8); delta 6 is in order again; delta 7 opens a new gap.
+    let plan: [(Writes, &[(u64, u8)]); 4] = [
+        (
+            Writes {
+                first_write: 1,
+                last_write: 5,
+                exact_from: 0,
+                gap: gap(2, false),
+            },
+            &[(1, 1), (2, 2), (5, 5)],
+        ),
+        (
+            Writes {
+                first_write: 6,
+                last_write: 9,
+                exact_from: 0,
+                gap: gap(5, true),
+            },
+            &[(7, 7), (8, 8)],
+        ),
+        (
+            Writes {
+                first_write: 10,
+                last_write: 10,
+                exact_from: 0,
+                gap: None,
+            },
+            &[(10, 10)],
+        ),
+        (
+            Writes {
+                first_write: 11,
+                last_write: 13,
+                exact_from: 0,
+                gap: gap(11, false),
+            },
+            &[(11, 11), (13, 13)],
+        ),
+    ];
+    for (writes, recs) in plan {
+        let mut d = w
+            .begin_split_delta(writes.first_write as i64 * 1000, volumes.clone(), writes)
+            .unwrap();
+        for (n, byte) in recs {
+            d.write_data(st(*n), 0, 0, &[*byte; 512]).unwrap();
+        }
+        d.commit().unwrap();
+    }
+    drop(w);
+    let report = verify(&j, &NoProgress).unwrap();
+    assert!(report.ok, "{report:?}");
+    let jr = Journal::open(&j).unwrap();
+    for n in 3..=8 {
+        let e = jr.resolve_until(&Point::Write(n)).unwrap_err().to_string();
+        assert!(
+            e.contains("gap") && e.contains("seq:2") && e.contains("seq:9"),
+            "{e}"
+        );
+    }
+    let e = jr.resolve_until(&Point::Write(12)).unwrap_err().to_string();
+    assert!(e.contains("seq:11") && e.contains("none yet"), "{e}");
+    assert!(jr.latest().unwrap_err().to_string().contains("seq:11"));
+    assert!(
+        jr.resolve_until(&Point::Delta(4)).is_err(),
+        "delta 4 ends inside the gap"
+    );
+    assert_eq!(
+        jr.resolve(&Point::Write(4)).unwrap(),
+        4,
+        "journal show still finds it"
+    );
+    let first_byte = |p: Point| {
+        let out = tempfile::tempdir().unwrap();
+        let targets = ["boot", "data"].map(|v| {
+            format!("{v}={}", out.path().join(v).display())
+                .parse()
+                .unwrap()
+        });
+        let until = jr.resolve_until(&p).unwrap();
+        replay(&jr, until, &targets, &NoProgress).unwrap();
+        std::fs::read(out.path().join("boot")).unwrap()[0]
+    };
+    assert_eq!(first_byte(Point::Write(2)), 2);
+    assert_eq!(first_byte(Point::Write(9)), 8);
+    assert_eq!(first_byte(Point::Delta(5)), 8);
+    assert_eq!(first_byte(Point::Write(11)), 11);
+    // A time inside the gap names its newest write, which is refused.
+    assert!(jr.resolve_until(&Point::Time(7_500)).is_err());
+    // A delta that leaves the gap open may not be followed by one in order.
+    let mut w = JournalWriter::open(&j, 64 << 20).unwrap();
+    let plain = Writes {
+        first_write: 14,
+        last_write: 14,
+        exact_from: 0,
+        gap: None,
+    };
+    let mut d = w.begin_split_delta(14_000, volumes, plain).unwrap();
+    d.write_data(st(14), 0, 0, &[14; 512]).unwrap();
+    d.commit().unwrap();
+    drop(w);
+    let report = verify(&j, &NoProgress).unwrap();
+    assert!(!report.ok, "a gap left silently verifies: {report:?}");
 }

@@ -6,9 +6,8 @@ mod common;
 use cascade::journal::record::Record;
 use cascade::journal::Journal;
 use common::nbd::{client, qemu_io, Raw};
-use common::split::{replay, Split, BIN};
+use common::split::{bookmark_command, digest, file_digest, replay, split_status, Split, BIN};
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -17,14 +16,6 @@ use std::sync::Arc;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-
-fn digest(b: &[u8]) -> Vec<u8> {
-    Sha256::digest(b).to_vec()
-}
-
-fn file_digest(p: &Path) -> Vec<u8> {
-    digest(&std::fs::read(p).unwrap())
-}
 
 /// Every write of the journal: its number and (volume, offset).
 fn journalled_writes(journal: &Path) -> Vec<(u64, u16, u64)> {
@@ -350,7 +341,15 @@ fn bad_split_configs_and_arguments_are_refused_by_name() {
     let cases = [
         ("splitter:\n      listen: nowhere\n", "splitter.listen"),
         ("splitter:\n      commit-every: 5m\n", "commit-every"),
-        ("splitter:\n      queue: 1\n", "unknown field"),
+        (
+            "splitter:\n      queue: 1\n",
+            "splitter.queue: 1 is below 1MiB",
+        ),
+        (
+            "splitter:\n      dirty-granularity: 3KiB\n",
+            "splitter.dirty-granularity",
+        ),
+        ("splitter:\n      queues: 1\n", "unknown field"),
         (
             "splitter: {}\n    schedule: { cron: \"* * * * *\" }\n",
             "takes no schedule",
@@ -387,31 +386,10 @@ fn bad_split_configs_and_arguments_are_refused_by_name() {
 
 /// `cascade bookmark --name NAME` of group `vms`, configured in `dir`.
 fn bookmark(dir: &Path, name: &str) {
-    client(
-        Command::new(BIN)
-            .args([
-                "bookmark",
-                "-c",
-                "cascade.yaml",
-                "--cg",
-                "vms",
-                "--name",
-                name,
-            ])
-            .current_dir(dir),
-    );
+    client(&mut bookmark_command(dir, name));
 }
 
 /// `cascade status --json`'s report of group `vms`.
-fn split_status(dir: &Path) -> serde_json::Value {
-    let out = client(
-        Command::new(BIN)
-            .args(["status", "-c", "cascade.yaml", "--json"])
-            .current_dir(dir),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["groups"][0].clone()
-}
 
 #[test]
 fn the_daemon_serves_a_split_group_and_keeps_its_replicas_within_seconds() {

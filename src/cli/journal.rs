@@ -220,8 +220,11 @@ fn ls(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
             human_bytes(d.stored_bytes),
             d.records,
             d.writes.map_or(String::new(), |w| format!(
-                "{}..={} (exact from {})",
-                w.first_write, w.last_write, w.exact_from
+                "{}..={} (exact from {}){}",
+                w.first_write,
+                w.last_write,
+                w.exact_from,
+                gap_note(&w)
             ))
         );
     }
@@ -262,8 +265,11 @@ fn show(
         println!("delta {} at {}", entry.delta, format_time(entry.time_ns));
         if let Some(w) = entry.writes {
             println!(
-                "  split: writes {}..={}, exact from write {}",
-                w.first_write, w.last_write, w.exact_from
+                "  split: writes {}..={}, exact from write {}{}",
+                w.first_write,
+                w.last_write,
+                w.exact_from,
+                gap_note(&w)
             );
         }
         println!(
@@ -408,4 +414,25 @@ fn check(dir: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(4)
     })
+}
+
+/// What a split delta's gap fields say, for `ls` and `show`: where write order was
+/// lost, and where it resumes.
+fn gap_note(w: &cascade::journal::record::Writes) -> String {
+    match w.gap {
+        None => String::new(),
+        Some(g) => {
+            let lost = if g.lost_after >= w.first_write {
+                format!("; write order lost after {}", g.lost_after)
+            } else {
+                "; in a gap".to_string()
+            };
+            let resumes = if g.resumes {
+                format!(", consistent again at {}", w.last_write)
+            } else {
+                String::new()
+            };
+            lost + &resumes
+        }
+    }
 }

@@ -42,11 +42,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let until = match &a.until {
         Some(p) => journal.resolve_until(p)?,
-        None if journal.last_delta() == 0 => anyhow::bail!(cascade::Error::NotFound(format!(
-            "journal {} has no committed deltas",
-            a.journal.display()
-        ))),
-        None => journal.last_delta().into(),
+        None => journal.latest()?,
     };
     let r = replay(&journal, until, &a.to, super::progress::observer().as_ref())?;
     super::print_replay_report(&r, "replayed", a.json);

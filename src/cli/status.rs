@@ -95,18 +95,36 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
         let s = &g.state;
         match (&g.schedule, &g.splitter) {
             (_, Some(split)) => match &split.serving {
-                Some(v) => println!(
-                    "  splitter: serving at {} (pid {}): write {} acknowledged, {} journalled, {} queued{}",
-                    v.uri,
-                    v.pid,
-                    v.last_numbered,
-                    v.last_journalled,
-                    human_bytes(v.queued_bytes),
-                    v.base_delta
-                        .map_or(", base delta being journalled".to_string(), |d| format!(
-                            "; base delta {d}"
-                        ))
-                ),
+                Some(v) => {
+                    println!(
+                        "  splitter: serving at {} (pid {}): {}; write {} acknowledged, {} journalled{}",
+                        v.uri,
+                        v.pid,
+                        split_state(v),
+                        v.last_numbered,
+                        v.last_journalled,
+                        v.base_delta
+                            .map_or(", base delta being journalled".to_string(), |d| format!(
+                                "; base delta {d}"
+                            ))
+                    );
+                    println!(
+                        "    lag: {} queued, {} writes, RPO {:.1} s{}",
+                        human_bytes(v.lag.queued_bytes),
+                        v.last_numbered.saturating_sub(v.last_journalled),
+                        v.lag.rpo_seconds,
+                        match v.lag.gaps {
+                            0 => String::new(),
+                            n => format!(
+                                "; {n} gap(s) so far, {} read back",
+                                human_bytes(v.lag.resynced_bytes)
+                            ),
+                        }
+                    );
+                    if let Some(e) = &v.journal_error {
+                        println!("    journal refuses writes: {e}");
+                    }
+                }
                 None => println!(
                     "  splitter: not served (`cascade run` or `cascade split` serves it at {})",
                     split.listen
@@ -179,5 +197,25 @@ fn ago(d: chrono::TimeDelta) -> String {
         120..7200 => format!("{} min", s / 60),
         7200..172_800 => format!("{} h", s / 3600),
         _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// A served split group's state as an operator reads it.
+fn split_state(v: &cascade::splitter::SplitStatus) -> String {
+    use cascade::splitter::Mode;
+    let gap = v.lag.gap_after.map_or(String::new(), |a| {
+        format!(", write order lost after write {a}")
+    });
+    match v.lag.mode {
+        Some(Mode::Marking) => format!(
+            "MARKING (the journal fell behind; {} marked{gap})",
+            human_bytes(v.lag.dirty_bytes)
+        ),
+        Some(Mode::Resyncing) => format!(
+            "RESYNCING ({} read back, {} to go{gap})",
+            human_bytes(v.lag.resynced_bytes),
+            human_bytes(v.lag.dirty_bytes)
+        ),
+        _ => "active".to_string(),
     }
 }

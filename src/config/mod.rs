@@ -11,6 +11,7 @@ mod daemon;
 mod hooks;
 mod retention;
 mod schedule;
+mod size;
 mod splitter;
 mod target;
 
@@ -18,7 +19,10 @@ pub use daemon::{parse_listen, DaemonConfig, DEFAULT_STOP_GRACE};
 pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_FREEZE};
 pub use retention::{Age, Retention};
 pub use schedule::{CronSpec, Missed, Schedule, TimeZone};
-pub use splitter::{SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_LISTEN};
+pub use size::Size;
+pub use splitter::{
+    SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_DIRTY_GRANULARITY, DEFAULT_LISTEN, DEFAULT_QUEUE,
+};
 pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec};
 
 use crate::error::{Error, Result};

@@ -13,7 +13,7 @@ use super::chain::{self, Upkeep};
 use super::{check_next, Exporter, Flush};
 use crate::config::{ObjectPolicy, Target};
 use crate::error::{Error, Result};
-use crate::journal::record::Writes;
+use crate::journal::record::{Gap, Writes};
 use crate::journal::{BookmarkEntry, DeltaEntry, Journal};
 use crate::progress::NoProgress;
 use crate::replica::{runtime, upload_range, Bucket, Manifest, ManifestDelta, Stored, Writer};
@@ -185,6 +185,15 @@ impl Exporter for ObjectExporter {
                 first_write: h.first_write,
                 last_write: t.last_write,
                 exact_from: h.exact_from,
+                // The records say which writes inside the run are points; the
+                // manifest says where a gap begins, and whether the run leaves it open.
+                gap: run
+                    .iter()
+                    .find_map(|d| d.writes.and_then(|w| w.gap))
+                    .map(|g| Gap {
+                        lost_after: g.lost_after,
+                        resumes: !t.gap_open(),
+                    }),
             }),
         });
         m.bookmarks = bookmarks_for(&m, journal);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"CASCJRNL";
 /// The version of segments written; readers read every version from 1 to this.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: u64 = 32;
 pub const FRAME_LEN: u64 = 12;
 /// Large enough for a 1 MiB extent that zstd could not shrink, small enough that a

@@ -109,7 +109,7 @@ impl Entry {
                     stored_bytes: d.u64()?,
                 };
                 if e.flags & FLAG_SPLIT != 0 {
-                    e.writes = Some(Writes::decode(&mut d)?);
+                    e.writes = Some(Writes::decode(&mut d, e.flags)?);
                 }
                 Entry::Delta(e)
             }

@@ -21,6 +21,7 @@ mod copy;
 pub mod cuts;
 mod durable;
 pub mod frame;
+mod gap;
 pub mod index;
 mod point;
 mod prune;
@@ -246,14 +247,32 @@ impl Journal {
         }
     }
 
-    /// The newest delta included at `point` (for a write, the split delta holding it).
+    /// The newest delta included at `point` (for a write, the split delta holding
+    /// it), consistent or not: what `journal show` shows.
     pub fn resolve(&self, point: &Point) -> Result<u64> {
-        self.resolve_until(point).map(|c| c.delta)
+        self.locate(point).map(|c| c.delta)
     }
 
     /// Where a replay to `point` stops: a delta, and inside a split delta the last
-    /// write kept (docs/journal-format.md, "Split deltas").
+    /// write kept (docs/journal-format.md, "Split deltas"). A point inside a gap is
+    /// refused (`Journal::consistent`).
     pub fn resolve_until(&self, point: &Point) -> Result<Until> {
+        self.consistent(self.locate(point)?)
+    }
+
+    /// Where a replay to the newest point stops: the last delta, unless it leaves a
+    /// gap open.
+    pub fn latest(&self) -> Result<Until> {
+        if self.last_delta() == 0 {
+            return Err(Error::NotFound(format!(
+                "journal {} has no committed deltas",
+                self.dir.display()
+            )));
+        }
+        self.consistent(self.last_delta().into())
+    }
+
+    fn locate(&self, point: &Point) -> Result<Until> {
         match point {
             Point::Write(n) => self.write_until(*n),
             Point::Time(t) => {

@@ -16,6 +16,9 @@ pub const MAX_EXTENT: usize = 1 << 20;
 pub const FLAG_FULL: u32 = 1;
 /// The delta holds ordered writes (WriteData, WriteZero) rather than a snapshot diff.
 pub const FLAG_SPLIT: u32 = 2;
+/// Version 3: the split delta lies in a gap or at its edge; its Begin says where
+/// (`Writes::gap`).
+pub const FLAG_GAP: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolumeInfo {
@@ -40,43 +43,124 @@ pub struct Writes {
     pub first_write: u64,
     pub last_write: u64,
     pub exact_from: u64,
+    /// Where write order was lost, and whether it resumes here (`FLAG_GAP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+}
+
+/// A split delta's place in a gap, where the splitter fell behind and only marked
+/// what was written (docs/journal-format.md, "Gaps").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Gap {
+    /// Writes up to this one are in order; after it, numbers may be skipped.
+    pub lost_after: u64,
+    /// The journal holds the volumes exactly at `last_write`: the gap ends there.
+    pub resumes: bool,
 }
 
 impl Writes {
+    /// The Begin flags beside `FLAG_SPLIT` that these writes need.
+    pub fn flags(&self) -> u32 {
+        FLAG_SPLIT | if self.gap.is_some() { FLAG_GAP } else { 0 }
+    }
+
     pub(super) fn encode(&self, e: &mut Enc) {
         e.u64(self.first_write)
             .u64(self.last_write)
             .u64(self.exact_from);
+        if let Some(g) = self.gap {
+            e.u64(g.lost_after);
+            e.0.push(u8::from(g.resumes));
+        }
     }
 
-    pub(super) fn decode(d: &mut Dec<'_>) -> Result<Writes, String> {
-        let w = Writes {
+    /// Decodes the fields of a split delta whose Begin has `flags`.
+    pub(super) fn decode(d: &mut Dec<'_>, flags: u32) -> Result<Writes, String> {
+        let mut w = Writes {
             first_write: d.u64()?,
             last_write: d.u64()?,
             exact_from: d.u64()?,
+            gap: None,
         };
+        if flags & FLAG_GAP != 0 {
+            let lost_after = d.u64()?;
+            let resumes = match d.u8()? {
+                0 => false,
+                1 => true,
+                b => return Err(format!("split delta's resumes field is {b}, not 0 or 1")),
+            };
+            w.gap = Some(Gap {
+                lost_after,
+                resumes,
+            });
+        }
+        w.check().map(|()| w)
+    }
+
+    /// Whether the fields make sense on their own; the reason when they do not.
+    pub fn check(&self) -> Result<(), String> {
+        let w = self;
         if w.first_write == 0 || w.first_write > w.last_write || w.exact_from >= w.first_write {
             return Err(format!(
                 "split delta holds writes {}..={} exact from {}: not a range of write numbers after its base",
                 w.first_write, w.last_write, w.exact_from
             ));
         }
-        Ok(w)
+        if let Some(g) = w.gap {
+            if g.lost_after + 1 < w.first_write || g.lost_after > w.last_write {
+                return Err(format!(
+                    "split delta of writes {}..={} loses write order after write {}, outside them",
+                    w.first_write, w.last_write, g.lost_after
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether a record of write `w` may come next in the delta, after one of write
     /// `last` (none yet: `None`): writes run `first_write..=last_write` in order, each
-    /// in one or more records.
+    /// in one or more records; past a gap's `lost_after`, numbers may be skipped.
     pub fn may_come(&self, last: Option<u64>, w: u64) -> bool {
         let next = last.map_or(self.first_write, |l| l + 1);
-        w <= self.last_write && (w == next || Some(w) == last)
+        let skipping = self.gap.is_some_and(|g| next > g.lost_after && w > next);
+        w <= self.last_write && (w == next || Some(w) == last || skipping)
+    }
+
+    /// Whether a delta may end after a record of write `last`: at `last_write`, or
+    /// (a resuming delta, whose last writes were marked and read back) before it,
+    /// once past `lost_after`.
+    pub fn may_end(&self, last: Option<u64>) -> bool {
+        match (last, self.gap) {
+            (Some(l), _) if l == self.last_write => true,
+            (Some(l), Some(g)) => g.resumes && l >= g.lost_after,
+            _ => false,
+        }
+    }
+
+    /// Whether write `n` of this delta is a consistent point: in order, or where a
+    /// gap resumes.
+    pub fn consistent(&self, n: u64) -> bool {
+        self.gap
+            .is_none_or(|g| n <= g.lost_after || (g.resumes && n == self.last_write))
+    }
+
+    /// Whether a gap is open after this delta: the next of its stream goes on in it.
+    pub fn gap_open(&self) -> bool {
+        self.gap.is_some_and(|g| !g.resumes)
     }
 
     /// Whether a delta of these writes may follow one of `prev`: the same stream goes
-    /// on at the next write; a new stream (after a base) starts just after its base's
-    /// write, which is at or past where the old one stopped.
+    /// on at the next write (inside a gap, when `prev` left one open); a new stream
+    /// (after a base) starts just after its base's write, which is at or past where
+    /// the old one stopped.
     pub fn may_follow(&self, prev: &Writes) -> bool {
-        let same = self.first_write == prev.last_write + 1 && self.exact_from == prev.exact_from;
+        let goes_on = !prev.gap_open()
+            || self
+                .gap
+                .is_some_and(|g| g.lost_after + 1 == self.first_write);
+        let same = self.first_write == prev.last_write + 1
+            && self.exact_from == prev.exact_from
+            && goes_on;
         let new = self.first_write == self.exact_from + 1 && self.exact_from >= prev.last_write;
         same || new
     }
@@ -174,6 +258,9 @@ impl<'a> Dec<'a> {
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(head)
+    }
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
     }
     pub fn u16(&mut self) -> Result<u16, String> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
@@ -335,8 +422,11 @@ impl<'a> Record<'a> {
                         size: d.u64()?,
                     });
                 }
+                if flags & FLAG_GAP != 0 && flags & FLAG_SPLIT == 0 {
+                    return Err("a delta that is not split has the GAP flag".into());
+                }
                 let writes = if flags & FLAG_SPLIT != 0 {
-                    Some(Writes::decode(&mut d)?)
+                    Some(Writes::decode(&mut d, flags)?)
                 } else {
                     None
                 };
@@ -419,6 +509,7 @@ mod tests {
                 first_write: 10,
                 last_write: 12,
                 exact_from: 3,
+                gap: None,
             }),
             ..b.clone()
         };
@@ -486,6 +577,7 @@ mod tests {
             first_write: 5,
             last_write: 7,
             exact_from: 4,
+            gap: None,
         };
         assert!(w.may_come(None, 5));
         assert!(
@@ -501,6 +593,7 @@ mod tests {
             first_write: 8,
             last_write: 9,
             exact_from: 4,
+            gap: None,
         };
         assert!(next.may_follow(&w));
         let gap = Writes {
@@ -513,14 +606,89 @@ mod tests {
             first_write: 11,
             last_write: 11,
             exact_from: 10,
+            gap: None,
         };
         assert!(restarted.may_follow(&w));
         let reused = Writes {
             first_write: 7,
             last_write: 8,
             exact_from: 6,
+            gap: None,
         };
         assert!(!reused.may_follow(&w), "numbers are never used twice");
+    }
+
+    #[test]
+    fn a_gap_lets_numbers_skip_after_it_and_is_carried_on_until_it_resumes() {
+        let opens = Writes {
+            first_write: 5,
+            last_write: 20,
+            exact_from: 4,
+            gap: Some(Gap {
+                lost_after: 6,
+                resumes: false,
+            }),
+        };
+        assert!(opens.may_come(Some(5), 6));
+        assert!(!opens.may_come(Some(5), 9), "in order up to lost_after");
+        assert!(opens.may_come(Some(6), 9), "skips after it");
+        assert!(!opens.may_come(Some(9), 8), "never back");
+        assert!(!opens.may_come(Some(9), 21));
+        assert!(opens.may_end(Some(20)) && !opens.may_end(Some(19)));
+        assert!(opens.consistent(6) && !opens.consistent(7) && !opens.consistent(20));
+        // The next delta must go on in the gap; one that does, then resumes.
+        let plain = Writes {
+            first_write: 21,
+            last_write: 30,
+            exact_from: 4,
+            gap: None,
+        };
+        assert!(!plain.may_follow(&opens), "a gap is not left silently");
+        let resumes = Writes {
+            gap: Some(Gap {
+                lost_after: 20,
+                resumes: true,
+            }),
+            ..plain
+        };
+        assert!(resumes.may_follow(&opens));
+        assert!(resumes.may_come(None, 25), "skips from its start");
+        assert!(resumes.may_end(Some(28)), "its last writes were marked");
+        assert!(resumes.consistent(30) && !resumes.consistent(29));
+        assert!(Writes {
+            first_write: 31,
+            last_write: 31,
+            ..plain
+        }
+        .may_follow(&resumes));
+        // A base ends a gap too.
+        assert!(Writes {
+            first_write: 41,
+            last_write: 41,
+            exact_from: 40,
+            gap: None
+        }
+        .may_follow(&opens));
+        // Its fields round-trip, and lost_after must lie in the range.
+        let b = Begin {
+            delta: 3,
+            time_ns: 0,
+            flags: opens.flags(),
+            volumes: vec![],
+            writes: Some(opens),
+        };
+        match Record::decode(BEGIN, &b.encode()).unwrap() {
+            Record::Begin(got) => assert_eq!(got, b),
+            r => panic!("{r:?}"),
+        }
+        let outside = Writes {
+            gap: Some(Gap {
+                lost_after: 3,
+                resumes: false,
+            }),
+            ..opens
+        };
+        assert!(outside.check().is_err());
     }
 
     #[test]
@@ -543,12 +711,14 @@ mod tests {
             first_write: 5,
             last_write: 4,
             exact_from: 1,
+            gap: None,
         });
         assert!(Record::decode(BEGIN, &b.encode()).is_err());
         b.writes = Some(Writes {
             first_write: 5,
             last_write: 6,
             exact_from: 5,
+            gap: None,
         });
         assert!(
             Record::decode(BEGIN, &b.encode()).is_err(),

@@ -159,11 +159,7 @@ impl Scanner {
                         o.begin.delta
                     ));
                 }
-                if let Some(w) = o
-                    .begin
-                    .writes
-                    .filter(|w| o.last_write != Some(w.last_write))
-                {
+                if let Some(w) = o.begin.writes.filter(|w| !w.may_end(o.last_write)) {
                     return Err(format!(
                         "split delta {} ends at write {:?}, its Begin says {}",
                         o.begin.delta, o.last_write, w.last_write

@@ -280,20 +280,14 @@ impl JournalWriter {
                 "a split delta cannot be a journal's first: it needs a full delta before it".into(),
             ));
         }
-        if writes.first_write == 0
-            || writes.first_write > writes.last_write
-            || writes.exact_from >= writes.first_write
-        {
-            return Err(Error::InvalidArgument(format!(
-                "a split delta of writes {}..={} exact from {}",
-                writes.first_write, writes.last_write, writes.exact_from
-            )));
-        }
-        if self.seg.as_ref().is_some_and(|s| s.version < 2) {
-            // Version-1 readers must meet a version they refuse, not a record kind.
+        writes.check().map_err(Error::InvalidArgument)?;
+        let needs = if writes.gap.is_some() { 3 } else { 2 };
+        if self.seg.as_ref().is_some_and(|s| s.version < needs) {
+            // Older readers must meet a version they refuse, not a record kind or a
+            // flag they do not know.
             self.roll()?;
         }
-        self.begin(time_ns, volumes, record::FLAG_SPLIT, Some(writes))
+        self.begin(time_ns, volumes, writes.flags(), Some(writes))
     }
 
     fn begin(
@@ -558,10 +552,7 @@ impl DeltaWriter<'_> {
     /// (the writer keeps it in memory and writes the index whole at the next append;
     /// the next open rebuilds it from the segments).
     pub fn commit(mut self) -> Result<DeltaEntry> {
-        if let Some(w) = self
-            .writes
-            .filter(|w| self.last_write != Some(w.last_write))
-        {
+        if let Some(w) = self.writes.filter(|w| !w.may_end(self.last_write)) {
             return Err(Error::InvalidArgument(format!(
                 "split delta {} ends at write {:?}, its Begin says {}",
                 self.delta, self.last_write, w.last_write

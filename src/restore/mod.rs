@@ -103,9 +103,9 @@ pub fn restore_from(
         return Err(corrupt_object(bucket, bad, 0, why));
     }
     let until = match (reach.until, until) {
-        (Some(u), _) => u,
+        (Some(u), _) => journal.consistent(u).map_err(object_err)?,
         (None, Some(p)) => journal.resolve_until(p).map_err(object_err)?,
-        (None, None) => Until::from(n),
+        (None, None) => journal.consistent(n.into()).map_err(object_err)?,
     };
     replay(&journal, until, targets, progress).map_err(object_err)
 }

@@ -26,9 +26,8 @@ pub struct GroupMetrics {
     pub split_deltas: u64,
     /// Times serving a split group failed (and was retried).
     pub split_failures: u64,
-    /// A served split group's last write numbered and last journalled, and the bytes
-    /// queued between them; None while it is not served.
-    pub split: Option<(u64, u64, u64)>,
+    /// A served split group as its splitter tells it; None while it is not served.
+    pub split: Option<crate::splitter::SplitStatus>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,7 +86,7 @@ impl Metrics {
                 .splitter
                 .as_ref()
                 .and_then(|s| s.serving.as_ref())
-                .map(|s| (s.last_numbered, s.last_journalled, s.queued_bytes));
+                .cloned();
         });
         for t in &r.targets {
             self.target(&r.cg, &t.target, |m| {
@@ -218,13 +217,13 @@ impl Metrics {
             "Times serving a split group failed and was retried.",
             g(|m| m.split_failures as f64),
         );
-        let split = |f: fn(&(u64, u64, u64)) -> u64| {
+        let split = |f: fn(&crate::splitter::SplitStatus) -> f64| {
             i.groups
                 .iter()
                 .filter_map(move |(cg, m)| {
                     m.split
                         .as_ref()
-                        .map(|s| (format!("cg=\"{}\"", escape(cg)), f(s) as f64))
+                        .map(|s| (format!("cg=\"{}\"", escape(cg)), f(s)))
                 })
                 .collect::<Vec<_>>()
         };
@@ -233,21 +232,67 @@ impl Metrics {
             "cascade_split_last_write",
             "gauge",
             "The last write a served split group numbered (acknowledged or about to be).",
-            split(|s| s.0),
+            split(|s| s.last_numbered as f64),
         );
         family(
             &mut out,
             "cascade_split_last_journalled_write",
             "gauge",
             "The last write of a served split group in its journal.",
-            split(|s| s.1),
+            split(|s| s.last_journalled as f64),
         );
         family(
             &mut out,
             "cascade_split_queued_bytes",
             "gauge",
             "Bytes of numbered writes a served split group has not journalled yet.",
-            split(|s| s.2),
+            split(|s| s.lag.queued_bytes as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_state",
+            "gauge",
+            "How a served split group journals: 0 active (write by write), 1 marking (the journal fell behind; writes only marked), 2 resynchronising.",
+            split(|s| match s.lag.mode {
+                Some(crate::splitter::Mode::Marking) => 1.0,
+                Some(crate::splitter::Mode::Resyncing) => 2.0,
+                _ => 0.0,
+            }),
+        );
+        family(
+            &mut out,
+            "cascade_split_dirty_bytes",
+            "gauge",
+            "Bytes of volume a served split group marked and has not read back into its journal yet.",
+            split(|s| s.lag.dirty_bytes as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_resynced_bytes_total",
+            "counter",
+            "Bytes a served split group read back into its journal after marking.",
+            split(|s| s.lag.resynced_bytes as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_gaps_total",
+            "counter",
+            "Times a served split group's journal fell behind and write order was lost until it resynchronised.",
+            split(|s| s.lag.gaps as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_lag_writes",
+            "gauge",
+            "Writes a served split group acknowledged and has not journalled yet.",
+            split(|s| s.last_numbered.saturating_sub(s.last_journalled) as f64),
+        );
+        family(
+            &mut out,
+            "cascade_split_rpo_seconds",
+            "gauge",
+            "Seconds since the oldest write a served split group acknowledged and has not journalled in order: what losing the primary would lose.",
+            split(|s| s.lag.rpo_seconds),
         );
         family(
             &mut out,

@@ -65,6 +65,10 @@ pub async fn serve(
                 return;
             }
             let reply = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Bookmark { name }) if let Some(after) = seq.lag().gap_after => {
+                    // Its writes would include marked ones: it would lie in the gap.
+                    error_reply(&super::shipper::in_gap(&name, after))
+                }
                 Ok(Request::Bookmark { name }) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     seq.ask(Asked::Bookmark(BookmarkRequest { name, reply: tx }));

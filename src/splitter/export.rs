@@ -1,5 +1,6 @@
 //! One volume of a split group as an NBD export: the volume itself (a `FileExport`)
 //! with every change numbered and queued for the journal on its way to the reply.
+use super::dirty::MapFile;
 use super::sequencer::{Change, Sequencer};
 use crate::nbd::{Capabilities, Export, FileExport, ZeroFlags};
 use std::io;
@@ -9,17 +10,30 @@ pub struct SplitExport<B> {
     volume: FileExport,
     index: u16,
     seq: Arc<Sequencer<B>>,
+    /// Where the dirty-region map is written at each FLUSH (shared by the group).
+    map: Option<Arc<MapFile>>,
 }
 
 impl<B: Send + 'static> SplitExport<B> {
-    pub fn new(volume: FileExport, index: u16, seq: Arc<Sequencer<B>>) -> SplitExport<B> {
-        SplitExport { volume, index, seq }
+    pub fn new(
+        volume: FileExport,
+        index: u16,
+        seq: Arc<Sequencer<B>>,
+        map: Option<Arc<MapFile>>,
+    ) -> SplitExport<B> {
+        SplitExport {
+            volume,
+            index,
+            seq,
+            map,
+        }
     }
 
     /// Runs `change` on the volume between entering and numbering, so the journal
     /// sees it in the order the volume did. Writes run on the server's own threads
-    /// (`quick`); one that has to wait (for an overlapping write, a hold, a full
-    /// queue) waits with [`waiting`], so it does not stall the other connections.
+    /// (`quick`); one that has to wait (for an overlapping write, a hold) waits with
+    /// [`waiting`], so it does not stall the other connections. A full queue never
+    /// holds it back: the sequencer marks it instead.
     fn changed(
         &self,
         offset: u64,
@@ -37,10 +51,7 @@ impl<B: Send + 'static> SplitExport<B> {
         match change() {
             Ok(c) => {
                 let t = entered.ticket.take().expect("taken once");
-                let (n, over) = self.seq.number(t, c);
-                if over {
-                    waiting(|| self.seq.wait_taken(n));
-                }
+                self.seq.number(t, c);
                 Ok(())
             }
             Err(e) => {
@@ -104,7 +115,13 @@ impl<B: Send + 'static> Export for SplitExport<B> {
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.volume.flush()
+        self.volume.flush()?;
+        // What was marked before this FLUSH is on disk when it is answered.
+        if let Some(m) = &self.map {
+            m.save(|since| self.seq.dirty_since(since))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
@@ -149,8 +166,9 @@ mod tests {
             .unwrap();
         // Read-only: every write to it fails. An overlapping write after a failed
         // one, and a hold (which waits for every write in flight), go through.
-        let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20));
-        let v = SplitExport::new(FileExport::open(&path, true).unwrap(), 0, seq.clone());
+        let map = super::super::dirty::DirtyMap::new(&[1 << 20], 65536);
+        let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20, map));
+        let v = SplitExport::new(FileExport::open(&path, true).unwrap(), 0, seq.clone(), None);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             assert!(v.write(0, vec![1; 4096], false).is_err());

@@ -19,13 +19,16 @@
 //! sequence numbers the whole group, so that cut is consistent across its volumes
 //! without holding the writers.
 mod control;
+mod dirty;
 mod export;
+mod resync;
 mod sequencer;
 mod shipper;
 
 pub use control::{request_bookmark, request_status};
+pub use dirty::DirtyMap;
 pub use export::SplitExport;
-pub use sequencer::{Change, Sequencer, Write};
+pub use sequencer::{Change, Lag, Mode, Sequencer, Write};
 pub use shipper::{ShipReport, MAX_BATCH};
 
 use crate::config::{Config, ConsistencyGroup, DriverKind};
@@ -38,9 +41,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
-
-/// Bytes of numbered writes queued for the journal before writers are held back.
-pub const QUEUE_BYTES: u64 = 256 << 20;
 
 /// A bookmark asked of a running splitter, and where its answer goes.
 pub struct BookmarkRequest {
@@ -78,8 +78,12 @@ pub struct SplitStatus {
     pub last_numbered: u64,
     /// The last write journalled.
     pub last_journalled: u64,
-    /// Bytes of numbered writes waiting for the journal.
-    pub queued_bytes: u64,
+    /// Active, marking or resynchronising; gap, dirty bytes and RPO.
+    #[serde(flatten)]
+    pub lag: Lag,
+    /// Why the journal refuses the shipper's last attempt, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_error: Option<String>,
 }
 
 /// What a snapshot cycle holds while it captures a split group: new writes wait,
@@ -149,18 +153,35 @@ where
 {
     let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
     let last = last_write(writer.journal());
-    let seq = Arc::new(Sequencer::<Asked>::new(last, QUEUE_BYTES));
+    let split = cg.splitter.clone().unwrap_or_default();
+    let paths = volume_paths(cg);
+    let mut files = Vec::new();
+    for path in &paths {
+        files.push(FileExport::open(path, false).map_err(Error::io("cannot open volume", path))?);
+    }
+    let sizes: Vec<u64> = files.iter().map(nbd::Export::size).collect();
+    let seq = Arc::new(Sequencer::<Asked>::new(
+        last,
+        split.queue(),
+        DirtyMap::new(&sizes, split.dirty_granularity()),
+    ));
+    let state = cfg.state_path(cg);
+    crate::fsutil::create_dir_durable(&state)?;
+    let map = Arc::new(dirty::MapFile::new(state.join("dirty-map")));
     let mut entries = Vec::new();
     let mut volumes = Vec::new();
     let mut exports = Vec::new();
-    let paths = volume_paths(cg);
-    for (i, (v, path)) in cg.volumes.iter().zip(&paths).enumerate() {
-        let file = FileExport::open(path, false).map_err(Error::io("cannot open volume", path))?;
+    for (i, (v, file)) in cg.volumes.iter().zip(files).enumerate() {
         volumes.push(VolumeInfo {
             id: v.id.clone(),
-            size: nbd::Export::size(&file),
+            size: sizes[i],
         });
-        let export = Arc::new(SplitExport::new(file, i as u16, seq.clone()));
+        let export = Arc::new(SplitExport::new(
+            file,
+            i as u16,
+            seq.clone(),
+            Some(map.clone()),
+        ));
         exports.push(export.clone());
         entries.push(ExportEntry {
             name: v.id.clone(),
@@ -168,8 +189,6 @@ where
             export,
         });
     }
-    let state = cfg.state_path(cg);
-    crate::fsutil::create_dir_durable(&state)?;
     let sock = control::socket_path(&state);
     let control = nbd::Listener::bind(&crate::listen::ListenAddr::Unix(sock.clone()))
         .await
@@ -196,6 +215,7 @@ where
             .to_string(),
         base_delta: AtomicU64::new(0),
         last_journalled: AtomicU64::new(last),
+        journal_error: std::sync::Mutex::new(None),
     });
     let control = tokio::spawn(control::serve(
         control,
@@ -214,7 +234,7 @@ where
 
     let hold = GroupHold {
         seq: seq.clone(),
-        volumes: exports,
+        volumes: exports.clone(),
         paths,
     };
     let based = tokio::task::spawn_blocking(move || {
@@ -234,9 +254,9 @@ where
     if let Some(c) = &hooks.committed {
         c(base_delta);
     }
+    // Writes numbered before the capture are in the base (the hold dropped them from
+    // the queue); the stream goes on after it.
     let exact_from = seq.held_at();
-    // Writes numbered before the capture are in the base; the stream goes on after it.
-    seq.drop_through(exact_from);
     tracing::info!(cg = %cg.name, base_delta, exact_from, "split group journals its writes");
     eprintln!("{}: base delta {base_delta} holds the volumes after write {exact_from}; journalling the writes after it", cg.name);
     let shipper = shipper::Shipper {
@@ -250,8 +270,14 @@ where
             .map_or(crate::config::DEFAULT_COMMIT_EVERY, |s| s.commit_every()),
         committed: hooks.committed,
         live: live.clone(),
+        next_first: exact_from + 1,
+        gap_open: false,
     };
     let shipping = std::thread::spawn(move || shipper.run());
+    let resyncing = {
+        let seq = seq.clone();
+        std::thread::spawn(move || resync::run(seq, exports))
+    };
     let _ = stop.wait_for(|s| *s).await;
     let _ = server_stop.send(true);
     let served = server.await;
@@ -261,6 +287,7 @@ where
         .await
         .expect("joining does not panic")
         .map_err(|_| Error::Stopped(format!("the shipper of `{}` panicked", cg.name)))??;
+    let _ = tokio::task::spawn_blocking(move || resyncing.join()).await;
     let _ = std::fs::remove_file(&sock);
     if let Ok(Err(e)) = served {
         tracing::warn!(cg = %cg.name, error = %e, "the NBD server ended with an error");
@@ -279,6 +306,8 @@ pub(crate) struct Live {
     /// 0 until the base is journalled.
     base_delta: AtomicU64,
     last_journalled: AtomicU64,
+    /// The journal's error while the shipper retries (a full disk, say).
+    journal_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Live {
@@ -290,7 +319,12 @@ impl Live {
             base_delta: (base > 0).then_some(base),
             last_numbered: seq.last(),
             last_journalled: self.last_journalled.load(Ordering::Relaxed),
-            queued_bytes: seq.queued(),
+            lag: seq.lag(),
+            journal_error: self
+                .journal_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -308,7 +342,7 @@ async fn stop_serving(
     // Writers waiting for the full queue are let go: nothing will ship it, and the
     // next start's base holds what they wrote.
     seq.close();
-    seq.drop_through(u64::MAX);
+    seq.drop_queue();
     let _ = server.await;
     let _ = control.await;
     e

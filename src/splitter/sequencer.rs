@@ -10,16 +10,23 @@
 //!   number (the second waited for the first to be numbered before it began);
 //! - the queue is in number order, so the journal is too.
 //!
-//! The queue is bounded in bytes: past the bound a write, once numbered, waits for
-//! the shipper to take it before it is acknowledged (in this version a journal that
-//! falls behind slows the writers down). It waits after its number, not before, so a
-//! hold never waits on a full queue.
+//! The queue is bounded in bytes, and a write never waits for it: one that would pass
+//! the bound turns the group to **marking** (docs/journal-format.md, "Gaps"). From
+//! then on writes are numbered but only marked in the dirty-region map, and the queue
+//! carries a `GapBegin` after the last write it holds. Once the shipper has brought
+//! the queue down (`shipped`), the group **resynchronises**: writes are queued again,
+//! and the resynchroniser takes marked regions out of the map (`next_resync`), each
+//! entered like a write so that no write in flight overlaps its read, and numbers
+//! what it read like a write (`number_resync`). The read that empties the map is
+//! followed in the queue by a `GapEnd`: the journal holds the volumes exactly there.
 //!
-//! Writers and the shipper wait on condvars of their own, and each is woken only
-//! when something it waits for may have changed (writers only while one waits; the
-//! shipper when the queue stops being empty, fills a batch, or it is asked
-//! something), so a busy group does not pay a wake-up per write.
+//! Writers, the shipper and the resynchroniser wait on condvars of their own, and
+//! each is woken only when something it waits for may have changed (writers only
+//! while one waits; the shipper when the queue stops being empty, fills a batch, or
+//! it is asked something), so a busy group does not pay a wake-up per write.
+use super::dirty::DirtyMap;
 use crate::clock;
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -54,12 +61,56 @@ impl Write {
     }
 }
 
+/// What the queue carries to the shipper, in number order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Write(Write),
+    /// Write order is lost after write `after`: the writes after it were marked.
+    GapBegin {
+        after: u64,
+    },
+    /// The journal holds the volumes exactly at write `at`, once what is queued
+    /// before this is journalled: the gap ends.
+    GapEnd {
+        at: u64,
+    },
+}
+
+impl Item {
+    fn cost(&self) -> u64 {
+        match self {
+            Item::Write(w) => w.cost(),
+            _ => 0,
+        }
+    }
+}
+
+/// Whether the group journals its writes one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Active,
+    /// The journal fell behind: writes are only marked in the dirty-region map.
+    Marking,
+    /// Marked regions are read back into the journal; writes are queued again.
+    Resyncing,
+}
+
 /// A write that entered and is not numbered yet.
 #[must_use = "a ticket must be numbered or abandoned, or overlapping writes wait forever"]
 pub struct Ticket {
     id: u64,
     volume: u16,
     offset: u64,
+}
+
+impl Ticket {
+    pub fn volume(&self) -> u16 {
+        self.volume
+    }
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
 }
 
 struct Range {
@@ -69,13 +120,33 @@ struct Range {
     end: u64,
 }
 
-/// What the shipper takes: writes in number order, and what it was asked to do (place
+/// What the shipper takes: items in number order, and what it was asked to do (place
 /// a bookmark, lend the journal writer), each to be done after them.
 pub struct Batch<B> {
-    pub writes: Vec<Write>,
+    pub items: Vec<Item>,
     pub asked: Vec<B>,
     /// No more writes will come: ship these and stop.
     pub closed: bool,
+}
+
+/// How far behind the journal is, as `cascade status` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Lag {
+    pub mode: Option<Mode>,
+    /// The last write journalled in order before the open gap, if one is open.
+    pub gap_after: Option<u64>,
+    /// Bytes of numbered writes queued for the journal.
+    pub queued_bytes: u64,
+    /// Bytes of volume marked and not read back yet.
+    pub dirty_bytes: u64,
+    /// Bytes read back into the journal by the resynchronisations so far.
+    pub resynced_bytes: u64,
+    /// Gaps opened since the splitter started.
+    pub gaps: u64,
+    /// Seconds since the oldest write acknowledged and not journalled in order was
+    /// acknowledged (since the gap began, while one is open): what a loss of the
+    /// primary would cost the journal, the recovery point objective.
+    pub rpo_seconds: f64,
 }
 
 struct State<B> {
@@ -85,9 +156,9 @@ struct State<B> {
     holds: u32,
     /// The last write numbered when the latest hold began.
     held_at: u64,
-    queue: VecDeque<Write>,
+    queue: VecDeque<Item>,
     queued: u64,
-    /// The last write the shipper took.
+    /// Every write up to this one is taken by the shipper, or was only marked.
     taken: u64,
     /// When the oldest queued write was numbered.
     oldest: Option<Instant>,
@@ -98,23 +169,35 @@ struct State<B> {
     waiting: u32,
     /// The bytes at which the waiting shipper takes a batch at once.
     batch_at: u64,
+    mode: Mode,
+    dirty: DirtyMap,
+    /// Changes of `dirty`, so that a FLUSH writes it only when it changed.
+    dirty_gen: u64,
+    /// While a gap is open: the last write queued before it, and when it began.
+    gap: Option<(u64, i64)>,
+    gaps: u64,
+    resynced: u64,
+    /// Where the resynchroniser goes on in the map.
+    cursor: (u16, u64),
 }
 
 /// One per split group; every volume's export shares it. `B` is what a request of
 /// the shipper (a bookmark, work on the journal writer) carries to it.
 pub struct Sequencer<B> {
     st: Mutex<State<B>>,
-    /// Writers wait here: for an overlapping write, a hold, the queue.
+    /// Writers wait here: for an overlapping write, a hold.
     writers: Condvar,
     /// The shipper waits here for writes to take.
     shipper: Condvar,
+    /// The resynchroniser waits here for marked regions to read back.
+    resyncer: Condvar,
     max_queued: u64,
 }
 
 impl<B> Sequencer<B> {
-    /// Numbers writes from `last + 1`; past `max_queued` bytes queued, a numbered
-    /// write waits for the shipper to take it before it is acknowledged.
-    pub fn new(last: u64, max_queued: u64) -> Sequencer<B> {
+    /// Numbers writes from `last + 1`; past `max_queued` bytes queued, writes are
+    /// marked in `dirty` (an empty map of the group's volumes) instead.
+    pub fn new(last: u64, max_queued: u64, dirty: DirtyMap) -> Sequencer<B> {
         Sequencer {
             st: Mutex::new(State {
                 last,
@@ -130,9 +213,17 @@ impl<B> Sequencer<B> {
                 closed: false,
                 waiting: 0,
                 batch_at: u64::MAX,
+                mode: Mode::Active,
+                dirty,
+                dirty_gen: 0,
+                gap: None,
+                gaps: 0,
+                resynced: 0,
+                cursor: (0, 0),
             }),
             writers: Condvar::new(),
             shipper: Condvar::new(),
+            resyncer: Condvar::new(),
             max_queued,
         }
     }
@@ -208,10 +299,13 @@ impl<B> Sequencer<B> {
         Ok(Self::register(&mut g, volume, offset, end))
     }
 
-    /// Numbers a write that reached its volume and queues it; returns its number,
-    /// and whether the queue is over its bound, when the write may be acknowledged
-    /// only after [`Sequencer::wait_taken`].
-    pub fn number(&self, t: Ticket, change: Change) -> (u64, bool) {
+    /// Numbers a write that reached its volume, and queues it or (marking) marks
+    /// its range; returns its number. It may be acknowledged at once.
+    pub fn number(&self, t: Ticket, change: Change) -> u64 {
+        let len = match &change {
+            Change::Data(d) => d.len() as u64,
+            Change::Zero(n) => *n,
+        };
         let w = Write {
             write: 0,
             time_ns: 0,
@@ -222,46 +316,55 @@ impl<B> Sequencer<B> {
         let cost = w.cost();
         let mut g = self.lock();
         g.last += 1;
-        let w = Write {
-            write: g.last,
-            time_ns: clock::now_ns(),
-            ..w
-        };
-        let was_empty = g.queue.is_empty();
-        g.queued += cost;
-        g.oldest.get_or_insert_with(Instant::now);
-        g.queue.push_back(w);
         let n = g.last;
+        let over = g.queued + cost > self.max_queued;
+        match g.mode {
+            Mode::Active if over => {
+                // The bound would be passed: the gap begins after the last write queued.
+                g.mode = Mode::Marking;
+                g.gap = Some((n - 1, clock::now_ns()));
+                g.gaps += 1;
+                g.queue.push_back(Item::GapBegin { after: n - 1 });
+                Self::mark(&mut g, t.volume, t.offset, len);
+                tracing::warn!(after = n - 1, queued = g.queued,
+                    "the journal fell behind: the splitter marks writes in its dirty-region map until it catches up");
+            }
+            Mode::Resyncing if over => {
+                g.mode = Mode::Marking;
+                Self::mark(&mut g, t.volume, t.offset, len);
+            }
+            Mode::Marking => Self::mark(&mut g, t.volume, t.offset, len),
+            Mode::Active | Mode::Resyncing => {
+                let w = Write {
+                    write: n,
+                    time_ns: clock::now_ns(),
+                    ..w
+                };
+                self.queue(&mut g, Item::Write(w));
+            }
+        }
         g.in_flight.retain(|r| r.id != t.id);
         self.wake_writers(&g);
+        n
+    }
+
+    fn mark(g: &mut State<B>, volume: u16, offset: u64, len: u64) {
+        g.dirty.mark(volume, offset, len);
+        g.dirty_gen += 1;
+        // A marked write is journalled (read back) later: nothing waits for it.
+        if g.queue.is_empty() {
+            g.taken = g.last;
+        }
+    }
+
+    fn queue(&self, g: &mut State<B>, item: Item) {
+        let was_empty = g.queue.is_empty();
+        g.queued += item.cost();
+        g.oldest.get_or_insert_with(Instant::now);
+        g.queue.push_back(item);
         if was_empty || g.queued >= g.batch_at {
             self.shipper.notify_one();
         }
-        (n, Self::over(&g, self.max_queued, n))
-    }
-
-    /// Whether write `n` must wait for the shipper before its acknowledgement.
-    /// Closed: nothing will take it, and the next base holds what it did.
-    fn over(g: &State<B>, max_queued: u64, n: u64) -> bool {
-        g.queued > max_queued && g.taken < n && !g.closed
-    }
-
-    /// Waits until the shipper took write `n`, or the queue is back under its bound.
-    pub fn wait_taken(&self, n: u64) {
-        let mut g = self.lock();
-        while Self::over(&g, self.max_queued, n) {
-            g = self.wait(g);
-        }
-    }
-
-    /// Numbers and queues a write, waiting as [`Sequencer::number`] says.
-    #[cfg(test)]
-    pub fn number_and_wait(&self, t: Ticket, change: Change) -> u64 {
-        let (n, over) = self.number(t, change);
-        if over {
-            self.wait_taken(n);
-        }
-        n
     }
 
     /// Lets go of a write that failed before it changed anything known: it is not
@@ -274,7 +377,8 @@ impl<B> Sequencer<B> {
 
     /// Stops new writes from entering and waits until every write in flight is
     /// numbered: from then until `release`, the volumes hold exactly writes
-    /// `1..=held_at()`.
+    /// `1..=held_at()`. The holder captures them whole (a base delta), so what is
+    /// queued or marked so far is dropped, and a gap open is closed.
     pub fn hold(&self) {
         let mut g = self.lock();
         g.holds += 1;
@@ -282,6 +386,16 @@ impl<B> Sequencer<B> {
             g = self.wait(g);
         }
         g.held_at = g.last;
+        g.queue.clear();
+        g.queued = 0;
+        g.oldest = None;
+        g.taken = g.last;
+        g.mode = Mode::Active;
+        g.gap = None;
+        if !g.dirty.is_empty() {
+            g.dirty.clear();
+            g.dirty_gen += 1;
+        }
     }
 
     pub fn release(&self) {
@@ -290,20 +404,14 @@ impl<B> Sequencer<B> {
         self.wake_writers(&g);
     }
 
-    /// Drops the queued writes numbered up to `n`: a base delta captured after them
-    /// holds what they did.
-    pub fn drop_through(&self, n: u64) {
+    /// Drops everything queued: the journal will not take it (it failed while the
+    /// group stops; the next base holds what the writes did).
+    pub fn drop_queue(&self) {
         let mut g = self.lock();
-        let mut dropped = 0;
-        while g.queue.front().is_some_and(|w| w.write <= n) {
-            let w = g.queue.pop_front().expect("front exists");
-            dropped += w.cost();
-        }
-        g.queued -= dropped;
-        g.taken = g.taken.max(n);
-        if g.queue.is_empty() {
-            g.oldest = None;
-        }
+        g.queue.clear();
+        g.queued = 0;
+        g.oldest = None;
+        g.taken = g.last;
         self.wake_writers(&g);
     }
 
@@ -320,6 +428,125 @@ impl<B> Sequencer<B> {
     /// Bytes of numbered writes the shipper has not taken yet.
     pub fn queued(&self) -> u64 {
         self.lock().queued
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.lock().mode
+    }
+
+    /// How far behind the journal is.
+    pub fn lag(&self) -> Lag {
+        let g = self.lock();
+        let now = clock::now_ns();
+        let rpo_ns = match (g.gap, g.queue.front()) {
+            (Some((_, since)), _) => now - since,
+            (None, _) => g.oldest.map_or(0, |t| t.elapsed().as_nanos() as i64),
+        };
+        Lag {
+            mode: Some(g.mode),
+            gap_after: g.gap.map(|(a, _)| a),
+            queued_bytes: g.queued,
+            dirty_bytes: g.dirty.dirty_bytes(),
+            resynced_bytes: g.resynced,
+            gaps: g.gaps,
+            rpo_seconds: rpo_ns.max(0) as f64 / 1e9,
+        }
+    }
+
+    /// The dirty-region map, if it changed since change `since`, with the change it
+    /// is at (what a FLUSH writes to disk).
+    pub fn dirty_since(&self, since: u64) -> Option<(u64, DirtyMap)> {
+        let g = self.lock();
+        (g.dirty_gen != since).then(|| (g.dirty_gen, g.dirty.clone()))
+    }
+
+    /// Told by the shipper after each commit: once a marking group's queue is down
+    /// to a quarter of its bound, it resynchronises.
+    pub fn shipped(&self) {
+        let mut g = self.lock();
+        if g.mode == Mode::Marking && g.queued <= self.max_queued / 4 && !g.closed {
+            g.mode = Mode::Resyncing;
+            tracing::info!(
+                dirty_bytes = g.dirty.dirty_bytes(),
+                "the journal caught up: resynchronising the marked regions"
+            );
+            self.resyncer.notify_one();
+        }
+    }
+
+    /// The next marked region to read back, entered like a write: waits until the
+    /// group resynchronises and its queue is under half its bound. Its range is out
+    /// of the map. None once the group closes.
+    pub fn next_resync(&self, max_len: u64) -> Option<(Ticket, u64)> {
+        let mut g = self.lock();
+        loop {
+            if g.closed {
+                return None;
+            }
+            let ready = g.mode == Mode::Resyncing
+                && g.queued < self.max_queued / 2
+                && !g.dirty.is_empty()
+                && g.holds == 0;
+            if ready {
+                let from = g.cursor;
+                let (volume, offset, len) = g.dirty.take_run(from, max_len).expect("not empty");
+                if !Self::blocked(&g, volume, offset, offset + len) {
+                    g.dirty_gen += 1;
+                    g.cursor = (volume, offset + len);
+                    return Some((Self::register(&mut g, volume, offset, offset + len), len));
+                }
+                // A write in flight overlaps it: put it back, and wait for a change.
+                g.dirty.mark(volume, offset, len);
+            }
+            g = self
+                .resyncer
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Numbers what a resynchronisation read (ticket `t`) and queues it; if the map
+    /// is empty then, the gap ends at it.
+    pub fn number_resync(&self, t: Ticket, change: Change) -> u64 {
+        let mut g = self.lock();
+        g.last += 1;
+        let n = g.last;
+        let w = Write {
+            write: n,
+            time_ns: clock::now_ns(),
+            volume: t.volume,
+            offset: t.offset,
+            change,
+        };
+        g.resynced += match &w.change {
+            Change::Data(d) => d.len() as u64,
+            Change::Zero(l) => *l,
+        };
+        self.queue(&mut g, Item::Write(w));
+        if g.mode == Mode::Resyncing && g.dirty.is_empty() {
+            // Right behind the read, so that one batch takes both.
+            g.queue.push_back(Item::GapEnd { at: n });
+            g.mode = Mode::Active;
+            g.gap = None;
+            tracing::info!(
+                at = n,
+                "resynchronised: the journal holds the volumes again at this write"
+            );
+        }
+        g.in_flight.retain(|r| r.id != t.id);
+        self.wake_writers(&g);
+        n
+    }
+
+    /// Puts a region whose read failed back in the map, and lets its ticket go.
+    pub fn abandon_resync(&self, t: Ticket, len: u64) {
+        let mut g = self.lock();
+        let (volume, offset) = (t.volume, t.offset);
+        g.dirty.mark(volume, offset, len);
+        g.dirty_gen += 1;
+        g.in_flight.retain(|r| r.id != t.id);
+        self.wake_writers(&g);
     }
 
     /// Asks the shipper to do `b` (place a bookmark, say) after every write numbered
@@ -346,12 +573,13 @@ impl<B> Sequencer<B> {
         self.lock().closed = true;
         self.writers.notify_all();
         self.shipper.notify_one();
+        self.resyncer.notify_all();
     }
 
     /// The next batch for the journal: waits until a write is queued (or the shipper
     /// is asked something, or the group closes), then until the oldest queued write
     /// has waited `commit_every`, `max_bytes` are queued, something is asked or the
-    /// group closes; takes queued writes up to `max_bytes` (at least one).
+    /// group closes; takes queued items up to `max_bytes` (at least one).
     pub fn next_batch(&self, commit_every: Duration, max_bytes: u64) -> Batch<B> {
         let mut g = self.lock();
         loop {
@@ -375,22 +603,26 @@ impl<B> Sequencer<B> {
             };
             g.batch_at = u64::MAX;
         }
-        let mut writes = Vec::new();
+        let mut items = Vec::new();
         let mut taken = 0;
         while let Some(w) = g.queue.front() {
-            if !writes.is_empty() && taken + w.cost() > max_bytes {
+            // A marker costs nothing: one right behind the last write taken goes too.
+            if !items.is_empty() && taken + w.cost() > max_bytes {
                 break;
             }
             taken += w.cost();
-            writes.push(g.queue.pop_front().expect("front exists"));
+            items.push(g.queue.pop_front().expect("front exists"));
         }
         g.queued -= taken;
-        if let Some(w) = writes.last() {
-            g.taken = w.write;
-        }
-        // What is left is at least as old as what was taken: it goes next at once.
         if g.queue.is_empty() {
+            // What was numbered and not queued was marked.
+            g.taken = g.last;
             g.oldest = None;
+        } else if let Some(n) = items.iter().rev().find_map(|i| match i {
+            Item::Write(w) => Some(w.write),
+            _ => None,
+        }) {
+            g.taken = n;
         }
         // A request (a bookmark) goes after every write numbered before it was made:
         // once the shipper has taken those, this batch's commit covers them.
@@ -401,11 +633,12 @@ impl<B> Sequencer<B> {
         g.asked = waiting;
         let asked = ready.into_iter().map(|(b, _)| b).collect();
         let closed = g.closed && g.queue.is_empty() && g.asked.is_empty();
-        // Writers waiting for the queue to shrink may go on.
-        self.wake_writers(&g);
+        if g.queued < self.max_queued / 2 && g.mode == Mode::Resyncing {
+            self.resyncer.notify_one();
+        }
         drop(g);
         Batch {
-            writes,
+            items,
             asked,
             closed,
         }
@@ -419,28 +652,49 @@ mod tests {
 
     type Seq = Sequencer<&'static str>;
 
+    fn map() -> DirtyMap {
+        DirtyMap::new(&[1 << 20, 1 << 20], 4096)
+    }
+
+    fn writes(b: &Batch<&'static str>) -> Vec<u64> {
+        b.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Write(w) => Some(w.write),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn numbers_follow_numbering_order_and_batches_keep_it() {
-        let s = Seq::new(10, 1 << 20);
+        let s = Seq::new(10, 1 << 20, map());
         let a = s.enter(0, 0, 4).unwrap();
         let b = s.enter(0, 100, 4).unwrap();
         // b reaches the volume first and is acknowledged first: it gets 11.
-        assert_eq!(s.number_and_wait(b, Change::Data(vec![2; 4])), 11);
-        assert_eq!(s.number_and_wait(a, Change::Zero(4)), 12);
+        assert_eq!(s.number(b, Change::Data(vec![2; 4])), 11);
+        assert_eq!(s.number(a, Change::Zero(4)), 12);
         let batch = s.next_batch(Duration::ZERO, 1 << 20);
-        let got: Vec<(u64, u64)> = batch.writes.iter().map(|w| (w.write, w.offset)).collect();
+        let got: Vec<(u64, u64)> = batch
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Write(w) => (w.write, w.offset),
+                i => panic!("{i:?}"),
+            })
+            .collect();
         assert_eq!(got, [(11, 100), (12, 0)]);
         assert!(!batch.closed);
     }
 
     #[test]
     fn an_overlapping_write_waits_for_the_one_in_flight() {
-        let s = Arc::new(Seq::new(0, 1 << 20));
+        let s = Arc::new(Seq::new(0, 1 << 20, map()));
         let first = s.enter(1, 0, 4096).unwrap();
         let s2 = s.clone();
         let second = std::thread::spawn(move || {
             let t = s2.enter(1, 2048, 4096).unwrap();
-            s2.number_and_wait(t, Change::Data(vec![9; 4096]))
+            s2.number(t, Change::Data(vec![9; 4096]))
         });
         std::thread::sleep(Duration::from_millis(50));
         // Another volume, or a range beside it, does not wait.
@@ -448,14 +702,14 @@ mod tests {
         s.abandon(other);
         let beside = s.enter(1, 8192, 10).unwrap();
         assert!(!second.is_finished());
-        assert_eq!(s.number_and_wait(first, Change::Zero(4096)), 1);
+        assert_eq!(s.number(first, Change::Zero(4096)), 1);
         assert_eq!(second.join().unwrap(), 2);
-        assert_eq!(s.number_and_wait(beside, Change::Zero(10)), 3);
+        assert_eq!(s.number(beside, Change::Zero(10)), 3);
     }
 
     #[test]
     fn a_hold_waits_for_writes_in_flight_and_stops_new_ones() {
-        let s = Arc::new(Seq::new(0, 1 << 20));
+        let s = Arc::new(Seq::new(0, 1 << 20, map()));
         let t = s.enter(0, 0, 1).unwrap();
         let s2 = s.clone();
         let holder = std::thread::spawn(move || {
@@ -467,12 +721,12 @@ mod tests {
             !holder.is_finished(),
             "the hold waits for the write in flight"
         );
-        s.number_and_wait(t, Change::Zero(1));
+        s.number(t, Change::Zero(1));
         assert_eq!(holder.join().unwrap(), 1);
         let s3 = s.clone();
         let late = std::thread::spawn(move || {
             let t = s3.enter(0, 8, 1).unwrap();
-            s3.number_and_wait(t, Change::Zero(1))
+            s3.number(t, Change::Zero(1))
         });
         std::thread::sleep(Duration::from_millis(30));
         assert!(!late.is_finished(), "a held group admits no write");
@@ -481,49 +735,83 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_is_bounded_and_closing_drains_it() {
-        let s = Arc::new(Seq::new(0, 8));
-        let t = s.enter(0, 0, 8).unwrap();
-        s.number_and_wait(t, Change::Data(vec![1; 8]));
+    fn past_its_bound_the_group_marks_then_resynchronises_and_the_gap_ends() {
+        let s = Arc::new(Seq::new(0, 256, map()));
+        let t = s.enter(0, 0, 200).unwrap();
+        assert_eq!(s.number(t, Change::Data(vec![1; 200])), 1);
+        // Over the bound: numbered, acknowledged at once, only marked.
+        let t = s.enter(1, 5000, 100).unwrap();
+        assert_eq!(s.number(t, Change::Data(vec![2; 100])), 2);
+        assert_eq!(s.mode(), Mode::Marking);
+        assert_eq!(s.lag().gap_after, Some(1));
+        let b = s.next_batch(Duration::ZERO, 1 << 20);
+        assert_eq!(b.items[1], Item::GapBegin { after: 1 });
+        assert_eq!(writes(&b), [1]);
+        // Nothing to read back until the shipper says it caught up.
+        s.shipped();
+        assert_eq!(s.mode(), Mode::Resyncing);
+        // A write while resynchronising is queued again, in order.
+        let t = s.enter(0, 100, 4).unwrap();
+        assert_eq!(s.number(t, Change::Zero(4)), 3);
+        let (r, len) = s.next_resync(1 << 20).unwrap();
+        assert_eq!(len, 4096, "the grain write 2 touched");
+        // A write overlapping the read waits for it.
         let s2 = s.clone();
-        let blocked = std::thread::spawn(move || {
-            let t = s2.enter(0, 100, 8).unwrap();
-            s2.number_and_wait(t, Change::Data(vec![2; 8]))
+        let late = std::thread::spawn(move || {
+            let t = s2.enter(1, 4096, 10).unwrap();
+            s2.number(t, Change::Zero(10))
         });
         std::thread::sleep(Duration::from_millis(30));
-        assert!(
-            !blocked.is_finished(),
-            "over the bound: the write waits to be taken"
+        assert!(!late.is_finished());
+        assert_eq!(s.number_resync(r, Change::Zero(4096)), 4);
+        assert_eq!(late.join().unwrap(), 5);
+        assert_eq!(s.mode(), Mode::Active);
+        let b = s.next_batch(Duration::ZERO, 1 << 20);
+        assert_eq!(writes(&b), [3, 4, 5]);
+        assert_eq!(b.items[2], Item::GapEnd { at: 4 }, "right behind the read");
+        assert_eq!(s.lag().resynced_bytes, 4096);
+    }
+
+    #[test]
+    fn a_hold_drops_what_is_queued_or_marked_and_closing_drains() {
+        let s = Seq::new(0, 8, map());
+        for i in 0..3 {
+            let t = s.enter(0, i * 4096, 8).unwrap();
+            s.number(t, Change::Data(vec![1; 8]));
+        }
+        assert_eq!(s.mode(), Mode::Marking);
+        s.hold();
+        s.release();
+        assert_eq!(
+            (s.mode(), s.queued(), s.lag().dirty_bytes),
+            (Mode::Active, 0, 0)
         );
-        assert_eq!(s.last(), 2, "it was numbered all the same");
-        assert_eq!(s.next_batch(Duration::ZERO, 1 << 20).writes.len(), 2);
-        assert_eq!(blocked.join().unwrap(), 2);
-        s.drop_through(1);
         s.ask("b");
         s.close();
         assert!(s.enter(0, 0, 1).is_err());
+        assert!(s.next_resync(1 << 20).is_none());
         let last = s.next_batch(Duration::from_secs(60), 1 << 20);
-        assert_eq!(last.writes.len(), 0);
+        assert_eq!(last.items.len(), 0);
         assert_eq!(last.asked, ["b"]);
         assert!(last.closed);
     }
 
     #[test]
     fn a_bookmark_waits_until_the_writes_before_it_are_taken() {
-        let s = Seq::new(0, 1 << 20);
+        let s = Seq::new(0, 1 << 20, map());
         for i in 0..3 {
             let t = s.enter(0, i * 10, 10).unwrap();
-            s.number_and_wait(t, Change::Data(vec![1; 10]));
+            s.number(t, Change::Data(vec![1; 10]));
         }
         s.ask("x");
         // Writes numbered after the request do not hold the bookmark back.
         for i in 3..6 {
             let t = s.enter(0, i * 10, 10).unwrap();
-            s.number_and_wait(t, Change::Data(vec![1; 10]));
+            s.number(t, Change::Data(vec![1; 10]));
         }
         let first = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((first.writes.len(), first.asked.len()), (2, 0));
+        assert_eq!((first.items.len(), first.asked.len()), (2, 0));
         let second = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((second.writes.len(), second.asked), (2, vec!["x"]));
+        assert_eq!((second.items.len(), second.asked), (2, vec!["x"]));
     }
 }

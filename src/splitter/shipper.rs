@@ -1,10 +1,10 @@
 //! The shipper: takes batches of numbered writes from the sequencer and journals each
 //! as one split delta (group commit: one fsync per delta, not per write), then places
 //! the bookmarks asked for after them.
-use super::sequencer::{Change, Sequencer, Write};
+use super::sequencer::{Change, Item, Sequencer, Write};
 use super::{Asked, Live};
 use crate::error::{Error, Result};
-use crate::journal::record::{Stamp, VolumeInfo, Writes};
+use crate::journal::record::{Gap, Stamp, VolumeInfo, Writes};
 use crate::journal::JournalWriter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct ShipReport {
     pub bookmarks: u64,
     /// Deltas whose data was stored without compression, the shipper being behind.
     pub stored_deltas: u64,
+    /// Gaps opened: times the journal fell behind and writes were only marked.
+    pub gaps: u64,
     /// From each write's numbering (just before its acknowledgement) to its delta's
     /// durable commit: what a crash of the primary could lose from the journal.
     pub commit_lag: CommitLag,
@@ -98,6 +100,10 @@ pub struct Shipper {
     /// Told each split delta's id once it is committed.
     pub committed: Option<Box<dyn Fn(u64) + Send>>,
     pub live: Arc<Live>,
+    /// The first write of the next split delta.
+    pub next_first: u64,
+    /// A gap is open: the next split delta goes on in it.
+    pub gap_open: bool,
 }
 
 impl Shipper {
@@ -106,45 +112,60 @@ impl Shipper {
         let mut report = ShipReport::default();
         loop {
             let batch = self.seq.next_batch(self.commit_every, MAX_BATCH);
-            if let Some(last) = batch.writes.last() {
-                let behind = self.seq.queued() >= MAX_BATCH
-                    || crate::clock::now_ns() - batch.writes[0].time_ns
-                        > STORE_WHEN_BEHIND.as_nanos() as i64;
-                report.stored_deltas += u64::from(behind);
-                match self.ship_retrying(&batch.writes, !behind) {
-                    Ok(delta) => {
-                        if let (Some(c), Some(d)) = (&self.committed, delta) {
-                            c(d);
-                        }
+            let first_time = batch.items.iter().find_map(|i| match i {
+                Item::Write(w) => Some(w.time_ns),
+                _ => None,
+            });
+            let behind = self.seq.queued() >= MAX_BATCH
+                || first_time.is_some_and(|t| {
+                    crate::clock::now_ns() - t > STORE_WHEN_BEHIND.as_nanos() as i64
+                });
+            // One delta per part: a GapEnd ends one, so that it resumes at its end.
+            let mut part: Vec<&Write> = Vec::new();
+            let mut lost_after = self.gap_open.then(|| self.next_first - 1);
+            let mut shipped = Ok(());
+            for item in &batch.items {
+                match item {
+                    Item::Write(w) => part.push(w),
+                    Item::GapBegin { after } => {
+                        lost_after.get_or_insert(*after);
+                        self.gap_open = true;
+                        report.gaps += 1;
                     }
-                    Err(e) => {
-                        // Stopping, and the journal still fails: what is queued is on
-                        // the volumes, and the next start's base holds it.
-                        self.seq.drop_through(u64::MAX);
-                        for a in batch.asked {
-                            if let Asked::Bookmark(b) = a {
-                                let _ = b.reply.send(Err(Error::Stopped(format!(
-                                    "bookmark `{}`: the journal failed",
-                                    b.name
-                                ))));
-                            }
-                        }
-                        return Err(e);
+                    Item::GapEnd { at } => {
+                        shipped = shipped.and_then(|()| {
+                            self.ship_part(&part, lost_after, Some(*at), !behind, &mut report)
+                        });
+                        part.clear();
+                        lost_after = None;
+                        self.gap_open = false;
                     }
                 }
-                let now = crate::clock::now_ns();
-                for w in &batch.writes {
-                    report.commit_lag.add((now - w.time_ns) as f64 / 1e6);
+            }
+            if !part.is_empty() {
+                shipped = shipped
+                    .and_then(|()| self.ship_part(&part, lost_after, None, !behind, &mut report));
+            }
+            if let Err(e) = shipped {
+                // Stopping, and the journal still fails: what is queued is on the
+                // volumes, and the next start's base holds it.
+                self.seq.drop_queue();
+                for a in batch.asked {
+                    if let Asked::Bookmark(b) = a {
+                        let _ = b.reply.send(Err(Error::Stopped(format!(
+                            "bookmark `{}`: the journal failed",
+                            b.name
+                        ))));
+                    }
                 }
-                report.deltas += 1;
-                report.writes += batch.writes.len() as u64;
-                report.last_write = last.write;
-                self.live
-                    .last_journalled
-                    .store(last.write, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
             }
             for a in batch.asked {
                 match a {
+                    Asked::Bookmark(b) if self.gap_open => {
+                        let after = self.seq.lag().gap_after.unwrap_or(self.next_first - 1);
+                        let _ = b.reply.send(Err(in_gap(&b.name, after)));
+                    }
                     Asked::Bookmark(b) => {
                         let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
                         if placed.is_ok() {
@@ -168,14 +189,65 @@ impl Shipper {
         }
     }
 
+    /// Journals `writes` as one split delta after the last one; inside a gap from
+    /// `lost_after` on, and resuming at `resumes_at` when the gap ends with it.
+    fn ship_part(
+        &mut self,
+        writes: &[&Write],
+        lost_after: Option<u64>,
+        resumes_at: Option<u64>,
+        compress: bool,
+        report: &mut ShipReport,
+    ) -> Result<()> {
+        let Some(last) = resumes_at.or(writes.last().map(|w| w.write)) else {
+            return Ok(());
+        };
+        let range = Writes {
+            first_write: self.next_first,
+            last_write: last,
+            exact_from: self.exact_from,
+            gap: lost_after.map(|l| Gap {
+                lost_after: l,
+                resumes: resumes_at.is_some(),
+            }),
+        };
+        let time_ns = writes
+            .first()
+            .map_or_else(crate::clock::now_ns, |w| w.time_ns);
+        report.stored_deltas += u64::from(!compress);
+        let delta = self.ship_retrying(writes, range, time_ns, compress)?;
+        if let (Some(c), Some(d)) = (&self.committed, delta) {
+            c(d);
+        }
+        self.next_first = last + 1;
+        self.seq.shipped();
+        let now = crate::clock::now_ns();
+        for w in writes {
+            report.commit_lag.add((now - w.time_ns) as f64 / 1e6);
+        }
+        report.deltas += 1;
+        report.writes += writes.len() as u64;
+        report.last_write = last;
+        self.live
+            .last_journalled
+            .store(last, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Journals `writes`, trying again with backoff while the journal fails: the
-    /// writers wait meanwhile (the queue fills, then they are held back). Returns the
+    /// queue fills meanwhile, and the group marks writes instead. Returns the
     /// delta's id, unless it was committed without its index entry.
-    fn ship_retrying(&mut self, writes: &[Write], compress: bool) -> Result<Option<u64>> {
+    fn ship_retrying(
+        &mut self,
+        writes: &[&Write],
+        range: Writes,
+        time_ns: i64,
+        compress: bool,
+    ) -> Result<Option<u64>> {
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
         loop {
-            match self.ship(writes, compress) {
+            match self.ship(writes, range, time_ns, compress) {
                 Ok(delta) => return Ok(Some(delta)),
                 Err(e @ Error::Unindexed { .. }) => {
                     tracing::warn!(error = %e, "split delta committed without its index entry");
@@ -187,7 +259,12 @@ impl Shipper {
                         return Err(e);
                     }
                     tracing::error!(error = %e, writes = writes.len(), retry_in = ?wait,
-                        "cannot journal shipped writes; the splitter holds writers back until it can");
+                        "cannot journal shipped writes; the splitter marks new writes until it can");
+                    *self
+                        .live
+                        .journal_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -195,16 +272,16 @@ impl Shipper {
         }
     }
 
-    fn ship(&mut self, writes: &[Write], compress: bool) -> Result<u64> {
-        let (first, last) = (&writes[0], &writes[writes.len() - 1]);
-        let range = Writes {
-            first_write: first.write,
-            last_write: last.write,
-            exact_from: self.exact_from,
-        };
+    fn ship(
+        &mut self,
+        writes: &[&Write],
+        range: Writes,
+        time_ns: i64,
+        compress: bool,
+    ) -> Result<u64> {
         let mut d = self
             .writer
-            .begin_split_delta(first.time_ns, self.volumes.clone(), range)?;
+            .begin_split_delta(time_ns, self.volumes.clone(), range)?;
         d.compress(compress);
         for w in writes {
             let stamp = Stamp {
@@ -216,8 +293,22 @@ impl Shipper {
                 Change::Zero(len) => d.write_zero(stamp, w.volume, w.offset, *len)?,
             }
         }
-        d.commit().map(|e| e.delta)
+        let entry = d.commit()?;
+        *self
+            .live
+            .journal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(entry.delta)
     }
+}
+
+/// The refusal of a bookmark asked while write order is lost after write `after`.
+pub(super) fn in_gap(name: &str, after: u64) -> Error {
+    Error::InvalidArgument(format!(
+        "bookmark `{name}`: the split group is in a gap (its journal fell behind, and write order \
+         was lost after write {after}); a bookmark can be placed once it has resynchronised"
+    ))
 }
 
 #[cfg(test)]

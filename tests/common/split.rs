@@ -169,3 +169,40 @@ pub fn replay(journal: &Path, point: &str, out: &Path, ids: &[&str]) -> Vec<Path
     super::host::run(&mut cmd);
     paths
 }
+
+/// SHA-256 of `b`: what a shadow copy and a replayed volume are compared by.
+pub fn digest(b: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).to_vec()
+}
+
+pub fn file_digest(p: &Path) -> Vec<u8> {
+    digest(&std::fs::read(p).unwrap())
+}
+
+/// `cascade status --json` of the one group of `dir/cascade.yaml`.
+pub fn split_status(dir: &Path) -> serde_json::Value {
+    let out = super::nbd::client(
+        Command::new(BIN)
+            .args(["status", "-c", "cascade.yaml", "--json"])
+            .current_dir(dir),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["groups"][0].clone()
+}
+
+/// `cascade bookmark --name NAME` of group `vms`, configured in `dir`, to run.
+pub fn bookmark_command(dir: &Path, name: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "bookmark",
+        "-c",
+        "cascade.yaml",
+        "--cg",
+        "vms",
+        "--name",
+        name,
+    ])
+    .current_dir(dir);
+    c
+}
