@@ -6,7 +6,9 @@ mod common;
 
 use common::mount::Mount;
 use common::nbd::{client, Raw};
-use common::split::{bookmark_command, digest, file_digest, replay, split_status, Split, BIN};
+use common::split::{
+    bookmark_command, digest, file_digest, replay, split_status, verify_journal, Split, BIN,
+};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::process::Command;
@@ -56,18 +58,12 @@ fn a_full_journal_disk_turns_the_group_to_marking_and_it_resynchronises_when_spa
         &["-t", "tmpfs", "-o", "size=10m", "tmpfs"],
         &d.join("journal"),
     );
-    let mut yaml = "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
-                    splitter:\n      listen: 127.0.0.1:0\n      commit-every: 20ms\n      queue: 4MiB\n      \
-                    dirty-granularity: 16KiB\n    volumes:\n"
-        .to_string();
-    for (id, size) in vols {
-        std::fs::File::create(d.join(format!("{id}.img")))
-            .unwrap()
-            .set_len(size)
-            .unwrap();
-        yaml += &format!("      - {{ id: {id}, driver: file, path: {id}.img }}\n");
-    }
-    std::fs::write(d.join("cascade.yaml"), yaml).unwrap();
+    Split::config(
+        d,
+        &vols,
+        "      commit-every: 20ms\n      queue: 4MiB\n      dirty-granularity: 16KiB\n",
+        "",
+    );
     let split = Split::serve(d);
     let mut w = Writer {
         conns: vols
@@ -165,16 +161,7 @@ fn a_full_journal_disk_turns_the_group_to_marking_and_it_resynchronises_when_spa
     let gap_count = report["shipped"]["gaps"].as_u64().unwrap();
     assert!(gap_count >= 1, "{report}");
     let journal = d.join("journal/vms");
-    let verified = Command::new(BIN)
-        .args(["journal", "verify"])
-        .arg(&journal)
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stdout)
-    );
+    verify_journal(&journal, "the journal of a gap does not verify");
 
     // Where the gap is, from the journal itself.
     let j = cascade::journal::Journal::open(&journal).unwrap();

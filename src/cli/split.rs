@@ -109,8 +109,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         let s = &report.shipped;
         println!(
-            "{}: base delta {} (after write {}); journalled {} writes in {} deltas (last write {}), {} bookmarks; acknowledgement to journal commit p99 {} ms, max {:.0} ms",
-            report.cg, report.base_delta, report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks,
+            "{}: {} (after write {}); journalled {} writes in {} deltas (last write {}), {} bookmarks, {} gaps{}; acknowledgement to journal commit p99 {} ms, max {:.0} ms",
+            report.cg,
+            report.base_delta.map_or("went on after a crash".to_string(), |d| format!("base delta {d}")),
+            report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks, s.gaps,
+            if s.ends_in_gap { " (it ends in one: the next start reads back what was marked)" } else { "" },
             s.commit_lag.quantile_ms(0.99), s.commit_lag.max_ms()
         );
     }

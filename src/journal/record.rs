@@ -128,11 +128,14 @@ impl Writes {
 
     /// Whether a delta may end after a record of write `last`: at `last_write`, or
     /// (a resuming delta, whose last writes were marked and read back) before it,
-    /// once past `lost_after`.
+    /// once past `lost_after`; a resuming delta wholly inside its gap may hold no
+    /// record at all.
     pub fn may_end(&self, last: Option<u64>) -> bool {
         match (last, self.gap) {
             (Some(l), _) if l == self.last_write => true,
             (Some(l), Some(g)) => g.resumes && l >= g.lost_after,
+            // A restart found nothing to read back: the gap ends with no record.
+            (None, Some(g)) => g.resumes && g.lost_after + 1 == self.first_write,
             _ => false,
         }
     }

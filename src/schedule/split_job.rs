@@ -125,7 +125,7 @@ async fn serve_once(
     };
     match (result, ending) {
         (Ok(r), ending) => {
-            tracing::info!(cg = %cg.name, base_delta = r.base_delta, writes = r.shipped.writes,
+            tracing::info!(cg = %cg.name, base_delta = ?r.base_delta, writes = r.shipped.writes,
                 deltas = r.shipped.deltas, last_write = r.shipped.last_write, "split group stopped");
             ending.unwrap_or(Served::Failed("the splitter stopped by itself".into()))
         }

@@ -3,14 +3,8 @@
 //! resynchronisation reads those and nothing else.
 //!
 //! One bit per grain (the `dirty-granularity`, 64 KiB by default: 2 KiB of map per
-//! GiB of volume). It is kept in memory and written, whole and atomically, to the
-//! group's state directory at every FLUSH while it is not empty; its file format is
-//! `encode`'s.
-use crate::error::{Error, Result};
-use std::path::Path;
-
-const MAGIC: &[u8; 8] = b"CASCDMAP";
-const VERSION: u32 = 1;
+//! GiB of volume). The marking map lives in memory; what survives a crash is the
+//! write-intent map (`intent`), two of these in a file, which covers it.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirtyMap {
@@ -69,23 +63,7 @@ impl DirtyMap {
     /// Marks the grains `len` bytes at `offset` of `volume` touch (at least the one
     /// `offset` is in, so that a write of nothing still leaves the map non-empty).
     pub fn mark(&mut self, volume: u16, offset: u64, len: u64) {
-        let grain = self.grain();
-        let Some(bits) = self.bits.get_mut(volume as usize) else {
-            return;
-        };
-        let n = grains(self.sizes[volume as usize], self.grain_shift);
-        if n == 0 {
-            return;
-        }
-        let first = (offset >> self.grain_shift).min(n - 1);
-        let end = (offset.saturating_add(len.max(1)).div_ceil(grain)).min(n);
-        for g in first..end.max(first + 1) {
-            let (w, b) = ((g / 64) as usize, g % 64);
-            if bits[w] & (1 << b) == 0 {
-                bits[w] |= 1 << b;
-                self.count += 1;
-            }
-        }
+        self.mark_words(volume, offset, len, |_, _| {});
     }
 
     /// Takes the first run of set grains at or after `from` (a volume and an
@@ -122,113 +100,75 @@ impl DirtyMap {
         unreachable!("count says a grain is set")
     }
 
-    /// The map as its file holds it: magic, version, grain shift, the volumes'
-    /// sizes, their bits, and a CRC-32C of all that.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.map_bytes() as usize);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&self.grain_shift.to_le_bytes());
-        out.extend_from_slice(&(self.sizes.len() as u32).to_le_bytes());
-        for s in &self.sizes {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        for w in self.bits.iter().flatten() {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+    /// Its words, every volume's after the one before: what the write-intent file
+    /// holds of it.
+    pub fn words(&self) -> Vec<u64> {
+        self.bits.iter().flatten().copied().collect()
     }
 
-    pub fn decode(bytes: &[u8]) -> std::result::Result<DirtyMap, String> {
-        let body_len = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|n| *n >= 20)
-            .ok_or("shorter than its header")?;
-        let (body, crc) = bytes.split_at(body_len);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err("its checksum does not match".into());
-        }
-        if &body[..8] != MAGIC {
-            return Err("it is not a dirty-region map (bad magic)".into());
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
-        if u32_at(8) != VERSION {
-            return Err(format!("unknown dirty-map version {}", u32_at(8)));
-        }
-        let shift = u32_at(12);
-        let volumes = u32_at(16) as usize;
-        if shift > 40 || body.len() < 20 + volumes * 8 {
-            return Err("its header is out of range".into());
-        }
-        let mut at = 20;
-        let mut sizes = Vec::with_capacity(volumes);
-        for _ in 0..volumes {
-            sizes.push(u64::from_le_bytes(body[at..at + 8].try_into().unwrap()));
-            at += 8;
-        }
-        let mut m = DirtyMap::new(&sizes, 1 << shift);
-        if body.len() - at != m.map_bytes() as usize {
-            return Err("its length does not match its volumes".into());
-        }
-        for w in m.bits.iter_mut().flatten() {
-            *w = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
-            m.count += w.count_ones() as u64;
-            at += 8;
-        }
-        Ok(m)
-    }
-
-    /// Writes the map to `path` atomically (temp file, fsync, rename, directory fsync).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        crate::fsutil::write_atomic(path, &self.encode())
-    }
-
-    /// The map saved at `path`, if there is one.
-    pub fn load(path: &Path) -> Result<Option<DirtyMap>> {
-        match std::fs::read(path) {
-            Ok(b) => DirtyMap::decode(&b)
-                .map(Some)
-                .map_err(|reason| Error::Config {
-                    file: path.to_path_buf(),
-                    reason: format!("the dirty-region map cannot be read: {reason}"),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io {
-                what: "cannot read",
-                path: path.to_path_buf(),
-                cause: e,
-            }),
-        }
-    }
-}
-
-/// The map's file in the group's state directory, written at a FLUSH when the map
-/// changed since it was last written (one writer at a time, newest last).
-pub struct MapFile {
-    pub path: std::path::PathBuf,
-    saved: std::sync::Mutex<u64>,
-}
-
-impl MapFile {
-    pub fn new(path: std::path::PathBuf) -> MapFile {
-        MapFile {
-            path,
-            saved: std::sync::Mutex::new(0),
+    /// Sets its words from `words`, in the order `words` gives them.
+    pub fn set_words(&mut self, mut words: impl Iterator<Item = u64>) {
+        self.count = 0;
+        for w in self.bits.iter_mut().flatten() {
+            *w = words.next().unwrap_or(0);
+            self.count += w.count_ones() as u64;
         }
     }
 
-    /// Writes the map `changed_since` gives (its change number and itself, if it
-    /// changed since the one written last).
-    pub fn save(&self, changed_since: impl FnOnce(u64) -> Option<(u64, DirtyMap)>) -> Result<()> {
-        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((gen, map)) = changed_since(*saved) {
-            map.save(&self.path)?;
-            *saved = gen;
+    /// Marks what `other` (a map of the same volumes and grain) marks.
+    pub fn union(&mut self, other: &DirtyMap) {
+        let words = self
+            .words()
+            .into_iter()
+            .zip(other.words())
+            .map(|(a, b)| a | b)
+            .collect::<Vec<_>>();
+        self.set_words(words.into_iter());
+    }
+
+    /// Whether it is a map of these volume sizes and grain.
+    pub fn fits(&self, sizes: &[u64], grain: u64) -> bool {
+        self.sizes == sizes && self.grain() == grain
+    }
+
+    /// [`DirtyMap::mark`], telling `changed` each word that changed: its index in
+    /// [`DirtyMap::words`] and its new value.
+    pub fn mark_words(
+        &mut self,
+        volume: u16,
+        offset: u64,
+        len: u64,
+        mut changed: impl FnMut(usize, u64),
+    ) {
+        let v = volume as usize;
+        if v >= self.bits.len() {
+            return;
         }
-        Ok(())
+        let n = grains(self.sizes[v], self.grain_shift);
+        if n == 0 {
+            return;
+        }
+        let base: usize = self.bits[..v].iter().map(Vec::len).sum();
+        let first = (offset >> self.grain_shift).min(n - 1);
+        let end = offset
+            .saturating_add(len.max(1))
+            .div_ceil(self.grain())
+            .clamp(first + 1, n);
+        let bits = &mut self.bits[v];
+        let mut g = first;
+        while g < end {
+            let w = (g / 64) as usize;
+            let upto = end.min((w as u64 + 1) * 64);
+            let old = bits[w];
+            for b in g..upto {
+                bits[w] |= 1 << (b % 64);
+            }
+            if bits[w] != old {
+                self.count += (bits[w] ^ old).count_ones() as u64;
+                changed(base + w, bits[w]);
+            }
+            g = upto;
+        }
     }
 }
 
@@ -285,16 +225,22 @@ mod tests {
     }
 
     #[test]
-    fn its_file_round_trips_and_damage_is_named() {
+    fn words_round_trip_and_marking_tells_which_changed() {
         let mut m = DirtyMap::new(&[64 << 20, 3 << 20], 65536);
-        m.mark(0, 1 << 20, 300_000);
-        m.mark(1, 0, 1);
-        let bytes = m.encode();
-        assert_eq!(DirtyMap::decode(&bytes).unwrap(), m);
-        let mut bad = bytes.clone();
-        bad[30] ^= 1;
-        assert!(DirtyMap::decode(&bad).unwrap_err().contains("checksum"));
-        assert!(DirtyMap::decode(&bytes[..10]).is_err());
+        let mut changed = Vec::new();
+        m.mark_words(1, 0, 1, |i, v| changed.push((i, v)));
+        // Volume 0 has 1024 grains, 16 words: volume 1's first word is the 17th.
+        assert_eq!(changed, [(16, 1)]);
+        changed.clear();
+        m.mark_words(1, 100, 1, |i, v| changed.push((i, v)));
+        assert!(changed.is_empty(), "a grain marked already changes nothing");
+        let mut n = DirtyMap::new(&[64 << 20, 3 << 20], 65536);
+        n.set_words(m.words().into_iter());
+        assert_eq!(n, m);
+        let mut o = DirtyMap::new(&[64 << 20, 3 << 20], 65536);
+        o.mark(0, 0, 1);
+        o.union(&m);
+        assert_eq!(o.dirty_bytes(), 2 * 65536);
         // 2 KiB per GiB at 64 KiB grains.
         assert_eq!(DirtyMap::new(&[1 << 30], 65536).map_bytes(), 2048);
     }

@@ -1,6 +1,6 @@
 //! One volume of a split group as an NBD export: the volume itself (a `FileExport`)
 //! with every change numbered and queued for the journal on its way to the reply.
-use super::dirty::MapFile;
+use super::intent::Intents;
 use super::sequencer::{Change, Sequencer};
 use crate::nbd::{Capabilities, Export, FileExport, ZeroFlags};
 use std::io;
@@ -10,8 +10,8 @@ pub struct SplitExport<B> {
     volume: FileExport,
     index: u16,
     seq: Arc<Sequencer<B>>,
-    /// Where the dirty-region map is written at each FLUSH (shared by the group).
-    map: Option<Arc<MapFile>>,
+    /// The group's write-intent map: marked before a write reaches the volume.
+    intents: Arc<Intents>,
 }
 
 impl<B: Send + 'static> SplitExport<B> {
@@ -19,13 +19,13 @@ impl<B: Send + 'static> SplitExport<B> {
         volume: FileExport,
         index: u16,
         seq: Arc<Sequencer<B>>,
-        map: Option<Arc<MapFile>>,
+        intents: Arc<Intents>,
     ) -> SplitExport<B> {
         SplitExport {
             volume,
             index,
             seq,
-            map,
+            intents,
         }
     }
 
@@ -48,19 +48,35 @@ impl<B: Send + 'static> SplitExport<B> {
             seq: &self.seq,
             ticket: Some(ticket),
         };
+        // Before the volume has it, so that a crash from here on reads it back.
+        let epoch = self.intents.intend(self.index, offset, len)?;
         match change() {
             Ok(c) => {
                 let t = entered.ticket.take().expect("taken once");
-                self.seq.number(t, c);
-                Ok(())
+                let n = self.seq.number(t, c);
+                self.intents.done(epoch, Some(n))
             }
             Err(e) => {
+                let _ = self.intents.done(epoch, None);
                 // The range may be partly written; nothing is journalled for it.
                 tracing::error!(volume = self.index, offset, len, error = %e,
                     "a write to the volume failed; the journal may differ from the volume in that range until the next base");
                 Err(e)
             }
         }
+    }
+}
+
+impl<B> SplitExport<B> {
+    /// What tracks acknowledged writes the journal may not have is durable before a
+    /// FLUSH or a FUA write is answered (`durable`), as the volume is.
+    fn durable(&self, durable: bool) -> io::Result<()> {
+        if durable {
+            self.intents
+                .sync()
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -111,17 +127,13 @@ impl<B: Send + 'static> Export for SplitExport<B> {
             // The data goes to the volume, then (without a copy) to the queue.
             self.volume.write_at(offset, &data, fua)?;
             Ok(Change::Data(data))
-        })
+        })?;
+        self.durable(fua)
     }
 
     fn flush(&self) -> io::Result<()> {
         self.volume.flush()?;
-        // What was marked before this FLUSH is on disk when it is answered.
-        if let Some(m) = &self.map {
-            m.save(|since| self.seq.dirty_since(since))
-                .map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        Ok(())
+        self.durable(true)
     }
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
@@ -134,7 +146,8 @@ impl<B: Send + 'static> Export for SplitExport<B> {
         self.changed(offset, len, || {
             self.volume.zero(offset, len, zero, fua)?;
             Ok(Change::Zero(len))
-        })
+        })?;
+        self.durable(fua)
     }
 
     fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -167,8 +180,14 @@ mod tests {
         // Read-only: every write to it fails. An overlapping write after a failed
         // one, and a hold (which waits for every write in flight), go through.
         let map = super::super::dirty::DirtyMap::new(&[1 << 20], 65536);
-        let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20, map));
-        let v = SplitExport::new(FileExport::open(&path, true).unwrap(), 0, seq.clone(), None);
+        let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20, map.clone()));
+        let intents = Arc::new(Intents::new(map, 0, None));
+        let v = SplitExport::new(
+            FileExport::open(&path, true).unwrap(),
+            0,
+            seq.clone(),
+            intents,
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             assert!(v.write(0, vec![1; 4096], false).is_err());

@@ -21,6 +21,8 @@
 mod control;
 mod dirty;
 mod export;
+mod intent;
+mod restart;
 mod resync;
 mod sequencer;
 mod shipper;
@@ -117,8 +119,8 @@ impl Hold for GroupHold {
 #[derive(Debug, Serialize)]
 pub struct SplitReport {
     pub cg: String,
-    /// The ordinary delta the stream began with.
-    pub base_delta: u64,
+    /// The ordinary delta the stream began with; none when it went on after a crash.
+    pub base_delta: Option<u64>,
     /// The last write the base holds; the stream is exact from it on.
     pub exact_from: u64,
     pub shipped: ShipReport,
@@ -152,7 +154,6 @@ where
     F: FnOnce(&mut JournalWriter, &dyn Hold) -> Result<u64> + Send + 'static,
 {
     let mut writer = JournalWriter::open(&cfg.journal_path(cg), cg.segment_size_mib << 20)?;
-    let last = last_write(writer.journal());
     let split = cg.splitter.clone().unwrap_or_default();
     let paths = volume_paths(cg);
     let mut files = Vec::new();
@@ -160,14 +161,26 @@ where
         files.push(FileExport::open(path, false).map_err(Error::io("cannot open volume", path))?);
     }
     let sizes: Vec<u64> = files.iter().map(nbd::Export::size).collect();
+    let state = cfg.state_path(cg);
+    crate::fsutil::create_dir_durable(&state)?;
+    let grain = split.dirty_granularity();
+    let start = restart::start(
+        writer.journal(),
+        &state.join("write-intent"),
+        &cg.name,
+        &sizes,
+        grain,
+    )?;
+    let last = start.last;
+    let intents = start.intents.clone();
     let seq = Arc::new(Sequencer::<Asked>::new(
         last,
         split.queue(),
-        DirtyMap::new(&sizes, split.dirty_granularity()),
+        DirtyMap::new(&sizes, grain),
     ));
-    let state = cfg.state_path(cg);
-    crate::fsutil::create_dir_durable(&state)?;
-    let map = Arc::new(dirty::MapFile::new(state.join("dirty-map")));
+    if let Some(r) = &start.resume {
+        seq.resume_gap(r.after, r.open, &r.dirty);
+    }
     let mut entries = Vec::new();
     let mut volumes = Vec::new();
     let mut exports = Vec::new();
@@ -180,7 +193,7 @@ where
             file,
             i as u16,
             seq.clone(),
-            Some(map.clone()),
+            intents.clone(),
         ));
         exports.push(export.clone());
         entries.push(ExportEntry {
@@ -214,7 +227,7 @@ where
             .trim_end_matches('/')
             .to_string(),
         base_delta: AtomicU64::new(0),
-        last_journalled: AtomicU64::new(last),
+        last_journalled: AtomicU64::new(last_write(writer.journal())),
         journal_error: std::sync::Mutex::new(None),
     });
     let control = tokio::spawn(control::serve(
@@ -232,33 +245,64 @@ where
         });
     }
 
-    let hold = GroupHold {
-        seq: seq.clone(),
-        volumes: exports.clone(),
-        paths,
-    };
-    let based = tokio::task::spawn_blocking(move || {
-        let d = base(&mut writer, &hold);
-        (writer, d)
-    })
-    .await;
-    let (writer, base_delta) = match based {
-        Ok((w, Ok(d))) => (w, d),
-        Ok((_, Err(e))) => return Err(stop_serving(server_stop, server, control, &seq, e).await),
-        Err(e) => {
-            let e = Error::Stopped(format!("the base cycle of `{}` failed: {e}", cg.name));
-            return Err(stop_serving(server_stop, server, control, &seq, e).await);
+    let (writer, base_delta, exact_from, next_first, gap_open, consistent) = match start.resume {
+        Some(r) => {
+            tracing::info!(cg = %cg.name, after = r.after, dirty_bytes = r.dirty.dirty_bytes(),
+                "the splitter crashed: its stream goes on, reading back what its write-intent map marks");
+            eprintln!(
+                "{}: going on with its stream after a crash: write order lost after write {}; reading back {} bytes \
+                 its write-intent map marks, then journalling the writes after it",
+                cg.name,
+                r.after,
+                r.dirty.dirty_bytes()
+            );
+            let consistent = if r.open { 0 } else { r.after };
+            (writer, None, r.exact_from, r.next_first, r.open, consistent)
+        }
+        None => {
+            let hold = GroupHold {
+                seq: seq.clone(),
+                volumes: exports.clone(),
+                paths,
+            };
+            let based = tokio::task::spawn_blocking(move || {
+                let d = base(&mut writer, &hold);
+                (writer, d)
+            })
+            .await;
+            let (writer, base_delta) = match based {
+                Ok((w, Ok(d))) => (w, d),
+                Ok((_, Err(e))) => {
+                    return Err(stop_serving(server_stop, server, control, &seq, e).await)
+                }
+                Err(e) => {
+                    let e = Error::Stopped(format!("the base cycle of `{}` failed: {e}", cg.name));
+                    return Err(stop_serving(server_stop, server, control, &seq, e).await);
+                }
+            };
+            // From now on a crash is followed by reading back what the map marks.
+            let exact_from = seq.held_at();
+            if let Err(e) = intents.stream_began(base_delta, exact_from) {
+                return Err(stop_serving(server_stop, server, control, &seq, e).await);
+            }
+            live.base_delta.store(base_delta, Ordering::Relaxed);
+            if let Some(c) = &hooks.committed {
+                c(base_delta);
+            }
+            // Writes numbered before the capture are in the base (the hold dropped
+            // them from the queue); the stream goes on after it.
+            tracing::info!(cg = %cg.name, base_delta, exact_from, "split group journals its writes");
+            eprintln!("{}: base delta {base_delta} holds the volumes after write {exact_from}; journalling the writes after it", cg.name);
+            (
+                writer,
+                Some(base_delta),
+                exact_from,
+                exact_from + 1,
+                false,
+                exact_from,
+            )
         }
     };
-    live.base_delta.store(base_delta, Ordering::Relaxed);
-    if let Some(c) = &hooks.committed {
-        c(base_delta);
-    }
-    // Writes numbered before the capture are in the base (the hold dropped them from
-    // the queue); the stream goes on after it.
-    let exact_from = seq.held_at();
-    tracing::info!(cg = %cg.name, base_delta, exact_from, "split group journals its writes");
-    eprintln!("{}: base delta {base_delta} holds the volumes after write {exact_from}; journalling the writes after it", cg.name);
     let shipper = shipper::Shipper {
         writer,
         seq: seq.clone(),
@@ -270,13 +314,16 @@ where
             .map_or(crate::config::DEFAULT_COMMIT_EVERY, |s| s.commit_every()),
         committed: hooks.committed,
         live: live.clone(),
-        next_first: exact_from + 1,
-        gap_open: false,
+        next_first,
+        gap_open,
+        consistent,
+        intents: intents.clone(),
     };
     let shipping = std::thread::spawn(move || shipper.run());
     let resyncing = {
         let seq = seq.clone();
-        std::thread::spawn(move || resync::run(seq, exports))
+        let intents = intents.clone();
+        std::thread::spawn(move || resync::run(seq, exports, intents))
     };
     let _ = stop.wait_for(|s| *s).await;
     let _ = server_stop.send(true);
@@ -288,6 +335,11 @@ where
         .expect("joining does not panic")
         .map_err(|_| Error::Stopped(format!("the shipper of `{}` panicked", cg.name)))??;
     let _ = tokio::task::spawn_blocking(move || resyncing.join()).await;
+    if !shipped.ends_in_gap {
+        // Every write is journalled in order: the next start takes a base (the
+        // volumes may be written while nothing serves them).
+        intents.stopped_clean(seq.last())?;
+    }
     let _ = std::fs::remove_file(&sock);
     if let Ok(Err(e)) = served {
         tracing::warn!(cg = %cg.name, error = %e, "the NBD server ended with an error");

@@ -2,6 +2,7 @@
 //! back from its volume and numbers it like a write, so the journal catches up with
 //! the volumes and the gap ends (docs/journal-format.md, "Gaps").
 use super::export::SplitExport;
+use super::intent::Intents;
 use super::sequencer::{Change, Sequencer};
 use super::Asked;
 use crate::nbd::Export;
@@ -13,7 +14,11 @@ use std::time::Duration;
 pub const MAX_READ: u64 = 1 << 20;
 
 /// Runs until the group closes.
-pub fn run(seq: Arc<Sequencer<Asked>>, volumes: Vec<Arc<SplitExport<Asked>>>) {
+pub fn run(
+    seq: Arc<Sequencer<Asked>>,
+    volumes: Vec<Arc<SplitExport<Asked>>>,
+    intents: Arc<Intents>,
+) {
     let mut buf = Vec::new();
     while let Some((ticket, len)) = seq.next_resync(MAX_READ) {
         let (volume, offset) = (ticket.volume(), ticket.offset());
@@ -26,7 +31,10 @@ pub fn run(seq: Arc<Sequencer<Asked>>, volumes: Vec<Arc<SplitExport<Asked>>>) {
                 } else {
                     Change::Data(std::mem::take(&mut buf))
                 };
-                seq.number_resync(ticket, change);
+                let n = seq.number_resync(ticket, change);
+                if let Err(e) = intents.numbered(n) {
+                    tracing::error!(error = %e, "cannot reserve write numbers in the write-intent map");
+                }
             }
             Err(e) => {
                 tracing::error!(volume, offset, len, error = %e,

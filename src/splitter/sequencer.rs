@@ -171,8 +171,6 @@ struct State<B> {
     batch_at: u64,
     mode: Mode,
     dirty: DirtyMap,
-    /// Changes of `dirty`, so that a FLUSH writes it only when it changed.
-    dirty_gen: u64,
     /// While a gap is open: the last write queued before it, and when it began.
     gap: Option<(u64, i64)>,
     gaps: u64,
@@ -215,7 +213,6 @@ impl<B> Sequencer<B> {
                 batch_at: u64::MAX,
                 mode: Mode::Active,
                 dirty,
-                dirty_gen: 0,
                 gap: None,
                 gaps: 0,
                 resynced: 0,
@@ -350,7 +347,6 @@ impl<B> Sequencer<B> {
 
     fn mark(g: &mut State<B>, volume: u16, offset: u64, len: u64) {
         g.dirty.mark(volume, offset, len);
-        g.dirty_gen += 1;
         // A marked write is journalled (read back) later: nothing waits for it.
         if g.queue.is_empty() {
             g.taken = g.last;
@@ -365,6 +361,32 @@ impl<B> Sequencer<B> {
         if was_empty || g.queued >= g.batch_at {
             self.shipper.notify_one();
         }
+    }
+
+    /// Starts in a gap, as a restart after a crash does: the journal holds the
+    /// writes in order up to `after` (or it is in a gap already, `open`), numbers
+    /// go on after the `last` this sequencer was made with, and `dirty` marks where
+    /// the volumes may differ from the journal. Those are read back first.
+    pub fn resume_gap(&self, after: u64, open: bool, dirty: &DirtyMap) {
+        let mut g = self.lock();
+        g.gaps += 1;
+        g.gap = Some((after, clock::now_ns()));
+        if !open {
+            g.queue.push_back(Item::GapBegin { after });
+        }
+        g.dirty.union(dirty);
+        if g.dirty.is_empty() {
+            // Nothing to read back: the journal holds the volumes at the last number.
+            let at = g.last;
+            g.queue.push_back(Item::GapEnd { at });
+            g.gap = None;
+        } else {
+            g.mode = Mode::Resyncing;
+        }
+        g.oldest = Some(Instant::now());
+        g.taken = g.last;
+        self.shipper.notify_one();
+        self.resyncer.notify_one();
     }
 
     /// Lets go of a write that failed before it changed anything known: it is not
@@ -392,10 +414,7 @@ impl<B> Sequencer<B> {
         g.taken = g.last;
         g.mode = Mode::Active;
         g.gap = None;
-        if !g.dirty.is_empty() {
-            g.dirty.clear();
-            g.dirty_gen += 1;
-        }
+        g.dirty.clear();
     }
 
     pub fn release(&self) {
@@ -453,13 +472,6 @@ impl<B> Sequencer<B> {
         }
     }
 
-    /// The dirty-region map, if it changed since change `since`, with the change it
-    /// is at (what a FLUSH writes to disk).
-    pub fn dirty_since(&self, since: u64) -> Option<(u64, DirtyMap)> {
-        let g = self.lock();
-        (g.dirty_gen != since).then(|| (g.dirty_gen, g.dirty.clone()))
-    }
-
     /// Told by the shipper after each commit: once a marking group's queue is down
     /// to a quarter of its bound, it resynchronises.
     pub fn shipped(&self) {
@@ -491,7 +503,6 @@ impl<B> Sequencer<B> {
                 let from = g.cursor;
                 let (volume, offset, len) = g.dirty.take_run(from, max_len).expect("not empty");
                 if !Self::blocked(&g, volume, offset, offset + len) {
-                    g.dirty_gen += 1;
                     g.cursor = (volume, offset + len);
                     return Some((Self::register(&mut g, volume, offset, offset + len), len));
                 }
@@ -544,7 +555,6 @@ impl<B> Sequencer<B> {
         let mut g = self.lock();
         let (volume, offset) = (t.volume, t.offset);
         g.dirty.mark(volume, offset, len);
-        g.dirty_gen += 1;
         g.in_flight.retain(|r| r.id != t.id);
         self.wake_writers(&g);
     }

@@ -1,6 +1,7 @@
 //! The shipper: takes batches of numbered writes from the sequencer and journals each
 //! as one split delta (group commit: one fsync per delta, not per write), then places
 //! the bookmarks asked for after them.
+use super::intent::Intents;
 use super::sequencer::{Change, Item, Sequencer, Write};
 use super::{Asked, Live};
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub struct ShipReport {
     pub stored_deltas: u64,
     /// Gaps opened: times the journal fell behind and writes were only marked.
     pub gaps: u64,
+    /// The journal ends in a gap: the next start reads the marked regions back.
+    pub ends_in_gap: bool,
     /// From each write's numbering (just before its acknowledgement) to its delta's
     /// durable commit: what a crash of the primary could lose from the journal.
     pub commit_lag: CommitLag,
@@ -104,6 +107,10 @@ pub struct Shipper {
     pub next_first: u64,
     /// A gap is open: the next split delta goes on in it.
     pub gap_open: bool,
+    /// The journal holds every write up to this one in order (the write-intent
+    /// map's older epoch is cleared past it).
+    pub consistent: u64,
+    pub intents: Arc<Intents>,
 }
 
 impl Shipper {
@@ -184,6 +191,7 @@ impl Shipper {
                 }
             }
             if batch.closed {
+                report.ends_in_gap = self.gap_open;
                 return Ok(report);
             }
         }
@@ -220,6 +228,16 @@ impl Shipper {
             c(d);
         }
         self.next_first = last + 1;
+        match lost_after {
+            None => self.consistent = last,
+            Some(_) if resumes_at.is_some() => self.consistent = last,
+            // In a gap: no further than where it began (writes after it may be only
+            // marked, not read back yet).
+            Some(l) => self.consistent = self.consistent.min(l),
+        }
+        if let Err(e) = self.intents.rotate(self.consistent) {
+            tracing::error!(error = %e, "cannot clear the write-intent map's older epoch; it stays set");
+        }
         self.seq.shipped();
         let now = crate::clock::now_ns();
         for w in writes {

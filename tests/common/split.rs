@@ -35,6 +35,20 @@ impl Split {
         commit_every: &str,
         group: &str,
     ) -> Split {
+        Split::config(
+            dir,
+            volumes,
+            &format!("      commit-every: {commit_every}\n"),
+            group,
+        );
+        Split::serve(dir)
+    }
+
+    /// Writes `dir/cascade.yaml` for group `vms` with `volumes` (id, size) as sparse
+    /// image files in `dir` (kept if they exist), listening on a port the system
+    /// picks; `splitter` and `group` are more YAML lines at the indentation of the
+    /// `splitter:` section and of the group.
+    pub fn config(dir: &Path, volumes: &[(&str, u64)], splitter: &str, group: &str) {
         let mut vols = String::new();
         for (id, size) in volumes {
             let img = dir.join(format!("{id}.img"));
@@ -47,12 +61,10 @@ impl Split {
             dir.join("cascade.yaml"),
             format!(
                 "state-dir: state\njournal-dir: journal\nconsistency-groups:\n  - name: vms\n    \
-                 splitter:\n      listen: 127.0.0.1:0\n      commit-every: {commit_every}\n{group}    \
-                 volumes:\n{vols}"
+                 splitter:\n      listen: 127.0.0.1:0\n{splitter}{group}    volumes:\n{vols}"
             ),
         )
         .unwrap();
-        Split::serve(dir)
     }
 
     /// Serves group `vms` of the config `dir/cascade.yaml` (written by the caller),
@@ -119,6 +131,13 @@ impl Split {
 
     pub fn journal(&self) -> PathBuf {
         self.dir.join("journal/vms")
+    }
+
+    /// SIGKILL: a crash of the splitter, at whatever it was doing.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit status must be 0; the JSON report.
@@ -205,4 +224,29 @@ pub fn bookmark_command(dir: &Path, name: &str) -> Command {
     ])
     .current_dir(dir);
     c
+}
+
+/// `cascade journal verify JOURNAL` must pass; `why` says what a failure means.
+pub fn verify_journal(journal: &Path, why: &str) {
+    let out = Command::new(BIN)
+        .args(["journal", "verify"])
+        .arg(journal)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{why}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The writes where gaps of `journal` resume: the journal holds the volumes there.
+pub fn resume_points(journal: &cascade::journal::Journal) -> Vec<u64> {
+    journal
+        .deltas()
+        .iter()
+        .filter_map(|e| e.writes)
+        .filter(|w| w.gap.is_some_and(|g| g.resumes))
+        .map(|w| w.last_write)
+        .collect()
 }
