@@ -212,3 +212,116 @@ fn a_burst_far_larger_than_the_queue_is_marked_and_read_back() {
     std::fs::remove_file(&src).unwrap();
     replicas_equal_the_volumes(d, &["big"]);
 }
+
+#[test]
+fn an_object_store_that_stops_holds_back_neither_the_splitter_nor_the_block_replica() {
+    use common::daemon::Daemon;
+    use common::s3::S3Server;
+    use rand::{Rng, SeedableRng};
+    use std::time::Duration;
+    let mut s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 16 * MIB;
+    Split::config(
+        d,
+        &[("web", size)],
+        "      commit-every: 50ms\n",
+        "    targets: [replica, vault]\n",
+    );
+    std::fs::create_dir_all(d.join("cascade-targets")).unwrap();
+    std::fs::File::create(d.join("replica-web.img"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    std::fs::write(
+        d.join("cascade-targets/replica.yaml"),
+        "kind: block\nvolumes:\n  web: ../replica-web.img\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("cascade-targets/vault.yaml"),
+        format!("kind: object\nurl: {}\nbatch: 1s\n", s3.url("cg")),
+    )
+    .unwrap();
+    let daemon = Daemon::start_env(d, "daemon", &[], s3.env());
+    let status = || split_status(d);
+    daemon.until("the split group's base", Duration::from_secs(60), || {
+        status()["splitter"]["serving"]["base_delta"].is_u64()
+    });
+    let uri = status()["splitter"]["serving"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addr = uri.trim_start_matches("nbd://").parse().unwrap();
+    let mut c = Raw::open(addr, "web");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut shadow = vec![0u8; size as usize];
+    let write = |c: &mut Raw, n: u64, rng: &mut rand::rngs::StdRng, shadow: &mut [u8]| {
+        let len = rng.gen_range(1..=64 * KIB);
+        let off = rng.gen_range(0..=size - len);
+        let mut data = vec![0u8; len as usize];
+        rng.fill(&mut data[..]);
+        c.write(n, off, &data);
+        shadow[off as usize..(off + len) as usize].copy_from_slice(&data);
+    };
+    for n in 0..50 {
+        write(&mut c, n, &mut rng, &mut shadow);
+    }
+    // The store goes away; the writes go on, journalled one by one, and the block
+    // replica keeps up.
+    s3.stop();
+    for n in 50..250 {
+        write(&mut c, n, &mut rng, &mut shadow);
+    }
+    let replica = d.join("replica-web.img");
+    daemon.until("the block replica", Duration::from_secs(30), || {
+        file_digest(&replica) == common::split::digest(&shadow)
+    });
+    let st = status();
+    assert_eq!(st["splitter"]["serving"]["mode"], "active", "{st}");
+    let vault = st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "vault")
+        .unwrap()
+        .clone();
+    assert!(vault["lag_deltas"].as_u64().unwrap() > 0, "{st}");
+    // Back: it catches up.
+    s3.restart();
+    for n in 250..300 {
+        write(&mut c, n, &mut rng, &mut shadow);
+    }
+    c.disconnect();
+    daemon.until(
+        "the object replica to catch up",
+        Duration::from_secs(90),
+        || {
+            let st = status();
+            st["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["lag_deltas"] == 0)
+        },
+    );
+    assert!(daemon.stop().success());
+    let mut restore = Command::new(BIN);
+    restore
+        .args([
+            "restore",
+            "--from",
+            &s3.url("cg"),
+            "--to",
+            "restored-web.img",
+        ])
+        .envs(s3.env())
+        .current_dir(d);
+    client(&mut restore);
+    let volume = file_digest(&d.join("web.img"));
+    assert_eq!(volume, common::split::digest(&shadow));
+    assert_eq!(file_digest(&d.join("restored-web.img")), volume);
+    assert_eq!(file_digest(&replica), volume);
+    verify_journal(&d.join("journal/vms"), "a stopped store harmed the journal");
+}

@@ -18,6 +18,9 @@ pub const MAX_BATCH: u64 = 64 << 20;
 /// a copy is several times cheaper than zstd on data that barely compresses. It
 /// compresses again once it has caught up.
 const STORE_WHEN_BEHIND: Duration = Duration::from_millis(500);
+/// The longest wait between attempts at a failing commit: the group marks
+/// meanwhile, and a journal that has room again should be used again soon.
+const RETRY_AT_MOST: Duration = Duration::from_secs(1);
 /// Attempts at a failing commit once the group is stopping, before the writes still
 /// queued are given up (the next base holds them: they are on the volumes).
 const STOP_ATTEMPTS: u32 = 5;
@@ -284,7 +287,7 @@ impl Shipper {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = (wait * 2).min(RETRY_AT_MOST);
                 }
             }
         }

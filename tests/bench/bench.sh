@@ -22,9 +22,14 @@
 #      with journaling off (the nbd-serve example) and on (cascade split: throughput, the
 #      time from acknowledgement to journal commit), nbdkit and qemu-nbd on a tmpfs image
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd]   (default all: 1-5 `core`,
-#                                                  6-8 `export`, 9-10 `lvm`, 11-12 `daemon`,
-#                                                  13 `nbd`; `make bench BENCH=export` passes them)
+#     14. a split group whose journal falls behind (tests/bench/marking.sh): client
+#      throughput while marking vs journaling off, the time to leave marking vs a full
+#      read of the volume, bytes read back, map bytes per GiB, FLUSH p99 while marking
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking]   (default
+#                                                  all: 1-5 `core`, 6-8 `export`, 9-10 `lvm`,
+#                                                  11-12 `daemon`, 13 `nbd`, 14 `marking`;
+#                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3, a tmpfs for 13), xfsprogs, rsync, python3, openssl,
 # GNU time, restic, s3s-fs (`make s3s-fs`), fio, nbdkit, qemu-nbd, nbdinfo and the
@@ -51,6 +56,7 @@ RUN= LOOP= MNT=
 cleanup() {
     set +e
     stop_s3
+    mark_cleanup
     nbd_cleanup
     if [[ -n $MNT ]] && mountpoint -q "$MNT"; then umount "$MNT"; fi
     if [[ -n $LOOP ]]; then losetup -d "$LOOP"; fi
@@ -336,14 +342,16 @@ source "$ROOT/tests/bench/lvm.sh"
 source "$ROOT/tests/bench/daemon.sh"
 # shellcheck source=tests/bench/nbd.sh
 source "$ROOT/tests/bench/nbd.sh"
+# shellcheck source=tests/bench/marking.sh
+source "$ROOT/tests/bench/marking.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm daemon nbd} p
+    local parts=${*:-core export lvm daemon nbd marking} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd ]] ||
-            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -374,6 +382,9 @@ main() {
     fi
     if [[ " $parts " == *" nbd "* ]]; then
         bench_nbd
+    fi
+    if [[ " $parts " == *" marking "* ]]; then
+        bench_marking
     fi
 
     echo

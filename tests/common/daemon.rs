@@ -15,6 +15,11 @@ impl Daemon {
     /// Starts `cascade run -c cascade.yaml --log-format json ARGS` in `dir`; its
     /// stderr goes to `dir/NAME.log`.
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Daemon {
+        Daemon::start_env(dir, name, args, Vec::new())
+    }
+
+    /// [`Daemon::start`] with more environment (an S3 server's, say).
+    pub fn start_env(dir: &Path, name: &str, args: &[&str], env: Vec<(String, String)>) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         // A process group of its own, as a service manager gives it, so a test can
         // signal the whole group the way systemd or a terminal would.
@@ -22,6 +27,7 @@ impl Daemon {
             .process_group(0)
             .args(["run", "-c", "cascade.yaml", "--log-format", "json"])
             .args(args)
+            .envs(env)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
