@@ -44,8 +44,7 @@ mark_cleanup() {
 # JOURNAL_DIR (a tmpfs the caller mounted) and its state beside the image; NBD_PID,
 # NBD_URI once its base is journalled.
 mark_start() {
-    local port
-    MARK_CFG=$MARK_DIR/cascade.yaml MARK_ERR=$MARK_DIR/split.err
+    MARK_CFG=$MARK_DIR/cascade.yaml MARK_ERR=$MARK_DIR/stderr
     cat > "$MARK_CFG" <<YAML
 state-dir: $MARK_DIR/state
 journal-dir: $2
@@ -56,18 +55,7 @@ consistency-groups:
       - { id: $NBD_EXPORT, driver: file, path: $1 }
 YAML
     rm -rf "$MARK_DIR/state" "${2:?}"/*
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$BIN" split --config "$MARK_CFG" --cg bench --listen "127.0.0.1:$port" --json \
-        > "$MARK_DIR/report.json" 2> "$MARK_ERR" &
-    NBD_PID=$!
-    for _ in $(seq 6000); do
-        kill -0 "$NBD_PID" 2> /dev/null || break
-        if grep -q 'journalling the writes after it' "$MARK_ERR"; then
-            NBD_URI=nbd://127.0.0.1:$port/$NBD_EXPORT
-            return 0
-        fi
-        sleep 0.05
-    done
+    split_serve "$MARK_CFG" "$MARK_DIR" && return 0
     die "cascade split did not start: $(tail -5 "$MARK_ERR")"
 }
 mark_zero() { dd if=/dev/zero of="$NBD_IMAGE" bs=1M count=$((NBD_SIZE / MIB)) conv=notrunc,fsync status=none; }

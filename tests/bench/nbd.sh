@@ -98,7 +98,7 @@ nbd_start() {
 # its base is journalled, the seconds that took in NBD_BASE_S.
 NBD_SPLIT_DIR= NBD_BASE_S=
 nbd_split_start() {
-    local port t0 err
+    local t0 err
     case $1 in
     split) NBD_SPLIT_DIR=$(dirname "$NBD_IMAGE")/split ;;
     split-disk) NBD_SPLIT_DIR=$NBD_DISK_RUN/split ;;
@@ -117,26 +117,36 @@ consistency-groups:
 YAML
     err=$NBD_SPLIT_DIR/stderr
     for _ in 1 2 3 4 5; do
-        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        echo "== $1: $BIN split --config $NBD_SPLIT_DIR/cascade.yaml --cg bench --listen 127.0.0.1:$port --json" >> "$NBD_LOG"
         t0=$(now)
-        "$BIN" split --config "$NBD_SPLIT_DIR/cascade.yaml" --cg bench --listen "127.0.0.1:$port" --json \
-            > "$NBD_SPLIT_DIR/report.json" 2> "$err" &
-        NBD_PID=$!
-        # The base of a 4 GiB image read in full takes seconds; ten minutes is a hang.
-        for _ in $(seq 12000); do
-            kill -0 "$NBD_PID" 2> /dev/null || break
-            if grep -q 'journalling the writes after it' "$err"; then
-                NBD_BASE_S=$(elapsed_since "$t0")
-                NBD_URI=nbd://127.0.0.1:$port/$NBD_EXPORT
-                return 0
-            fi
-            sleep 0.05
-        done
+        if split_serve "$NBD_SPLIT_DIR/cascade.yaml" "$NBD_SPLIT_DIR"; then
+            NBD_BASE_S=$(elapsed_since "$t0")
+            return 0
+        fi
         stop_nbd
         cat "$err" >> "$NBD_LOG"
     done
     die "cascade split did not start; its log: $(tail -5 "$err")"
+}
+
+# split_serve CONFIG DIR: `cascade split` of group bench in CONFIG on a free
+# 127.0.0.1 port, its report in DIR/report.json and its stderr in DIR/stderr; in
+# NBD_PID and NBD_URI once it says its base is journalled. Fails if it exits first, or
+# after ten minutes (the base of a 4 GiB image read in full takes seconds).
+split_serve() {
+    local port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    echo "== $BIN split --config $1 --cg bench --listen 127.0.0.1:$port --json" >> "$NBD_LOG"
+    "$BIN" split --config "$1" --cg bench --listen "127.0.0.1:$port" --json > "$2/report.json" 2> "$2/stderr" &
+    NBD_PID=$!
+    for _ in $(seq 12000); do
+        kill -0 "$NBD_PID" 2> /dev/null || return 1
+        if grep -q 'journalling the writes after it' "$2/stderr"; then
+            NBD_URI=nbd://127.0.0.1:$port/$NBD_EXPORT
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
 }
 
 # nbd_split_stop BS: SIGTERM; it must exit 0 (every acknowledged write journalled) and
