@@ -317,8 +317,23 @@ fn points_inside_a_gap_are_refused_and_its_edges_replay() {
     assert_eq!(first_byte(Point::Write(9)), 8);
     assert_eq!(first_byte(Point::Delta(5)), 8);
     assert_eq!(first_byte(Point::Write(11)), 11);
-    // A time inside the gap names its newest write, which is refused.
+    // A time inside the gap names its newest write, which is refused; so is a time
+    // after the last write in order, when writes only marked may have come since.
     assert!(jr.resolve_until(&Point::Time(7_500)).is_err());
+    let e = jr
+        .resolve_until(&Point::Time(3_000))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seq:2") && e.contains("seq:9"), "{e}");
+    assert_eq!(
+        jr.resolve_until(&Point::Time(2_000)).unwrap().write,
+        Some(2)
+    );
+    assert_eq!(
+        first_byte(Point::Time(9_500)),
+        8,
+        "after it resumed: write 9 is the point"
+    );
     // A delta that leaves the gap open may not be followed by one in order.
     let mut w = JournalWriter::open(&j, 64 << 20).unwrap();
     let plain = Writes {

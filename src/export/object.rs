@@ -170,31 +170,33 @@ impl Exporter for ObjectExporter {
             head.begin,
             tail.end,
         ))?;
+        let combined = head.writes.zip(tail.writes).map(|(h, t)| Writes {
+            first_write: h.first_write,
+            last_write: t.last_write,
+            exact_from: h.exact_from,
+            // The records say which writes inside the run are points; the
+            // manifest says where a gap begins, and whether the run leaves it open.
+            gap: run
+                .iter()
+                .find_map(|d| d.writes.and_then(|w| w.gap))
+                .map(|g| Gap {
+                    lost_after: g.lost_after,
+                    resumes: !t.gap_open(),
+                }),
+        });
         let mut m = self.manifest()?.clone();
         m.deltas.push(ManifestDelta {
             delta: last,
             time_ns: tail.time_ns,
-            flags: head.flags,
+            // A run in or at the edge of a gap says so, as its deltas do.
+            flags: head.flags | combined.map_or(0, |w| w.flags()),
             key,
             size,
             crc32c: crc,
             changed_bytes: run.iter().map(|d| d.changed_bytes).sum(),
             first: (last > first).then_some(first),
             first_time_ns: (last > first).then_some(head.time_ns),
-            writes: head.writes.zip(tail.writes).map(|(h, t)| Writes {
-                first_write: h.first_write,
-                last_write: t.last_write,
-                exact_from: h.exact_from,
-                // The records say which writes inside the run are points; the
-                // manifest says where a gap begins, and whether the run leaves it open.
-                gap: run
-                    .iter()
-                    .find_map(|d| d.writes.and_then(|w| w.gap))
-                    .map(|g| Gap {
-                        lost_after: g.lost_after,
-                        resumes: !t.gap_open(),
-                    }),
-            }),
+            writes: combined,
         });
         m.bookmarks = bookmarks_for(&m, journal);
         m.journal = journal.id().map(String::from);

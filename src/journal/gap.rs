@@ -24,6 +24,39 @@ impl Journal {
         )))
     }
 
+    /// A time resolved to `until`, whose last write was acknowledged at `at`: refused
+    /// when a gap begins right after that write and the time is later, since writes
+    /// that were only marked may have been acknowledged in between.
+    pub(super) fn time_before_gap(&self, until: Until, at: i64, t: i64) -> Result<Until> {
+        let d = self.delta(until.delta)?;
+        let inside = |w: crate::journal::record::Writes, n: u64| {
+            w.gap
+                .is_some_and(|g| g.lost_after == n && !(g.resumes && n == w.last_write))
+        };
+        let next = self.delta(until.delta + 1).ok().and_then(|e| e.writes);
+        let begins = match d.writes {
+            Some(w) => {
+                let n = until.write.unwrap_or(w.last_write);
+                inside(w, n) || (n == w.last_write && next.is_some_and(|x| inside(x, n)))
+            }
+            None => next.is_some_and(|x| inside(x, x.first_write - 1)),
+        };
+        if !begins || t <= at {
+            return self.consistent(until);
+        }
+        let gap_delta = if d.writes.is_some_and(|w| w.gap.is_some()) {
+            until.delta
+        } else {
+            until.delta + 1
+        };
+        let (before, after) = self.gap_edges(gap_delta);
+        Err(Error::InvalidArgument(format!(
+            "that time lies in a gap of {}, where the splitter fell behind and write order was lost; \
+             the nearest consistent points are {before} before it and {after} after it",
+            self.dir.display()
+        )))
+    }
+
     /// The consistent points either side of a gap that split delta `at` lies in, as
     /// the points a user names.
     fn gap_edges(&self, at: u64) -> (String, String) {

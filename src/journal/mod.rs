@@ -277,16 +277,23 @@ impl Journal {
             Point::Write(n) => self.write_until(*n),
             Point::Time(t) => {
                 let d = self.resolve_deltas(point)?;
-                match self.delta(d)?.writes {
+                let entry = self.delta(d)?;
+                let (until, at) = match entry.writes {
                     Some(w) => {
-                        let last = self.last_write_at(d, *t)?;
-                        Ok(Until {
+                        let (mut last, at, all) = self.last_write_at(d, *t)?;
+                        if all && w.gap.is_some_and(|g| g.resumes) {
+                            // Past its last record, a resuming delta is its resume point.
+                            last = w.last_write;
+                        }
+                        let until = Until {
                             delta: d,
                             write: (last < w.last_write).then_some(last),
-                        })
+                        };
+                        (until, at)
                     }
-                    None => Ok(d.into()),
-                }
+                    None => (d.into(), entry.time_ns),
+                };
+                self.time_before_gap(until, at, *t)
             }
             _ => self.resolve_deltas(point).map(Until::from),
         }
@@ -345,20 +352,29 @@ impl Journal {
         })
     }
 
-    /// The newest write of split delta `d` acknowledged at or before `t`; its time is
-    /// that of its first write, so there is one.
-    fn last_write_at(&self, d: u64, t: i64) -> Result<u64> {
+    /// The newest write of split delta `d` acknowledged at or before `t` (the delta's
+    /// time is that of its first write, so there is one), its time, and whether it is
+    /// the delta's last record (every record is at or before `t`).
+    fn last_write_at(&self, d: u64, t: i64) -> Result<(u64, i64, bool)> {
         let mut r = self.read_delta(d)?;
         let mut last = None;
+        let mut all = true;
         while let Some(rec) = r.next_record()? {
             if let Some(s) = rec.stamp() {
                 if s.time_ns > t {
+                    all = false;
                     break;
                 }
-                last = Some(s.write);
+                last = Some((s.write, s.time_ns));
             }
         }
-        last.ok_or_else(|| r.corrupt("split delta's first write is later than the delta's time"))
+        let entry = self.delta(d)?;
+        match (last, entry.writes) {
+            (Some((n, at)), _) => Ok((n, at, all)),
+            // A resuming delta with no record: its time is when the gap ended.
+            (None, Some(w)) if entry.records == 0 => Ok((w.last_write, entry.time_ns, true)),
+            _ => Err(r.corrupt("split delta's first write is later than the delta's time")),
+        }
     }
 
     fn resolve_deltas(&self, point: &Point) -> Result<u64> {

@@ -68,7 +68,13 @@ pub fn restore_from(
     // Streaming applies whole objects; a point inside a run of split deltas is
     // replayed from a scratch journal, which finds it.
     let whole = reach.until == Some(Until::from(n));
-    if whole && targets.iter().all(|t| !t.path.exists()) {
+    // An object that ends inside a gap is not a point: the scratch journal says which
+    // points are nearest.
+    let in_gap = chain
+        .last()
+        .and_then(|d| d.writes)
+        .is_some_and(|w| w.gap_open());
+    if whole && !in_gap && targets.iter().all(|t| !t.path.exists()) {
         return stream::restore_into_new_files(bucket, &rt, &chain, targets, progress);
     }
     let scratch = crate::fsutil::Scratch::create(work_dir, "restore")?;

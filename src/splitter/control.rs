@@ -69,6 +69,12 @@ pub async fn serve(
                     // Its writes would include marked ones: it would lie in the gap.
                     error_reply(&super::shipper::in_gap(&name, after))
                 }
+                Ok(Request::Bookmark { name }) if let Some(e) = live.journal_error() => {
+                    // It would wait for a journal that refuses writes.
+                    error_reply(&Error::Stopped(format!(
+                        "bookmark `{name}`: the journal refuses writes ({e}); try again once it takes them"
+                    )))
+                }
                 Ok(Request::Bookmark { name }) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     seq.ask(Asked::Bookmark(BookmarkRequest { name, reply: tx }));

@@ -49,15 +49,16 @@ impl<B: Send + 'static> SplitExport<B> {
             ticket: Some(ticket),
         };
         // Before the volume has it, so that a crash from here on reads it back.
-        let epoch = self.intents.intend(self.index, offset, len)?;
+        let epoch = self.intents.intend(self.index, offset, len);
         match change() {
             Ok(c) => {
                 let t = entered.ticket.take().expect("taken once");
                 let n = self.seq.number(t, c);
-                self.intents.done(epoch, Some(n))
+                self.intents.done(epoch, Some(n));
+                Ok(())
             }
             Err(e) => {
-                let _ = self.intents.done(epoch, None);
+                self.intents.done(epoch, None);
                 // The range may be partly written; nothing is journalled for it.
                 tracing::error!(volume = self.index, offset, len, error = %e,
                     "a write to the volume failed; the journal may differ from the volume in that range until the next base");
@@ -72,9 +73,7 @@ impl<B> SplitExport<B> {
     /// FLUSH or a FUA write is answered (`durable`), as the volume is.
     fn durable(&self, durable: bool) -> io::Result<()> {
         if durable {
-            self.intents
-                .sync()
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            self.intents.sync();
         }
         Ok(())
     }

@@ -268,7 +268,7 @@ impl Intents {
     /// Marks the grains a write of `len` bytes at `offset` of `volume` touches, in
     /// the file too, before the write reaches the volume; the epoch it marked, to be
     /// given back to [`Intents::done`].
-    pub fn intend(&self, volume: u16, offset: u64, len: u64) -> std::io::Result<usize> {
+    pub fn intend(&self, volume: u16, offset: u64, len: u64) -> usize {
         let mut g = self.lock();
         let g = &mut *g;
         let e = g.current;
@@ -284,79 +284,88 @@ impl Intents {
             }
         });
         g.unsynced |= wrote;
-        failed?;
+        if let Err(err) = failed {
+            Self::lost(g, err);
+        }
         g.inflight[e] += 1;
-        Ok(e)
+        e
+    }
+
+    /// The file cannot be written: it is removed (the next start takes a base, as
+    /// without a map) and the run goes on without one. Writes never fail for it.
+    fn lost(g: &mut State, e: impl std::fmt::Display) {
+        if let Some(f) = g.file.take() {
+            tracing::error!(path = %f.path.display(), error = %e,
+                "the write-intent map cannot be written: it is removed, and the next start takes a base delta");
+            if let Err(e) = std::fs::remove_file(&f.path) {
+                tracing::error!(path = %f.path.display(), error = %e, "cannot remove the write-intent map either");
+            }
+        }
     }
 
     /// A write that marked `epoch` was numbered `n` (None: abandoned); numbers past
     /// those reserved in the file reserve the next block first.
-    pub fn done(&self, epoch: usize, n: Option<u64>) -> std::io::Result<()> {
+    pub fn done(&self, epoch: usize, n: Option<u64>) {
         let mut g = self.lock();
         g.inflight[epoch] -= 1;
         if let Some(n) = n {
             g.max_n[epoch] = g.max_n[epoch].max(n);
-            return Self::reserve(&mut g, n);
+            Self::reserve(&mut g, n);
         }
-        Ok(())
     }
 
     /// A number given out without an intent (a read back): reserved like a write's.
-    pub fn numbered(&self, n: u64) -> std::io::Result<()> {
+    pub fn numbered(&self, n: u64) {
         Self::reserve(&mut self.lock(), n)
     }
 
-    fn reserve(g: &mut State, n: u64) -> std::io::Result<()> {
-        match &mut g.file {
-            Some(f) if f.header.reserved < n => {
-                f.update(|h| h.reserved = n + RESERVE)?;
-                g.unsynced = true;
-                Ok(())
+    fn reserve(g: &mut State, n: u64) {
+        if let Some(f) = g.file.as_mut().filter(|f| f.header.reserved < n) {
+            match f.update(|h| h.reserved = n + RESERVE) {
+                Ok(()) => g.unsynced = true,
+                Err(e) => Self::lost(g, e),
             }
-            _ => Ok(()),
         }
     }
 
     /// Told by the shipper that the journal holds every write up to `through` in
     /// order: the older epoch is cleared and becomes the current one once every
     /// write that marked it is numbered at or below that.
-    pub fn rotate(&self, through: u64) -> std::io::Result<()> {
+    pub fn rotate(&self, through: u64) {
         let mut g = self.lock();
         let older = 1 - g.current;
         if g.last_rotate.elapsed() < ROTATE_EVERY
             || g.inflight[older] > 0
             || g.max_n[older] > through
         {
-            return Ok(());
+            return;
         }
         if !g.maps[older].is_empty() {
-            if let Some(f) = &g.file {
-                f.clear(older)?;
+            if let Some(Err(e)) = g.file.as_ref().map(|f| f.clear(older)) {
+                Self::lost(&mut g, e);
             }
             g.maps[older].clear();
         }
         g.current = older;
         g.max_n[older] = 0;
         g.last_rotate = std::time::Instant::now();
-        Ok(())
     }
 
     /// Makes what is set durable (a FLUSH, a FUA write), if anything was set since.
-    pub fn sync(&self) -> Result<()> {
+    pub fn sync(&self) {
         let mut g = self.lock();
         if g.unsynced {
-            if let Some(f) = &g.file {
-                f.sync()?;
+            if let Some(Err(e)) = g.file.as_ref().map(IntentFile::sync) {
+                Self::lost(&mut g, e);
             }
             g.unsynced = false;
         }
-        Ok(())
     }
 
     /// Says durably that the splitter stopped with every write up to `last`, the
     /// last number it gave out, journalled in order: the next start takes a base,
     /// and numbers from `last + 1`.
-    pub fn stopped_clean(&self, last: u64) -> Result<()> {
+    pub fn stopped_clean(&self, last: u64) {
         self.update(|h| {
             h.base_next = true;
             h.reserved = last;
@@ -365,7 +374,7 @@ impl Intents {
 
     /// Says durably that this run's stream began with `base_delta`, which holds the
     /// volumes after write `exact_from`: a crash from now on goes on with it.
-    pub fn stream_began(&self, base_delta: u64, exact_from: u64) -> Result<()> {
+    pub fn stream_began(&self, base_delta: u64, exact_from: u64) {
         self.update(|h| {
             h.base_next = false;
             h.base_delta = base_delta;
@@ -373,14 +382,18 @@ impl Intents {
         })
     }
 
-    fn update(&self, f: impl FnOnce(&mut Header)) -> Result<()> {
+    fn update(&self, f: impl FnOnce(&mut Header)) {
         let mut g = self.lock();
         if let Some(file) = &mut g.file {
             let path = file.path.clone();
-            file.update(f).map_err(Error::io("cannot write", &path))?;
-            file.sync()?;
+            let done = file
+                .update(f)
+                .map_err(Error::io("cannot write", &path))
+                .and_then(|()| file.sync());
+            if let Err(e) = done {
+                Self::lost(&mut g, e);
+            }
         }
-        Ok(())
     }
 
     /// Bytes of memory both epochs take.
@@ -413,13 +426,13 @@ mod tests {
         let empty = DirtyMap::new(&[8 << 20, 1 << 20], 65536);
         let file = IntentFile::create(&path, header(10), [&empty, &empty]).unwrap();
         let i = Intents::new(empty.clone(), 0, Some(file));
-        let e = i.intend(0, 100_000, 10).unwrap();
+        let e = i.intend(0, 100_000, 10);
         // Read back at once, as a restart after a kill would.
         let (h, maps) = IntentFile::read(&path).unwrap().unwrap();
         assert_eq!(h, header(10));
         assert_eq!(maps[e].dirty_bytes(), 65536, "grain 1 of volume 0");
         // Numbering past the reserve reserves the next block first.
-        i.done(e, Some(11)).unwrap();
+        i.done(e, Some(11));
         assert_eq!(
             IntentFile::read(&path).unwrap().unwrap().0.reserved,
             11 + RESERVE
@@ -429,23 +442,23 @@ mod tests {
         let mut st = i.lock();
         st.last_rotate -= ROTATE_EVERY;
         drop(st);
-        i.rotate(11).unwrap();
-        let e2 = i.intend(1, 0, 1).unwrap();
+        i.rotate(11);
+        let e2 = i.intend(1, 0, 1);
         assert_ne!(e, e2);
-        i.done(e2, Some(12)).unwrap();
+        i.done(e2, Some(12));
         i.lock().last_rotate -= ROTATE_EVERY;
-        i.rotate(11).unwrap();
+        i.rotate(11);
         let maps = IntentFile::read(&path).unwrap().unwrap().1;
         assert!(maps[e].is_empty() && !maps[e2].is_empty());
         i.lock().last_rotate -= ROTATE_EVERY;
-        i.rotate(11).unwrap();
+        i.rotate(11);
         let maps = IntentFile::read(&path).unwrap().unwrap().1;
         assert!(
             !maps[e2].is_empty(),
             "write 12 is not journalled in order yet"
         );
-        i.rotate(12).unwrap();
-        i.stopped_clean(12).unwrap();
+        i.rotate(12);
+        i.stopped_clean(12);
         let (h, maps) = IntentFile::read(&path).unwrap().unwrap();
         assert!(h.base_next && h.reserved == 12 && maps[0].is_empty() && maps[1].is_empty());
         // A damaged header is named.

@@ -282,9 +282,7 @@ where
             };
             // From now on a crash is followed by reading back what the map marks.
             let exact_from = seq.held_at();
-            if let Err(e) = intents.stream_began(base_delta, exact_from) {
-                return Err(stop_serving(server_stop, server, control, &seq, e).await);
-            }
+            intents.stream_began(base_delta, exact_from);
             live.base_delta.store(base_delta, Ordering::Relaxed);
             if let Some(c) = &hooks.committed {
                 c(base_delta);
@@ -316,6 +314,7 @@ where
         live: live.clone(),
         next_first,
         gap_open,
+        gap_from: consistent,
         consistent,
         intents: intents.clone(),
     };
@@ -338,7 +337,7 @@ where
     if !shipped.ends_in_gap {
         // Every write is journalled in order: the next start takes a base (the
         // volumes may be written while nothing serves them).
-        intents.stopped_clean(seq.last())?;
+        intents.stopped_clean(seq.last());
     }
     let _ = std::fs::remove_file(&sock);
     if let Ok(Err(e)) = served {
@@ -363,6 +362,13 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    fn journal_error(&self) -> Option<String> {
+        self.journal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn status(&self, seq: &Sequencer<Asked>) -> SplitStatus {
         let base = self.base_delta.load(Ordering::Relaxed);
         SplitStatus {

@@ -31,10 +31,7 @@ pub fn run(
                 } else {
                     Change::Data(std::mem::take(&mut buf))
                 };
-                let n = seq.number_resync(ticket, change);
-                if let Err(e) = intents.numbered(n) {
-                    tracing::error!(error = %e, "cannot reserve write numbers in the write-intent map");
-                }
+                intents.numbered(seq.number_resync(ticket, change));
             }
             Err(e) => {
                 tracing::error!(volume, offset, len, error = %e,

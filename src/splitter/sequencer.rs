@@ -314,7 +314,8 @@ impl<B> Sequencer<B> {
         let mut g = self.lock();
         g.last += 1;
         let n = g.last;
-        let over = g.queued + cost > self.max_queued;
+        // One write larger than the whole queue still goes in when it is empty.
+        let over = g.queued > 0 && g.queued + cost > self.max_queued;
         match g.mode {
             Mode::Active if over => {
                 // The bound would be passed: the gap begins after the last write queued.
@@ -322,6 +323,9 @@ impl<B> Sequencer<B> {
                 g.gap = Some((n - 1, clock::now_ns()));
                 g.gaps += 1;
                 g.queue.push_back(Item::GapBegin { after: n - 1 });
+                // The queue holds writes (it is over its bound): the shipper takes
+                // the marker with them.
+                self.shipper.notify_one();
                 Self::mark(&mut g, t.volume, t.offset, len);
                 tracing::warn!(after = n - 1, queued = g.queued,
                     "the journal fell behind: the splitter marks writes in its dirty-region map until it catches up");
@@ -780,6 +784,21 @@ mod tests {
         assert_eq!(writes(&b), [3, 4, 5]);
         assert_eq!(b.items[2], Item::GapEnd { at: 4 }, "right behind the read");
         assert_eq!(s.lag().resynced_bytes, 4096);
+    }
+
+    #[test]
+    fn a_write_larger_than_the_whole_queue_goes_in_when_it_is_empty() {
+        let s = Seq::new(0, 64, map());
+        let t = s.enter(0, 0, 100).unwrap();
+        s.number(t, Change::Data(vec![1; 100]));
+        assert_eq!((s.mode(), s.queued()), (Mode::Active, 100));
+        let t = s.enter(0, 4096, 1).unwrap();
+        s.number(t, Change::Data(vec![2]));
+        assert_eq!(
+            s.mode(),
+            Mode::Marking,
+            "behind it, the queue is over its bound"
+        );
     }
 
     #[test]

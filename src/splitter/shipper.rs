@@ -108,8 +108,10 @@ pub struct Shipper {
     pub live: Arc<Live>,
     /// The first write of the next split delta.
     pub next_first: u64,
-    /// A gap is open: the next split delta goes on in it.
+    /// A gap is open: the next split delta goes on in it...
     pub gap_open: bool,
+    /// ...after this write (the last in order).
+    pub gap_from: u64,
     /// The journal holds every write up to this one in order (the write-intent
     /// map's older epoch is cleared past it).
     pub consistent: u64,
@@ -140,6 +142,7 @@ impl Shipper {
                     Item::GapBegin { after } => {
                         lost_after.get_or_insert(*after);
                         self.gap_open = true;
+                        self.gap_from = *after;
                         report.gaps += 1;
                     }
                     Item::GapEnd { at } => {
@@ -173,8 +176,7 @@ impl Shipper {
             for a in batch.asked {
                 match a {
                     Asked::Bookmark(b) if self.gap_open => {
-                        let after = self.seq.lag().gap_after.unwrap_or(self.next_first - 1);
-                        let _ = b.reply.send(Err(in_gap(&b.name, after)));
+                        let _ = b.reply.send(Err(in_gap(&b.name, self.gap_from)));
                     }
                     Asked::Bookmark(b) => {
                         let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
@@ -197,6 +199,8 @@ impl Shipper {
                 report.ends_in_gap = self.gap_open;
                 return Ok(report);
             }
+            // A batch of markers only commits nothing, but may be what marking waited for.
+            self.seq.shipped();
         }
     }
 
@@ -238,9 +242,7 @@ impl Shipper {
             // marked, not read back yet).
             Some(l) => self.consistent = self.consistent.min(l),
         }
-        if let Err(e) = self.intents.rotate(self.consistent) {
-            tracing::error!(error = %e, "cannot clear the write-intent map's older epoch; it stays set");
-        }
+        self.intents.rotate(self.consistent);
         self.seq.shipped();
         let now = crate::clock::now_ns();
         for w in writes {
@@ -274,6 +276,8 @@ impl Shipper {
                     tracing::warn!(error = %e, "split delta committed without its index entry");
                     return Ok(None);
                 }
+                // The writer refuses the delta itself: trying again cannot help.
+                Err(e @ Error::InvalidArgument(_)) => return Err(e),
                 Err(e) => {
                     attempts += 1;
                     if self.seq.is_closed() && attempts >= STOP_ATTEMPTS {
