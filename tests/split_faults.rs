@@ -156,12 +156,12 @@ fn broken_requests_and_a_client_gone_mid_write_harm_neither_splitter_nor_journal
 fn a_burst_far_larger_than_the_queue_is_marked_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let size = 512 * MIB;
+    let size = 256 * MIB;
     let vols = [("big", size)];
     Split::config(
         d,
         &vols,
-        "      commit-every: 100ms\n      queue: 2MiB\n      dirty-granularity: 1MiB\n",
+        "      commit-every: 100ms\n      queue: 1MiB\n      dirty-granularity: 1MiB\n",
         "",
     );
     let split = Split::serve(d);
@@ -190,7 +190,7 @@ fn a_burst_far_larger_than_the_queue_is_marked_and_read_back() {
     let s = split_status(d)["splitter"]["serving"].clone();
     assert!(
         s["gaps"].as_u64().unwrap() >= 1,
-        "512 MiB into a 2 MiB queue never marked: {s}"
+        "256 MiB into a 1 MiB queue never marked: {s}"
     );
     // It reads back what it marked and is active again.
     let start = std::time::Instant::now();

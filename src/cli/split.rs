@@ -113,7 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             report.cg,
             report.base_delta.map_or("went on after a crash".to_string(), |d| format!("base delta {d}")),
             report.exact_from, s.writes, s.deltas, s.last_write, s.bookmarks, s.gaps,
-            if s.ends_in_gap { " (it ends in one: the next start reads back what was marked)" } else { "" },
+            if s.ends_in_gap { " (it ends in one: the next start takes a base)" } else { "" },
             s.commit_lag.quantile_ms(0.99), s.commit_lag.max_ms()
         );
     }

@@ -46,22 +46,24 @@ impl<B: Send + 'static> SplitExport<B> {
         };
         let mut entered = Entered {
             seq: &self.seq,
+            intents: &self.intents,
             ticket: Some(ticket),
+            // Before the volume has it, so that a crash from here on reads it back.
+            epoch: Some(self.intents.intend(self.index, offset, len)),
+            len,
         };
-        // Before the volume has it, so that a crash from here on reads it back.
-        let epoch = self.intents.intend(self.index, offset, len);
         match change() {
             Ok(c) => {
                 let t = entered.ticket.take().expect("taken once");
                 let n = self.seq.number(t, c);
-                self.intents.done(epoch, Some(n));
+                self.intents
+                    .done(entered.epoch.take().expect("taken once"), Some(n));
                 Ok(())
             }
             Err(e) => {
-                self.intents.done(epoch, None);
-                // The range may be partly written; nothing is journalled for it.
+                // The range may be partly written: `Entered` marks it, to be read back.
                 tracing::error!(volume = self.index, offset, len, error = %e,
-                    "a write to the volume failed; the journal may differ from the volume in that range until the next base");
+                    "a write to the volume failed; its range is marked and read back into the journal");
                 Err(e)
             }
         }
@@ -90,17 +92,29 @@ fn waiting<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// A write in flight: abandoned unless numbered, so one that fails (or panics) on
-/// the volume never leaves its range blocking the writes that overlap it, or a hold.
+/// A write in flight: never left unnumbered, so one that fails (or panics) on the
+/// volume never leaves its range blocking the writes that overlap it, or a hold, nor
+/// its write-intent epoch uncleared.
 struct Entered<'a, B> {
     seq: &'a Sequencer<B>,
+    intents: &'a Intents,
     ticket: Option<super::sequencer::Ticket>,
+    epoch: Option<usize>,
+    len: u64,
 }
 
 impl<B> Drop for Entered<'_, B> {
+    /// A write that failed (or panicked) after it may have touched its volume is
+    /// numbered and marked, so that what the volume holds there is read back.
     fn drop(&mut self) {
-        if let Some(t) = self.ticket.take() {
-            self.seq.abandon(t);
+        match (self.ticket.take(), self.epoch.take()) {
+            (Some(t), Some(e)) => {
+                let n = self.seq.number_failed(t, self.len);
+                self.intents.done(e, Some(n));
+            }
+            (Some(t), None) => self.seq.abandon(t),
+            (None, Some(e)) => self.intents.done(e, None),
+            (None, None) => {}
         }
     }
 }
@@ -169,15 +183,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_the_volume_refuses_is_not_numbered_and_blocks_nothing() {
+    fn a_write_the_volume_refuses_is_marked_and_blocks_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.img");
         std::fs::File::create(&path)
             .unwrap()
             .set_len(1 << 20)
             .unwrap();
-        // Read-only: every write to it fails. An overlapping write after a failed
-        // one, and a hold (which waits for every write in flight), go through.
+        // Read-only: every write to it fails, and is marked to be read back. An
+        // overlapping write after a failed one, and a hold (which waits for every
+        // write in flight), go through.
         let map = super::super::dirty::DirtyMap::new(&[1 << 20], 65536);
         let seq = Arc::new(Sequencer::<()>::new(0, 1 << 20, map.clone()));
         let intents = Arc::new(Intents::new(map, 0, None));
@@ -191,10 +206,15 @@ mod tests {
         std::thread::spawn(move || {
             assert!(v.write(0, vec![1; 4096], false).is_err());
             assert!(v.zero(0, 4096, ZeroFlags::default(), false).is_err());
+            let marked = (seq.mode(), seq.lag().dirty_bytes);
             seq.hold();
-            tx.send(seq.last()).unwrap();
+            tx.send((seq.last(), marked)).unwrap();
         });
-        let last = rx.recv_timeout(std::time::Duration::from_secs(5));
-        assert_eq!(last, Ok(0), "a failed write is left in flight, or numbered");
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(
+            got,
+            Ok((2, (super::super::Mode::Marking, 65536))),
+            "a failed write is left in flight, or not marked"
+        );
     }
 }

@@ -117,7 +117,8 @@ impl Header {
 /// The open file: its header, and where each epoch's words begin.
 pub struct IntentFile {
     path: PathBuf,
-    file: File,
+    /// Shared with a FLUSH's fdatasync, which runs outside the lock.
+    file: std::sync::Arc<File>,
     header: Header,
     words_at: u64,
     words: usize,
@@ -142,7 +143,7 @@ impl IntentFile {
             .map_err(Error::io("cannot open", path))?;
         Ok(IntentFile {
             path: path.to_path_buf(),
-            file,
+            file: std::sync::Arc::new(file),
             header,
             words_at,
             words,
@@ -229,8 +230,11 @@ struct State {
     /// The highest number of a write that marked each epoch.
     max_n: [u64; 2],
     file: Option<IntentFile>,
-    /// Bits were set in the file since its last fdatasync.
-    unsynced: bool,
+    /// Changes made to the file, and how many of them an fdatasync has covered.
+    changes: u64,
+    synced: u64,
+    /// The highest write number given out (numbered) so far.
+    given: u64,
     last_rotate: std::time::Instant,
 }
 
@@ -255,7 +259,9 @@ impl Intents {
                 inflight: [0; 2],
                 max_n: [0, older_max],
                 file,
-                unsynced: false,
+                changes: 0,
+                synced: 0,
+                given: older_max,
                 last_rotate: std::time::Instant::now(),
             }),
         }
@@ -283,7 +289,7 @@ impl Intents {
                 }
             }
         });
-        g.unsynced |= wrote;
+        g.changes += u64::from(wrote);
         if let Err(err) = failed {
             Self::lost(g, err);
         }
@@ -297,8 +303,11 @@ impl Intents {
         if let Some(f) = g.file.take() {
             tracing::error!(path = %f.path.display(), error = %e,
                 "the write-intent map cannot be written: it is removed, and the next start takes a base delta");
-            if let Err(e) = std::fs::remove_file(&f.path) {
-                tracing::error!(path = %f.path.display(), error = %e, "cannot remove the write-intent map either");
+            // Gone, or at least emptied (unreadable, so a base): a stale map must not
+            // be resumed from.
+            if let Err(e) = std::fs::remove_file(&f.path).or_else(|_| f.file.set_len(0)) {
+                tracing::error!(path = %f.path.display(), error = %e,
+                    "cannot remove or empty the write-intent map either: a restart after a crash may miss writes made from now on");
             }
         }
     }
@@ -320,9 +329,10 @@ impl Intents {
     }
 
     fn reserve(g: &mut State, n: u64) {
+        g.given = g.given.max(n);
         if let Some(f) = g.file.as_mut().filter(|f| f.header.reserved < n) {
             match f.update(|h| h.reserved = n + RESERVE) {
-                Ok(()) => g.unsynced = true,
+                Ok(()) => g.changes += 1,
                 Err(e) => Self::lost(g, e),
             }
         }
@@ -352,23 +362,36 @@ impl Intents {
     }
 
     /// Makes what is set durable (a FLUSH, a FUA write), if anything was set since.
+    /// The fdatasync runs outside the lock, so writes on other connections do not
+    /// wait behind it; a FLUSH returns only once a sync that began after its writes'
+    /// bits were set has returned.
     pub fn sync(&self) {
-        let mut g = self.lock();
-        if g.unsynced {
-            if let Some(Err(e)) = g.file.as_ref().map(IntentFile::sync) {
-                Self::lost(&mut g, e);
+        let (target, file) = {
+            let g = self.lock();
+            if g.synced >= g.changes {
+                return;
             }
-            g.unsynced = false;
+            (
+                g.changes,
+                g.file.as_ref().map(|f| (f.file.clone(), f.path.clone())),
+            )
+        };
+        let Some((file, path)) = file else { return };
+        let done = file.sync_data();
+        let mut g = self.lock();
+        match done {
+            Ok(()) => g.synced = g.synced.max(target),
+            Err(e) => Self::lost(&mut g, Error::io("cannot sync", &path)(e)),
         }
     }
 
-    /// Says durably that the splitter stopped with every write up to `last`, the
-    /// last number it gave out, journalled in order: the next start takes a base,
-    /// and numbers from `last + 1`.
-    pub fn stopped_clean(&self, last: u64) {
+    /// Says durably that the splitter stopped (serving ended short of a crash): the
+    /// next start takes a base, and numbers after the last number given out.
+    pub fn stopped_clean(&self) {
+        let last = self.lock().given;
         self.update(|h| {
             h.base_next = true;
-            h.reserved = last;
+            h.reserved = h.reserved.min(last);
         })
     }
 
@@ -458,7 +481,7 @@ mod tests {
             "write 12 is not journalled in order yet"
         );
         i.rotate(12);
-        i.stopped_clean(12);
+        i.stopped_clean();
         let (h, maps) = IntentFile::read(&path).unwrap().unwrap();
         assert!(h.base_next && h.reserved == 12 && maps[0].is_empty() && maps[1].is_empty());
         // A damaged header is named.

@@ -173,6 +173,9 @@ where
     )?;
     let last = start.last;
     let intents = start.intents.clone();
+    // However serving ends from here on, short of a crash, the next start takes a
+    // base: the volumes may be written while nothing serves them.
+    let _stopped = StopGuard(intents.clone());
     let seq = Arc::new(Sequencer::<Asked>::new(
         last,
         split.queue(),
@@ -318,13 +321,25 @@ where
         consistent,
         intents: intents.clone(),
     };
-    let shipping = std::thread::spawn(move || shipper.run());
+    // A shipper that ends on its own (the journal refused a delta outright) stops the
+    // serving too: nothing would journal the writes.
+    let (shipper_done, mut shipper_ended) = tokio::sync::oneshot::channel::<()>();
+    let shipping = std::thread::spawn(move || {
+        let r = shipper.run();
+        let _ = shipper_done.send(());
+        r
+    });
     let resyncing = {
         let seq = seq.clone();
         let intents = intents.clone();
         std::thread::spawn(move || resync::run(seq, exports, intents))
     };
-    let _ = stop.wait_for(|s| *s).await;
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = &mut shipper_ended => {
+            tracing::error!(cg = %cg.name, "the shipper stopped: the splitter stops serving");
+        }
+    }
     let _ = server_stop.send(true);
     let served = server.await;
     let _ = control.await;
@@ -334,11 +349,6 @@ where
         .expect("joining does not panic")
         .map_err(|_| Error::Stopped(format!("the shipper of `{}` panicked", cg.name)))??;
     let _ = tokio::task::spawn_blocking(move || resyncing.join()).await;
-    if !shipped.ends_in_gap {
-        // Every write is journalled in order: the next start takes a base (the
-        // volumes may be written while nothing serves them).
-        intents.stopped_clean(seq.last());
-    }
     let _ = std::fs::remove_file(&sock);
     if let Ok(Err(e)) = served {
         tracing::warn!(cg = %cg.name, error = %e, "the NBD server ended with an error");
@@ -349,6 +359,16 @@ where
         exact_from,
         shipped,
     })
+}
+
+/// Says in the write-intent map, when serving ends (an error, a panic or a stop),
+/// that the next start takes a base.
+struct StopGuard(Arc<intent::Intents>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stopped_clean();
+    }
 }
 
 /// What the control socket tells of a running splitter, beside its sequencer.

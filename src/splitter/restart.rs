@@ -93,7 +93,7 @@ fn resumable(
 ) -> Option<Resume> {
     let why_not = if h.base_next {
         "it stopped cleanly (the volumes may have been written since), or its base was not journalled"
-    } else if h.boot != intent::boot_id() {
+    } else if h.boot.is_empty() || h.boot != intent::boot_id() {
         "the machine rebooted since (a power cut can lose bits of the map)"
     } else if !maps[0].fits(sizes, grain) {
         "its volumes or dirty-granularity changed"

@@ -393,6 +393,27 @@ impl<B> Sequencer<B> {
         self.resyncer.notify_one();
     }
 
+    /// Numbers a write that failed on its volume, which may have changed part of its
+    /// range, and marks the range: the journal reads back what the volume holds
+    /// there. A group journalling write by write opens a gap for it.
+    pub fn number_failed(&self, t: Ticket, len: u64) -> u64 {
+        let mut g = self.lock();
+        g.last += 1;
+        let n = g.last;
+        if g.mode == Mode::Active {
+            g.mode = Mode::Marking;
+            g.gap = Some((n - 1, clock::now_ns()));
+            g.gaps += 1;
+            g.queue.push_back(Item::GapBegin { after: n - 1 });
+            g.oldest.get_or_insert_with(Instant::now);
+            self.shipper.notify_one();
+        }
+        Self::mark(&mut g, t.volume, t.offset, len);
+        g.in_flight.retain(|r| r.id != t.id);
+        self.wake_writers(&g);
+        n
+    }
+
     /// Lets go of a write that failed before it changed anything known: it is not
     /// numbered.
     pub fn abandon(&self, t: Ticket) {
