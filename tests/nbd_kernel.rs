@@ -39,8 +39,9 @@ const DEVICE: &str = "/dev/nbd0";
 /// Seconds a bookmark may take: one commit (`commit-every` 20 ms) away, normally.
 const BOOKMARK_WAIT: u64 = 60;
 const VOLUME: &str = "disk";
-const TOOLS: [&str; 8] = [
+const TOOLS: [&str; 9] = [
     "nbd-client",
+    "dmsetup",
     "lvcreate",
     "mkfs.ext4",
     "e2fsck",
@@ -397,8 +398,115 @@ fn the_kernel_client_makes_an_ext4_that_replays_byte_for_byte() {
          {zeros} TRIM/zero records after the freeze, mkfs ended at write {mkfs_write}",
         started.elapsed().as_secs_f64() - mkfs_s - write_s
     );
-    // In the same boot (they are slow): a split group on a thin volume.
+    // In the same boot (they are slow): a split group on a thin volume, and one
+    // whose journal disk stalls.
     a_thin_volume_split_group_replays_its_device(&work);
+    a_journal_disk_that_stalls_turns_the_group_to_marking(&work);
+}
+
+/// A split group whose journal is on a dm-delay device (issue 13, part 3): while the
+/// device takes two seconds an I/O, a burst of writes is acknowledged all the same
+/// (the splitter marks them); once the delay is taken away the marked regions are
+/// read back, and the journal resumes where it equals the volume.
+fn a_journal_disk_that_stalls_turns_the_group_to_marking(work: &Path) {
+    let dir = work.join("stall");
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    let backing = work.join("stall-journal.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let dev = common::loopdev::LoopDev::attach(&backing).unwrap();
+    let sectors = (256u64 << 20) / 512;
+    let table = |ms: u32| format!("0 {sectors} delay {} 0 {ms}", dev.path());
+    sh(&format!(
+        "modprobe dm-delay && dmsetup create jdelay --table '{}'",
+        table(0)
+    ));
+    sh("mkfs.ext4 -q -F /dev/mapper/jdelay");
+    let mut fs = Mount::new(&["/dev/mapper/jdelay"], &dir.join("journal"));
+    Split::config(
+        &dir,
+        &[("web", 32 << 20)],
+        "      commit-every: 20ms\n      queue: 2MiB\n      dirty-granularity: 16KiB\n",
+        "",
+    );
+    let split = Split::serve(&dir);
+    let status = || common::split::split_status(&dir)["splitter"]["serving"].clone();
+    let mut c = common::nbd::Raw::open(split.addr, "web");
+    let mut shadow = vec![0u8; 32 << 20];
+    let mut n = 0u64;
+    fn write(c: &mut common::nbd::Raw, n: &mut u64, shadow: &mut [u8], off: usize) {
+        *n += 1;
+        let data = noise(*n, 64 * KIB);
+        c.write(*n, off as u64, &data);
+        shadow[off..off + data.len()].copy_from_slice(&data);
+    }
+    for i in 0..20 {
+        write(&mut c, &mut n, &mut shadow, i * 64 * KIB);
+    }
+    let in_order = digest(&shadow);
+    // The stall: every I/O of the journal's disk waits two seconds.
+    sh(&format!(
+        "dmsetup suspend jdelay && dmsetup reload jdelay --table '{}' && dmsetup resume jdelay",
+        table(2000)
+    ));
+    let burst = Instant::now();
+    for i in 0..256 {
+        write(&mut c, &mut n, &mut shadow, (i * 97 % 480) * 64 * KIB);
+    }
+    let burst_s = burst.elapsed().as_secs_f64();
+    let marking = status();
+    assert_eq!(
+        marking["mode"], "marking",
+        "a stalled journal, and not marking: {marking}"
+    );
+    sh(&format!(
+        "dmsetup suspend jdelay && dmsetup reload jdelay --table '{}' && dmsetup resume jdelay",
+        table(0)
+    ));
+    let back = Instant::now();
+    loop {
+        let s = status();
+        if s["mode"] == "active" && s["last_journalled"] == s["last_numbered"] {
+            break;
+        }
+        assert!(back.elapsed().as_secs() < 120, "never resynchronised: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    c.disconnect();
+    split.stop();
+    let journal = dir.join("journal/vms");
+    common::split::verify_journal(&journal, "a stalled journal disk harmed the journal");
+    let j = Journal::open(&journal).unwrap();
+    let resumes = common::split::resume_points(&j);
+    let gap_after = marking["gap_after"].as_u64().unwrap();
+    let last = j.last_delta();
+    drop(j);
+    let out = dir.join("out");
+    let volume = std::fs::read(dir.join("web.img")).unwrap();
+    assert!(volume == shadow, "the volume is not what the client wrote");
+    let got = replay(&journal, &format!("delta:{last}"), &out, &["web"]);
+    assert!(
+        std::fs::read(&got[0]).unwrap() == volume,
+        "the journal does not replay to the volume"
+    );
+    let got = replay(&journal, &format!("seq:{}", resumes[0]), &out, &["web"]);
+    assert!(
+        std::fs::read(&got[0]).unwrap() == volume,
+        "where the gap resumes is not the volume"
+    );
+    if gap_after >= 20 {
+        let got = replay(&journal, "seq:20", &out, &["web"]);
+        assert_eq!(digest(&std::fs::read(&got[0]).unwrap()), in_order, "seq:20");
+    }
+    eprintln!(
+        "a stalled journal: 256 writes of 64 KiB acknowledged in {burst_s:.1} s while marking, \
+               read back in {:.1} s",
+        back.elapsed().as_secs_f64()
+    );
+    fs.unmount();
+    sh("dmsetup remove jdelay");
 }
 
 /// A split group whose volume is an LVM thin volume: its base is a thin snapshot

@@ -53,7 +53,7 @@ pub struct Write {
 
 impl Write {
     /// Bytes of memory the queue holds for it.
-    fn cost(&self) -> u64 {
+    pub(super) fn cost(&self) -> u64 {
         match &self.change {
             Change::Data(d) => d.len() as u64,
             Change::Zero(_) => 64,

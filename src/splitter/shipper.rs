@@ -14,13 +14,14 @@ use std::time::Duration;
 /// how long a bookmark or a stop waits.
 pub const MAX_BATCH: u64 = 64 << 20;
 /// A batch whose first write has waited this long (or that leaves another full
-/// batch queued behind it) is stored without compression: the shipper is behind, and
+/// batch queued behind it, or that is read back after marking) is stored without
+/// compression: the shipper is behind, and
 /// a copy is several times cheaper than zstd on data that barely compresses. It
 /// compresses again once it has caught up.
 const STORE_WHEN_BEHIND: Duration = Duration::from_millis(500);
 /// The longest wait between attempts at a failing commit: the group marks
 /// meanwhile, and a journal that has room again should be used again soon.
-const RETRY_AT_MOST: Duration = Duration::from_secs(1);
+const RETRY_AT_MOST: Duration = Duration::from_millis(250);
 /// Attempts at a failing commit once the group is stopping, before the writes still
 /// queued are given up (the next base holds them: they are on the volumes).
 const STOP_ATTEMPTS: u32 = 5;
@@ -128,7 +129,9 @@ impl Shipper {
                 Item::Write(w) => Some(w.time_ns),
                 _ => None,
             });
-            let behind = self.seq.queued() >= MAX_BATCH
+            // Resynchronising (a gap is open) is being behind too.
+            let behind = self.gap_open
+                || self.seq.queued() >= MAX_BATCH
                 || first_time.is_some_and(|t| {
                     crate::clock::now_ns() - t > STORE_WHEN_BEHIND.as_nanos() as i64
                 });
@@ -269,7 +272,18 @@ impl Shipper {
     ) -> Result<Option<u64>> {
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
+        let bytes: u64 = writes.iter().map(|w| w.cost()).sum();
+        let mut full = false;
         loop {
+            // A full journal disk is retried often (room should be used soon), but an
+            // attempt while it is still full is skipped: each would copy the batch.
+            if full && !self.seq.is_closed() {
+                let dir = self.writer.journal().dir().to_path_buf();
+                if crate::sys::available_bytes(&dir).is_ok_and(|free| free < bytes + (1 << 20)) {
+                    std::thread::sleep(wait);
+                    continue;
+                }
+            }
             match self.ship(writes, range, time_ns, compress) {
                 Ok(delta) => return Ok(Some(delta)),
                 Err(e @ Error::Unindexed { .. }) => {
@@ -280,11 +294,16 @@ impl Shipper {
                 Err(e @ Error::InvalidArgument(_)) => return Err(e),
                 Err(e) => {
                     attempts += 1;
+                    full = matches!(&e, Error::Io { cause, .. } if cause.raw_os_error() == Some(libc::ENOSPC));
                     if self.seq.is_closed() && attempts >= STOP_ATTEMPTS {
                         return Err(e);
                     }
-                    tracing::error!(error = %e, writes = writes.len(), retry_in = ?wait,
-                        "cannot journal shipped writes; the splitter marks new writes until it can");
+                    // Said at the first failure and then every half minute or so, not
+                    // at every retry.
+                    if attempts % 120 == 1 {
+                        tracing::error!(error = %e, writes = writes.len(), attempts, retry_in = ?wait,
+                            "cannot journal shipped writes; the splitter marks new writes until it can");
+                    }
                     *self
                         .live
                         .journal_error

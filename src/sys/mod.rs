@@ -30,6 +30,8 @@
 //!   everything it started.
 //! * `malloc.rs` — [`limit_malloc_arenas`]: `mallopt(M_ARENA_MAX)`, so memory
 //!   freed on another thread than the one that allocated it is reused.
+//! * `statvfs.rs` — [`available_bytes`]: `statvfs`, the room left on a file
+//!   system (a splitter whose journal disk is full waits for room cheaply).
 //!
 //! All functions return [`std::io::Result`]; syscall failures are reported
 //! as [`io::Error::last_os_error`], so callers can inspect
@@ -49,6 +51,7 @@ mod malloc;
 mod page_cache;
 mod process;
 mod reflink;
+mod statvfs;
 #[cfg(test)]
 mod test_files;
 
@@ -66,6 +69,7 @@ pub use malloc::limit_malloc_arenas;
 pub use page_cache::{prefetch, start_writeback};
 pub use process::kill_group;
 pub use reflink::reflink;
+pub use statvfs::available_bytes;
 
 /// Converts a byte offset or length to the kernel's signed `off_t`, failing
 /// with `InvalidInput` (naming `what`) instead of wrapping to a negative

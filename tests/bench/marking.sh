@@ -195,7 +195,7 @@ bench_marking() {
     umount "$MARK_DIR/journal"
     note "14c: a $(mib "$MARK_SIZE") MiB volume (disk, $(stat -f -c %T "$BENCH_DIR")): 1 GiB of random 64 KiB writes" \
         "marked $(mib "$dirty") MiB; once the journal had room the splitter was active again after ${resync_s}s" \
-        "(the shipper retries a failed commit with backoff up to 1 s: that wait is in it);" \
+        "(the shipper retries a failed commit with backoff up to 250 ms: that wait is in it);" \
         "a direct-I/O read of the whole volume took ${full_s}s"
     ratio=$(calc "$resync_s / $full_s")
     row "14c leave marking, 1G dirty in $(mib "$MARK_SIZE" | cut -d. -f1)M" "${resync_s} s" "full read: ${full_s} s" \
