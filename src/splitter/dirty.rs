@@ -56,6 +56,7 @@ impl DirtyMap {
     }
 
     /// Bytes of memory the bits take.
+    #[cfg(test)]
     pub fn map_bytes(&self) -> u64 {
         self.bits.iter().map(|b| b.len() as u64 * 8).sum()
     }

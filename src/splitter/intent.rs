@@ -179,10 +179,6 @@ impl IntentFile {
         Ok(Some((h, maps)))
     }
 
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
     /// Writes word `index` of `epoch`.
     pub fn write_word(&self, epoch: usize, index: usize, value: u64) -> std::io::Result<()> {
         let at = self.words_at + ((epoch * self.words + index) * 8) as u64;
@@ -417,12 +413,6 @@ impl Intents {
                 Self::lost(&mut g, e);
             }
         }
-    }
-
-    /// Bytes of memory both epochs take.
-    pub fn map_bytes(&self) -> u64 {
-        let g = self.lock();
-        g.maps[0].map_bytes() * 2
     }
 }
 

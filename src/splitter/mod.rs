@@ -398,11 +398,7 @@ impl Live {
             last_numbered: seq.last(),
             last_journalled: self.last_journalled.load(Ordering::Relaxed),
             lag: seq.lag(),
-            journal_error: self
-                .journal_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            journal_error: self.journal_error(),
         }
     }
 }
