@@ -5,7 +5,10 @@
 //! tests beside the code in `src/sys/`.
 mod common;
 
-use cascade::sys::{block_device_size, device_or_file_size, fiemap, reflink, zero_device_range};
+use cascade::sys::{
+    block_device_size, device_or_file_size, fiemap, next_data, next_hole, reflink,
+    zero_device_range,
+};
 use common::host::root_or_skip;
 use common::loopdev::LoopDev;
 use common::mount::Mount;
@@ -31,6 +34,10 @@ fn loop_device_size_and_zeroout() {
         .unwrap();
     assert_eq!(block_device_size(&dev).unwrap(), 64 * MIB);
     assert_eq!(device_or_file_size(&dev).unwrap(), 64 * MIB);
+    // A device's lseek knows no SEEK_DATA: all of it is data.
+    assert_eq!(next_data(&dev, MIB).unwrap(), Some(MIB));
+    assert_eq!(next_data(&dev, 64 * MIB).unwrap(), None);
+    assert_eq!(next_hole(&dev, MIB).unwrap(), 64 * MIB);
 
     dev.write_all_at(&vec![0xCD; 2 * MIB as usize], MIB)
         .unwrap();

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 
 use super::{os_result, to_off_t};
 
@@ -25,12 +26,27 @@ fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<u64> {
 /// This moves the file position of `file` (shared with its clones); the
 /// crate only does positional I/O (`read_at` / `write_at`) on such files, so
 /// that does not matter. Filesystems without hole tracking report all of the
-/// file as data.
+/// file as data, and so does a block device (its `lseek` knows no `SEEK_DATA`).
 pub fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
     match lseek(file, offset, libc::SEEK_DATA) {
         Ok(pos) => Ok(Some(pos)),
         Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-        Err(err) => Err(err),
+        Err(err) => match device_size(file, err)? {
+            size if offset < size => Ok(Some(offset)),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// The size of `file` when it is a block device, which has no holes to tell of;
+/// `err` (`lseek`'s) otherwise.
+fn device_size(file: &File, err: io::Error) -> io::Result<u64> {
+    let device =
+        err.raw_os_error() == Some(libc::EINVAL) && file.metadata()?.file_type().is_block_device();
+    if device {
+        super::device_or_file_size(file)
+    } else {
+        Err(err)
     }
 }
 
@@ -42,7 +58,13 @@ pub fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
 /// Like [`next_data`], this moves the file position, which does not matter
 /// for positional I/O.
 pub fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
-    lseek(file, offset, libc::SEEK_HOLE)
+    match lseek(file, offset, libc::SEEK_HOLE) {
+        Ok(pos) => Ok(pos),
+        Err(err) => match device_size(file, err)? {
+            size if offset < size => Ok(size),
+            _ => Err(io::Error::from_raw_os_error(libc::ENXIO)),
+        },
+    }
 }
 
 /// Deallocates `[offset, offset + len)` of a regular file, keeping its size:
