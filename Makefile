@@ -45,11 +45,12 @@ lint:
 test: deps s3s-fs vm-deps lint
 	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 $(CARGO) test --all-targets
 
-# The power-cut harness at length (tests/power_cut.rs, in the VM): more cycles, more
+# The power-cut harnesses at length (tests/power_cut.rs: snapshot cycles, then a
+# split group, tests/power_cut/splitter.rs; in one boot of the VM): more cycles, more
 # random subsets of the un-flushed writes after each flush, every state tried, no VM
-# time limit. It prints how many states were tried and how many failed. `make test`
-# runs the same harness over 100 states, an even spread (so that the whole of `make
-# test` stays within half an hour). CRASH_STATES caps the states tried (an even
+# time limit. Each prints how many states were tried and how many failed. `make test`
+# runs the same harnesses over 50 and 8 states, even spreads (so that the whole of
+# `make test` stays within half an hour). CRASH_STATES caps the states tried (an even
 # spread over the run) when every one would take too long.
 CRASH_CYCLES ?= 10
 CRASH_SUBSETS ?= 6

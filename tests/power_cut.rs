@@ -20,30 +20,30 @@
 //!   and the next writer's recovery writes the pages back, in any order: a torn delta
 //!   whose Commit reached the disk before an earlier page of it.
 //!
-//! `make test` tries 100 states (an even spread over the run); `make crash` thousands
+//! `make test` tries 50 states (an even spread over the run); `make crash` thousands
 //! (CASCADE_CRASH_CYCLES, CASCADE_CRASH_SUBSETS, CASCADE_CRASH_STATES, CASCADE_CRASH_SEED).
 mod common;
+#[path = "power_cut/splitter.rs"]
+mod splitter;
 
 use cascade::config::Config;
 use cascade::journal::{Applier, Journal, VolumeFile};
 use cascade::progress::NoProgress;
 use common::config::{ConfigFile, GroupConfig, Retention, TargetFile, Volume};
 use common::logwrites::{Log, State};
-use common::loopdev::LoopDev;
-use common::vm::{in_vm_with, sh};
+use common::powercut::{
+    copy_sparse, env_number, even_spread, image, mount, umount, Background, Disk, Timings, Views,
+};
+use common::vm::in_vm_with;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 const CASCADE: &str = env!("CARGO_BIN_EXE_cascade");
 const MIB: u64 = 1 << 20;
-/// Regions of the logged device: the journal's file system, the state file system,
-/// then one replica device per volume.
 const JOURNAL_FS: u64 = 24 * MIB;
 const STATE_FS: u64 = 16 * MIB;
 const VOLUMES: [(&str, u64); 2] = [("v0", 2 * MIB), ("v1", MIB)];
@@ -60,20 +60,11 @@ struct Params {
 
 impl Params {
     fn from_env() -> Params {
-        let get = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .map(|v| {
-                    v.parse()
-                        .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-                })
-                .unwrap_or(default)
-        };
         Params {
-            cycles: get("CASCADE_CRASH_CYCLES", 6),
-            subsets: get("CASCADE_CRASH_SUBSETS", 2) as usize,
-            max_states: get("CASCADE_CRASH_STATES", 100) as usize,
-            seed: get("CASCADE_CRASH_SEED", 11),
+            cycles: env_number("CASCADE_CRASH_CYCLES", 6),
+            subsets: env_number("CASCADE_CRASH_SUBSETS", 2) as usize,
+            max_states: env_number("CASCADE_CRASH_STATES", 50) as usize,
+            seed: env_number("CASCADE_CRASH_SEED", 11),
         }
     }
 }
@@ -116,26 +107,21 @@ impl Layout {
         self.root.join(format!("truth/{delta}/{id}.img"))
     }
     fn replica_offset(&self, id: &str) -> u64 {
-        let mut at = STATE_AT + STATE_FS;
-        for (v, size) in VOLUMES {
-            if v == id {
-                return at;
-            }
-            at += size;
-        }
-        panic!("no volume {id}")
+        let v = VOLUMES.iter().position(|(v, _)| *v == id);
+        DISK.volume_at(v.unwrap_or_else(|| panic!("no volume {id}")))
     }
 }
 
-const STATE_AT: u64 = JOURNAL_FS;
-
-fn device_size() -> u64 {
-    STATE_AT + STATE_FS + VOLUMES.iter().map(|v| v.1).sum::<u64>()
-}
-
-fn dm(args: &str) {
-    sh(&format!("dmsetup {args}"));
-}
+/// The journal's file system, the state file system, then one replica device per
+/// volume.
+const DISK: Disk = Disk {
+    prefix: "pc",
+    journal_fs: JOURNAL_FS,
+    journal_delay_ms: JOURNAL_DELAY_MS,
+    journal_mount: JOURNAL_MOUNT,
+    state_fs: STATE_FS,
+    volumes: &VOLUMES,
+};
 
 fn cascade(args: &[&str]) -> std::process::Output {
     Command::new(CASCADE).args(args).output().unwrap()
@@ -153,7 +139,7 @@ fn cascade_ok(args: &[&str]) -> String {
 }
 
 fn mark(name: &str) {
-    dm(&format!("message pc-lw 0 mark {name}"));
+    DISK.mark(name);
 }
 
 fn write_configs(l: &Layout) {
@@ -202,54 +188,6 @@ fn mutate(l: &Layout, rng: &mut impl Rng) {
             f.write_all_at(&buf, at).unwrap();
         }
         f.sync_all().unwrap();
-    }
-}
-
-/// Keeps running `body` on a thread until the returned guard is dropped.
-struct Background {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Background {
-    fn start(body: impl Fn() + Send + 'static) -> Background {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut n = 0;
-            while !flag.load(Ordering::Relaxed) {
-                body();
-                n += 1;
-            }
-            n
-        });
-        Background {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the loop; how many times it ran.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-/// Where the time of the states goes, to keep `make test` quick.
-#[derive(Default)]
-struct Timings {
-    at: Option<std::time::Instant>,
-    total: BTreeMap<&'static str, std::time::Duration>,
-}
-
-impl Timings {
-    fn lap(&mut self, phase: &'static str) {
-        let now = std::time::Instant::now();
-        if let Some(at) = self.at {
-            *self.total.entry(phase).or_default() += now - at;
-        }
-        self.at = Some(now);
     }
 }
 
@@ -459,115 +397,6 @@ fn replica_views(l: &Layout, image: &File) -> HashMap<String, VolumeFile> {
         .collect()
 }
 
-/// The loop devices over the two file systems of the work image, attached once: each
-/// state rewrites the image under them and drops their cached blocks.
-struct Views {
-    journal: String,
-    state: String,
-}
-
-impl Views {
-    fn attach(image: &Path) -> Views {
-        let attach = |offset: u64, size: u64| -> String {
-            sh(&format!(
-                "losetup -f --show -o {offset} --sizelimit {size} {}",
-                image.display()
-            ))
-            .trim()
-            .to_string()
-        };
-        Views {
-            journal: attach(0, JOURNAL_FS),
-            state: attach(STATE_AT, STATE_FS),
-        }
-    }
-}
-
-impl Drop for Views {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .args(["-d", &self.journal, &self.state])
-            .status();
-    }
-}
-
-fn c(s: &str) -> std::ffi::CString {
-    std::ffi::CString::new(s).unwrap()
-}
-
-fn mount(dev: &str, dir: &Path, options: &str) -> Result<(), String> {
-    let (src, dst) = (c(dev), c(dir.to_str().unwrap()));
-    let (fs, data) = (c("ext4"), c(options));
-    // SAFETY: valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            fs.as_ptr(),
-            0,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "{dev} does not mount on {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ))
-    }
-}
-
-fn umount(dir: &Path) {
-    let dst = c(dir.to_str().unwrap());
-    // SAFETY: a valid NUL-terminated string.
-    if unsafe { libc::umount2(dst.as_ptr(), 0) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            panic!("umount {}: {e}", dir.display());
-        }
-    }
-}
-
-/// Drops the block device's cached blocks, which belong to the previous state.
-fn flush_buffers(dev: &str) {
-    const BLKFLSBUF: libc::c_ulong = 0x1261;
-    let f = File::open(dev).unwrap();
-    // SAFETY: BLKFLSBUF takes no argument.
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), BLKFLSBUF, 0) };
-    assert_eq!(
-        rc,
-        0,
-        "BLKFLSBUF {dev}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Makes `work` a copy of `base`, copying only the ranges that hold data.
-fn copy_sparse(base: &File, work: &File) {
-    use cascade::sys::{next_data, next_hole};
-    let size = base.metadata().unwrap().len();
-    work.set_len(0).unwrap();
-    work.set_len(size).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while let Some(start) = next_data(base, at).unwrap() {
-        let end = next_hole(base, start).unwrap().min(size);
-        let mut pos = start;
-        while pos < end {
-            let n = (end - pos).min(buf.len() as u64) as usize;
-            base.read_exact_at(&mut buf[..n], pos).unwrap();
-            work.write_all_at(&buf[..n], pos).unwrap();
-            pos += n as u64;
-        }
-        at = end;
-        if at >= size {
-            break;
-        }
-    }
-}
-
 /// Mounts one state's file systems, checks it, and unmounts them.
 fn try_state(
     l: &Layout,
@@ -576,11 +405,9 @@ fn try_state(
     image: &File,
     t: &mut Timings,
 ) -> Result<String, String> {
-    for dev in [&views.journal, &views.state] {
-        flush_buffers(dev);
-    }
-    let result = mount(&views.journal, &l.journal_mnt(), JOURNAL_MOUNT)
-        .and_then(|()| mount(&views.state, &l.state_mnt(), ""))
+    views.forget();
+    let result = mount(&views.devices[0], &l.journal_mnt(), JOURNAL_MOUNT)
+        .and_then(|()| mount(&views.devices[1], &l.state_mnt(), ""))
         .and_then(|()| {
             t.lap("mount");
             check_state(l, exp, image, t)
@@ -591,11 +418,20 @@ fn try_state(
     result
 }
 
+/// Both harnesses in one boot of the VM (a TCG boot costs half a minute): the
+/// snapshot cycles' power cuts, then a split group's (power_cut/splitter.rs).
 #[test]
 fn power_cut_states() {
     let Some(_scratch) = in_vm_with("power_cut_states", Some("3G"), &ENV) else {
         return;
     };
+    cycles();
+    // The guest's /tmp is in its memory.
+    std::fs::remove_dir_all("/tmp/pc").unwrap();
+    splitter::states();
+}
+
+fn cycles() {
     let p = Params::from_env();
     let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
     let l = Layout {
@@ -611,52 +447,7 @@ fn power_cut_states() {
     ] {
         std::fs::create_dir_all(l.root.join(d)).unwrap();
     }
-    sh("modprobe -a dm-log-writes dm-delay");
-    let data_img = l.root.join("data.img");
-    let log_img = l.root.join("log.img");
-    File::create(&data_img)
-        .unwrap()
-        .set_len(device_size())
-        .unwrap();
-    File::create(&log_img).unwrap().set_len(1536 * MIB).unwrap();
-    let data = LoopDev::attach(&data_img).unwrap();
-    let logdev = LoopDev::attach(&log_img).unwrap();
-    let sectors = |b: u64| b / 512;
-    dm(&format!(
-        "create pc-lw --table '0 {} log-writes {} {}'",
-        sectors(device_size()),
-        data.path(),
-        logdev.path()
-    ));
-    dm(&format!(
-        "create pc-j --table '0 {} linear /dev/mapper/pc-lw 0'",
-        sectors(JOURNAL_FS)
-    ));
-    dm(&format!(
-        "create pc-jd --table '0 {n} delay /dev/mapper/pc-j 0 0 /dev/mapper/pc-j 0 {JOURNAL_DELAY_MS}'",
-        n = sectors(JOURNAL_FS)
-    ));
-    dm(&format!(
-        "create pc-s --table '0 {} linear /dev/mapper/pc-lw {}'",
-        sectors(STATE_FS),
-        sectors(STATE_AT)
-    ));
-    for (id, size) in VOLUMES {
-        dm(&format!(
-            "create pc-{id} --table '0 {} linear /dev/mapper/pc-lw {}'",
-            sectors(size),
-            sectors(l.replica_offset(id))
-        ));
-    }
-    let mkfs = "mkfs.ext4 -q -F -b 4096 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0";
-    sh(&format!(
-        "{mkfs} /dev/mapper/pc-jd && {mkfs} /dev/mapper/pc-s"
-    ));
-    sh(&format!(
-        "mount -o {JOURNAL_MOUNT} /dev/mapper/pc-jd {} && mount /dev/mapper/pc-s {}",
-        l.journal_mnt().display(),
-        l.state_mnt().display()
-    ));
+    let stack = DISK.build(&l.root, &l.journal_mnt(), &l.state_mnt());
     for (id, size) in VOLUMES {
         File::create(l.source(id)).unwrap().set_len(size).unwrap();
     }
@@ -767,14 +558,10 @@ fn power_cut_states() {
             mark("prune");
         }
     }
-    sh(&format!(
-        "umount {} {} && dmsetup remove pc-v1 pc-v0 pc-s pc-jd pc-j && dmsetup remove pc-lw",
-        l.journal_mnt().display(),
-        l.state_mnt().display()
-    ));
+    stack.finish();
 
     // The states.
-    let log = Log::open(&log_img);
+    let log = Log::open(&stack.log_img);
     let ready = log.mark("ready").expect("the ready mark is in the log");
     let mut states: Vec<State> = log
         .states(p.subsets, &mut rng)
@@ -806,9 +593,7 @@ fn power_cut_states() {
         // states, up to a third of the budget.
         chosen.truncate(p.max_states / 3);
         let recovery = chosen.len();
-        let want = p.max_states.saturating_sub(recovery).min(rest.len());
-        let step = rest.len() as f64 / want.max(1) as f64;
-        chosen.extend((0..want).map(|k| rest[(k as f64 * step) as usize].clone()));
+        chosen.extend(even_spread(rest, p.max_states.saturating_sub(recovery)));
         chosen.sort_by_key(|s| s.upto);
         eprintln!(
             "power-cut harness: the first {recovery} states of the killed cycle's recovery are tried"
@@ -820,26 +605,11 @@ fn power_cut_states() {
         log.entries.len(),
         states.len()
     );
-    let base_path = l.root.join("base.img");
-    let base = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&base_path)
-        .unwrap();
-    base.set_len(device_size()).unwrap();
+    let base = image(&l.root.join("base.img"), DISK.size());
     let mut applied = 0;
     let work_path = l.root.join("work.img");
-    let work = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&work_path)
-        .unwrap();
-    work.set_len(device_size()).unwrap();
-    let views = Views::attach(&work_path);
+    let work = image(&work_path, DISK.size());
+    let views = Views::attach(&work_path, &DISK.regions()[..2]);
     let mut failed = Vec::new();
     let mut timings = Timings::default();
     let started = std::time::Instant::now();

@@ -7,6 +7,7 @@ pub mod logwrites;
 pub mod loopdev;
 pub mod mount;
 pub mod nbd;
+pub mod powercut;
 pub mod s3;
 pub mod split;
 pub mod vm;

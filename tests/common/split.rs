@@ -70,8 +70,18 @@ impl Split {
     /// Serves group `vms` of the config `dir/cascade.yaml` (written by the caller),
     /// and returns once its base is journalled.
     pub fn serve(dir: &Path) -> Split {
-        let mut child = Command::new(BIN)
-            .args(["split", "-c", "cascade.yaml", "--cg", "vms", "--json"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(Split::ARGS);
+        Split::serve_with(dir, cmd)
+    }
+
+    /// `cascade split`'s arguments for group `vms` of `cascade.yaml`.
+    pub const ARGS: [&'static str; 6] = ["split", "-c", "cascade.yaml", "--cg", "vms", "--json"];
+
+    /// [`Split::serve`] with the command `cmd`, which runs `BIN` with [`Split::ARGS`]
+    /// in its own way (in another mount namespace, say).
+    pub fn serve_with(dir: &Path, mut cmd: Command) -> Split {
+        let mut child = cmd
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -82,12 +92,14 @@ impl Split {
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut addr = None;
         let mut line = String::new();
+        let mut said = String::new();
         loop {
             line.clear();
             assert!(
                 err.read_line(&mut line).unwrap() > 0,
-                "cascade split exited early"
+                "cascade split exited early:\n{said}"
             );
+            said += &line;
             let uri = line
                 .strip_prefix("serving ")
                 .and_then(|l| l.split(" at nbd://").nth(1));
