@@ -31,12 +31,10 @@ use cascade::journal::{Applier, Journal, VolumeFile};
 use cascade::progress::NoProgress;
 use common::config::{ConfigFile, GroupConfig, Retention, TargetFile, Volume};
 use common::logwrites::{Log, State};
-use common::powercut::{
-    copy_sparse, env_number, even_spread, image, mount, umount, Background, Disk, Timings, Views,
-};
+use common::powercut::{env_number, even_spread, Background, Disk, Timings};
 use common::vm::in_vm_with;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -397,27 +395,6 @@ fn replica_views(l: &Layout, image: &File) -> HashMap<String, VolumeFile> {
         .collect()
 }
 
-/// Mounts one state's file systems, checks it, and unmounts them.
-fn try_state(
-    l: &Layout,
-    exp: &Expected,
-    views: &Views,
-    image: &File,
-    t: &mut Timings,
-) -> Result<String, String> {
-    views.forget();
-    let result = mount(&views.devices[0], &l.journal_mnt(), JOURNAL_MOUNT)
-        .and_then(|()| mount(&views.devices[1], &l.state_mnt(), ""))
-        .and_then(|()| {
-            t.lap("mount");
-            check_state(l, exp, image, t)
-        });
-    umount(&l.journal_mnt());
-    umount(&l.state_mnt());
-    t.lap("unmount");
-    result
-}
-
 /// Both harnesses in one boot of the VM (a TCG boot costs half a minute): the
 /// snapshot cycles' power cuts, then a split group's (power_cut/splitter.rs).
 #[test]
@@ -605,62 +582,10 @@ fn cycles() {
         log.entries.len(),
         states.len()
     );
-    let base = image(&l.root.join("base.img"), DISK.size());
-    let mut applied = 0;
-    let work_path = l.root.join("work.img");
-    let work = image(&work_path, DISK.size());
-    let views = Views::attach(&work_path, &DISK.regions()[..2]);
-    let mut failed = Vec::new();
-    let mut timings = Timings::default();
-    let started = std::time::Instant::now();
-    for (n, s) in states.iter().enumerate() {
-        while applied <= s.upto {
-            log.apply(applied, &base);
-            applied += 1;
-        }
-        copy_sparse(&base, &work);
-        for &i in &s.extra {
-            log.apply(i, &work);
-        }
+    let replay = DISK.replay(&l.root, 2, &l.journal_mnt(), &l.state_mnt());
+    replay.try_states(&log, &states, |s, t| {
         let exp = expected(&log, s);
-        timings.lap("replay the log");
-        match try_state(&l, &exp, &views, &work, &mut timings) {
-            Ok(_) => {}
-            Err(why) => {
-                eprintln!(
-                    "FAILED state {n} ({}; expected {exp:?}): {why}",
-                    s.describe()
-                );
-                failed.push((s.describe(), why));
-            }
-        }
-        if n % 50 == 49 {
-            eprintln!(
-                "  {} states tried, {} failed, {:.0} s",
-                n + 1,
-                failed.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    eprintln!(
-        "power-cut harness: {} states tried, {} failed ({:.0} s)",
-        states.len(),
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    eprintln!("  time per phase: {:?}", timings.total);
-    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, why) in &failed {
-        *by_reason.entry(why.clone()).or_default() += 1;
-    }
-    for (why, n) in &by_reason {
-        eprintln!("  {n} × {why}");
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} power-cut states failed",
-        failed.len(),
-        states.len()
-    );
+        check_state(&l, &exp, &replay.work, t)
+            .inspect_err(|_| eprintln!("  (the marks before it: {exp:?})"))
+    });
 }

@@ -250,6 +250,16 @@ impl Disk<'_> {
         r
     }
 
+    /// Sets what the delay device adds to each write of the journal's file system.
+    pub fn delay_journal(&self, ms: u64) {
+        let p = self.prefix;
+        sh(&format!(
+            "dmsetup suspend {p}-jd && dmsetup reload {p}-jd --table \
+             '0 {n} delay /dev/mapper/{p}-j 0 0 /dev/mapper/{p}-j 0 {ms}' && dmsetup resume {p}-jd",
+            n = self.journal_fs / 512
+        ));
+    }
+
     /// Puts a mark in the log.
     pub fn mark(&self, name: &str) {
         sh(&format!("dmsetup message {}-lw 0 mark {name}", self.prefix));
@@ -360,5 +370,104 @@ impl Stack {
     /// The mapped device of volume `id`.
     pub fn volume(&self, id: &str) -> String {
         format!("/dev/mapper/{}-{id}", self.prefix)
+    }
+}
+
+impl Disk<'_> {
+    /// The images under `root` that the states of a run are rebuilt in, with loop
+    /// devices over the first `views` regions of the state (the two file systems
+    /// first), which mount at `journal_mnt` and `state_mnt`.
+    pub fn replay(
+        &self,
+        root: &Path,
+        views: usize,
+        journal_mnt: &Path,
+        state_mnt: &Path,
+    ) -> Replay {
+        let work_path = root.join("work.img");
+        let work = image(&work_path, self.size());
+        Replay {
+            base: image(&root.join("base.img"), self.size()),
+            views: Views::attach(&work_path, &self.regions()[..views]),
+            work,
+            mounts: [journal_mnt.to_path_buf(), state_mnt.to_path_buf()],
+            journal_mount: self.journal_mount.to_string(),
+        }
+    }
+}
+
+/// Where the states of a run are rebuilt: `base` holds the log up to the latest
+/// durability point tried, `work` one state (base and its writes after that point).
+pub struct Replay {
+    base: File,
+    pub work: File,
+    pub views: Views,
+    mounts: [std::path::PathBuf; 2],
+    journal_mount: String,
+}
+
+impl Replay {
+    /// Tries `states` (in log order): rebuilds each in `work`, mounts its file
+    /// systems, runs `check` (which says what it saw, or what is wrong) and unmounts
+    /// them. Then prints the failures by reason, and panics if there were any.
+    pub fn try_states(
+        &self,
+        log: &super::logwrites::Log,
+        states: &[State],
+        mut check: impl FnMut(&State, &mut Timings) -> Result<String, String>,
+    ) {
+        let mut applied = 0;
+        let mut failed = Vec::new();
+        let mut t = Timings::default();
+        let started = std::time::Instant::now();
+        for (n, s) in states.iter().enumerate() {
+            while applied <= s.upto {
+                log.apply(applied, &self.base);
+                applied += 1;
+            }
+            copy_sparse(&self.base, &self.work);
+            for &i in &s.extra {
+                log.apply(i, &self.work);
+            }
+            self.views.forget();
+            t.lap("replay the log");
+            let [journal, state] = [&self.views.devices[0], &self.views.devices[1]];
+            let result = mount(journal, &self.mounts[0], &self.journal_mount)
+                .and_then(|()| mount(state, &self.mounts[1], ""))
+                .and_then(|()| {
+                    t.lap("mount");
+                    check(s, &mut t)
+                });
+            umount(&self.mounts[0]);
+            umount(&self.mounts[1]);
+            t.lap("unmount");
+            match result {
+                Ok(seen) => eprintln!("state {n}: {seen}"),
+                Err(why) => {
+                    eprintln!("FAILED state {n} ({}): {why}", s.describe());
+                    failed.push(why);
+                }
+            }
+        }
+        eprintln!(
+            "power-cut harness: {} states tried, {} failed ({:.0} s)",
+            states.len(),
+            failed.len(),
+            started.elapsed().as_secs_f64()
+        );
+        eprintln!("  time per phase: {:?}", t.total);
+        let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+        for why in &failed {
+            *by_reason.entry(why).or_default() += 1;
+        }
+        for (why, n) in &by_reason {
+            eprintln!("  {n} × {why}");
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {} power-cut states failed",
+            failed.len(),
+            states.len()
+        );
     }
 }

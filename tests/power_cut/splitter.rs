@@ -27,14 +27,12 @@
 //! (CASCADE_CRASH_SUBSETS and CASCADE_CRASH_SEED too).
 use crate::common::logwrites::{Log, State};
 use crate::common::nbd::Raw;
-use crate::common::powercut::{
-    copy_sparse, env_number, even_spread, image, mount, umount, Disk, Timings, Views,
-};
+use crate::common::powercut::{env_number, even_spread, image, Disk, Timings};
 use crate::common::split::{split_status, Split, BIN};
 use cascade::journal::{Applier, Journal, VolumeFile};
 use cascade::progress::NoProgress;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -504,6 +502,8 @@ fn workload(l: &Layout, w: &mut Workload, rng: &mut impl Rng) -> u64 {
                 mark(&format!("flush:{v}:{n}"));
             }
         }
+        // Caught up quickly: the states of the wait are like those of the writes.
+        DISK.delay_journal(0);
         let start = std::time::Instant::now();
         loop {
             let s = split_status(&l.run_dir())["splitter"]["serving"].clone();
@@ -518,6 +518,7 @@ fn workload(l: &Layout, w: &mut Workload, rng: &mut impl Rng) -> u64 {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         mark(&format!("journalled:{}", w.writes.len()));
+        DISK.delay_journal(DISK.journal_delay_ms);
         eprintln!(
             "round {round}: {} writes so far, {marked} gap(s)",
             w.writes.len()
@@ -580,65 +581,16 @@ pub fn states() {
         log.entries.len(),
         states.len()
     );
-    let base = image(&l.root.join("base.img"), DISK.size());
-    let work_path = l.root.join("work.img");
-    let work = image(&work_path, DISK.size());
-    let views = Views::attach(&work_path, &DISK.regions());
-    write_config(&l, &l.restart_dir(), &views.devices[2..]);
-    let mut applied = 0;
-    let mut failed = Vec::new();
-    let mut timings = Timings::default();
-    let started = std::time::Instant::now();
-    for (n, s) in states.iter().enumerate() {
-        while applied <= s.upto {
-            log.apply(applied, &base);
-            applied += 1;
-        }
-        copy_sparse(&base, &work);
-        for &i in &s.extra {
-            log.apply(i, &work);
-        }
+    let replay = DISK.replay(
+        &l.root,
+        DISK.regions().len(),
+        &l.journal_mnt(),
+        &l.state_mnt(),
+    );
+    write_config(&l, &l.restart_dir(), &replay.views.devices[2..]);
+    replay.try_states(&log, &states, |s, t| {
         let durable = Durable::at(&log, s);
-        views.forget();
-        timings.lap("replay the log");
-        let result = mount(&views.devices[0], &l.journal_mnt(), JOURNAL_MOUNT)
-            .and_then(|()| mount(&views.devices[1], &l.state_mnt(), ""))
-            .and_then(|()| {
-                timings.lap("mount");
-                check_state(&l, &w, &durable, &work, &mut rng, &mut timings)
-            });
-        umount(&l.journal_mnt());
-        umount(&l.state_mnt());
-        timings.lap("unmount");
-        match result {
-            Ok(seen) => eprintln!("state {n} ({}): {seen}", s.describe()),
-            Err(why) => {
-                eprintln!(
-                    "FAILED state {n} ({}; durable {durable:?}): {why}",
-                    s.describe()
-                );
-                failed.push(why);
-            }
-        }
-    }
-    eprintln!(
-        "power-cut harness: {} states tried, {} failed ({:.0} s)",
-        states.len(),
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    eprintln!("  time per phase: {:?}", timings.total);
-    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for why in &failed {
-        *by_reason.entry(why).or_default() += 1;
-    }
-    for (why, n) in &by_reason {
-        eprintln!("  {n} × {why}");
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} power-cut states failed",
-        failed.len(),
-        states.len()
-    );
+        check_state(&l, &w, &durable, &replay.work, &mut rng, t)
+            .inspect_err(|_| eprintln!("  (durable before it: {durable:?})"))
+    });
 }
