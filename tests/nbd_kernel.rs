@@ -22,7 +22,7 @@ use common::group::noise;
 use common::host::{quiet, run};
 use common::mount::Mount;
 use common::split::{replay, Split, BIN};
-use common::vm::{in_vm, sh, tools_or_skip};
+use common::vm::{dm_reload, in_vm, sh, tools_or_skip};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -447,10 +447,7 @@ fn a_journal_disk_that_stalls_turns_the_group_to_marking(work: &Path) {
     }
     let in_order = digest(&shadow);
     // The stall: every I/O of the journal's disk waits two seconds.
-    sh(&format!(
-        "dmsetup suspend jdelay && dmsetup reload jdelay --table '{}' && dmsetup resume jdelay",
-        table(2000)
-    ));
+    dm_reload("jdelay", &table(2000));
     let burst = Instant::now();
     for i in 0..256 {
         write(&mut c, &mut n, &mut shadow, (i * 97 % 480) * 64 * KIB);
@@ -461,10 +458,7 @@ fn a_journal_disk_that_stalls_turns_the_group_to_marking(work: &Path) {
         marking["mode"], "marking",
         "a stalled journal, and not marking: {marking}"
     );
-    sh(&format!(
-        "dmsetup suspend jdelay && dmsetup reload jdelay --table '{}' && dmsetup resume jdelay",
-        table(0)
-    ));
+    dm_reload("jdelay", &table(0));
     let back = Instant::now();
     loop {
         let s = status();

@@ -278,8 +278,8 @@ impl Shipper {
             // A full journal disk is retried often (room should be used soon), but an
             // attempt while it is still full is skipped: each would copy the batch.
             if full && !self.seq.is_closed() {
-                let dir = self.writer.journal().dir().to_path_buf();
-                if crate::sys::available_bytes(&dir).is_ok_and(|free| free < bytes + (1 << 20)) {
+                let free = crate::sys::available_bytes(self.writer.journal().dir());
+                if free.is_ok_and(|free| free < bytes + (1 << 20)) {
                     std::thread::sleep(wait);
                     continue;
                 }

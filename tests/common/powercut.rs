@@ -7,7 +7,7 @@
 
 use super::logwrites::State;
 use super::loopdev::LoopDev;
-use super::vm::sh;
+use super::vm::{dm_reload, sh};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -253,11 +253,11 @@ impl Disk<'_> {
     /// Sets what the delay device adds to each write of the journal's file system.
     pub fn delay_journal(&self, ms: u64) {
         let p = self.prefix;
-        sh(&format!(
-            "dmsetup suspend {p}-jd && dmsetup reload {p}-jd --table \
-             '0 {n} delay /dev/mapper/{p}-j 0 0 /dev/mapper/{p}-j 0 {ms}' && dmsetup resume {p}-jd",
-            n = self.journal_fs / 512
-        ));
+        let n = self.journal_fs / 512;
+        dm_reload(
+            &format!("{p}-jd"),
+            &format!("0 {n} delay /dev/mapper/{p}-j 0 0 /dev/mapper/{p}-j 0 {ms}"),
+        );
     }
 
     /// Puts a mark in the log.

@@ -123,6 +123,14 @@ pub fn sh(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Swaps the table of device-mapper device `name` for `table` while it is in use
+/// (suspended, reloaded, resumed): a delay device made slow or quick again.
+pub fn dm_reload(name: &str, table: &str) {
+    sh(&format!(
+        "dmsetup suspend {name} && dmsetup reload {name} --table '{table}' && dmsetup resume {name}"
+    ));
+}
+
 /// A volume group on a loop device over a sparse file, with a thin pool `pool`
 /// (64 KiB chunks); removed with its loop device when dropped.
 pub struct ThinVg {
