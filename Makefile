@@ -42,8 +42,12 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps s3s-fs vm-deps lint
-	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 $(CARGO) test --all-targets
+# vm-deps before deps: installing Debian's qemu-system-x86 removes a qemu-utils of
+# another version (one from backports, say), and deps then puts back the matching one.
+# The tests run in two lanes side by side, each VM guest on one core (tests/lanes.sh).
+test: vm-deps deps s3s-fs lint
+	$(CARGO) test --all-targets --no-run
+	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 CARGO=$(CARGO) bash tests/lanes.sh
 
 # The power-cut harnesses at length (tests/power_cut.rs: snapshot cycles, then a
 # split group, tests/power_cut/splitter.rs; in one boot of the VM): more cycles, more
@@ -56,7 +60,7 @@ CRASH_CYCLES ?= 10
 CRASH_SUBSETS ?= 6
 CRASH_SEED ?= 11
 CRASH_STATES ?= 1000000
-crash: deps vm-deps
+crash: vm-deps deps
 	CASCADE_REQUIRE_VM=1 CASCADE_VM_TIMEOUT=0 CASCADE_CRASH_CYCLES=$(CRASH_CYCLES) \
 	CASCADE_CRASH_SUBSETS=$(CRASH_SUBSETS) CASCADE_CRASH_SEED=$(CRASH_SEED) CASCADE_CRASH_STATES=$(CRASH_STATES) \
 		$(CARGO) test --test power_cut -- --nocapture
@@ -64,7 +68,7 @@ crash: deps vm-deps
 # The benchmarks also compare with restic, upload to s3s-fs, time the limit program, and
 # set the NBD server (the nbd-serve example) beside nbdkit and qemu-nbd.
 BENCH_APT_PACKAGES := restic python3 openssl
-bench: deps s3s-fs vm-deps build
+bench: vm-deps deps s3s-fs build
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(CARGO) build --release --example multipart-put
 	$(CARGO) build --release --example nbd-serve

@@ -37,8 +37,10 @@ pub fn in_vm_with(test: &str, memory: Option<&str>, env: &[&str]) -> Option<Path
         .tempdir_in("/var/tmp")
         .unwrap();
     let exe = std::env::current_exe().unwrap();
-    // One VM at a time: two TCG guests of all the host's cores each starve one another
-    // (the two lvm_thin tests took 525 s side by side, 355 s one after the other).
+    // One VM at a time per test binary: two TCG guests of all the host's cores each
+    // starve one another (the two lvm_thin tests took 525 s side by side, 355 s one
+    // after the other). `make test` runs two binaries at once instead, each guest
+    // on one core (CASCADE_VM_CPUS=1, tests/lanes.sh): 171 s for both side by side.
     let _one_vm = ONE_VM
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());

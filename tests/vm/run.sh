@@ -29,7 +29,7 @@
 #   --env NAME[=VAL] set NAME in the guest (VAL, or the host's value of NAME) (repeatable)
 #   --cwd DIR        guest working directory (default: the current directory)
 #   --memory SIZE    guest memory (default 2G)
-#   --cpus N         guest CPUs (default: vng's, = host cores)
+#   --cpus N         guest CPUs (default: CASCADE_VM_CPUS, else vng's, = host cores)
 #   --timeout SECS   kill the VM after SECS (default 1800; 0 = none)
 #   --kernel PATH    kernel image (default: newest /boot/vmlinuz-*-amd64; env CASCADE_VM_KERNEL)
 #   --verbose        show the guest's kernel and init messages on stderr
@@ -41,7 +41,7 @@ rwdirs=()
 envs=()
 cwd=""
 memory=2G
-cpus=""
+cpus="${CASCADE_VM_CPUS:-}"
 timeout_s=${CASCADE_VM_TIMEOUT:-1800}
 kernel=${CASCADE_VM_KERNEL:-}
 verbose=""
