@@ -55,6 +55,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// An undo journal's file (a live replica's) that fails a check: a map that does
+    /// not decode, a blob that fails its checksum or does not decompress.
+    #[error("undo journal {file}: {reason}")]
+    CorruptUndo { file: PathBuf, reason: String },
+
     /// A journal written by a newer (or unknown) format version.
     #[error("journal {journal}: segment {segment} has format version {version}; this cascade reads versions 1 and 2")]
     UnsupportedVersion {

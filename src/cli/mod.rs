@@ -7,7 +7,9 @@ mod journal;
 pub mod progress;
 mod replay;
 mod restore;
+mod rewind;
 mod run;
+mod serve;
 mod split;
 mod status;
 
@@ -54,6 +56,8 @@ pub enum Command {
     Bookmark(bookmark::Args),
     Export(export::Args),
     Restore(restore::Args),
+    Rewind(rewind::Args),
+    Serve(serve::Args),
     Status(status::Args),
     Run(run::Args),
     Split(split::Args),
@@ -67,6 +71,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Bookmark(a) => bookmark::run(a),
         Command::Export(a) => export::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Rewind(a) => rewind::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Status(a) => status::run(a),
         Command::Run(a) => run::run(a),
         Command::Split(a) => split::run(a),
@@ -110,7 +116,10 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
         Some(Error::Config { .. } | Error::InvalidArgument(_) | Error::AlreadyExists(_)) => 2,
         Some(Error::NotFound(_)) => 3,
         Some(
-            Error::Corrupt { .. } | Error::CorruptObject { .. } | Error::UnsupportedVersion { .. },
+            Error::Corrupt { .. }
+            | Error::CorruptObject { .. }
+            | Error::CorruptUndo { .. }
+            | Error::UnsupportedVersion { .. },
         ) => 4,
         Some(Error::TargetTooSmall { .. }) => 5,
         Some(Error::Locked { .. } | Error::DaemonRunning { .. } | Error::OtherWriter { .. }) => 6,

@@ -185,8 +185,40 @@ fn print_text(daemon: Option<u32>, groups: &[GroupReport]) {
                 )
             };
             println!("  {:<16} cursor {:>6}  {behind}{error}", t.target, t.cursor);
+            if let Some(l) = &t.live {
+                println!("{}", live_line(l));
+            }
         }
     }
+}
+
+/// A live target's window, where it is held, and why it is shorter than asked.
+fn live_line(l: &cascade::export::live::LiveStatus) -> String {
+    let w = &l.window;
+    let mut line = format!(
+        "    window: delta {} to delta {} ({} entries, {} of undo in {})",
+        w.oldest,
+        w.newest,
+        w.entries,
+        human_bytes(w.bytes),
+        l.dir.display()
+    );
+    if let Some(m) = &l.moving_to {
+        line += &format!(
+            "\n    moving from {} to {} (cut short? `cascade rewind` finishes it)",
+            l.held.as_deref().unwrap_or("?"),
+            m
+        );
+    } else if let Some(h) = &l.held {
+        line += &format!("\n    held at {h}: exports wait until `cascade rewind --latest`");
+    }
+    if let Some(lost) = &l.undo_lost {
+        line += &format!(
+            "\n    undo was dropped at delta {} ({}): the window cannot reach before it",
+            lost.delta, lost.reason
+        );
+    }
+    line
 }
 
 /// A duration for people: 42 s, 3 min, 5 h, 2 d.

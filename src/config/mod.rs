@@ -23,7 +23,7 @@ pub use size::Size;
 pub use splitter::{
     SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_DIRTY_GRANULARITY, DEFAULT_LISTEN, DEFAULT_QUEUE,
 };
-pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec};
+pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec, UndoConfig};
 
 use crate::error::{Error, Result};
 use serde::Deserialize;

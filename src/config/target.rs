@@ -18,6 +18,11 @@ pub enum TargetSpec {
     Block {
         /// Volume id → device or image file. The path must exist and be large enough.
         volumes: BTreeMap<String, PathBuf>,
+        /// Keeps the replica **live** with undo data, so it can be rewound to, or
+        /// served as it was at, any point of a window (`cascade rewind`,
+        /// `cascade serve --at`). Without it the replica only moves forward.
+        #[serde(default)]
+        undo: Option<UndoConfig>,
     },
     /// A virtual replica in object storage: `s3://bucket/prefix`, `file:///dir`, or a
     /// plain directory path.
@@ -55,6 +60,20 @@ pub enum TargetSpec {
         #[serde(default)]
         batch: Option<super::Age>,
     },
+}
+
+/// Where a live block replica keeps its undo journal, and how far back it reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UndoConfig {
+    /// A directory of its own (created if missing), not on the replica's device.
+    pub dir: PathBuf,
+    /// The undo journal's bound in bytes (`8GiB`): the oldest entries retire past it.
+    #[serde(default)]
+    pub max_bytes: Option<super::Size>,
+    /// Entries retire once the window would still reach this far back (`7d`).
+    #[serde(default)]
+    pub max_age: Option<super::Age>,
 }
 
 /// How long split deltas wait to be uploaded together when a target says nothing.
@@ -170,6 +189,14 @@ impl TargetSpec {
             TargetSpec::Block { .. } => None,
         }
     }
+
+    /// A live block target's undo settings.
+    pub fn undo(&self) -> Option<&UndoConfig> {
+        match self {
+            TargetSpec::Block { undo, .. } => undo.as_ref(),
+            TargetSpec::Object { .. } => None,
+        }
+    }
 }
 
 /// Connection settings for an object store beyond its URL.
@@ -202,7 +229,7 @@ impl Target {
             .map_err(|e| err(format!("cannot read target `{name}`: {e}")))?;
         let mut spec: TargetSpec = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
         match &mut spec {
-            TargetSpec::Block { volumes } => {
+            TargetSpec::Block { volumes, undo } => {
                 if volumes.is_empty() {
                     return Err(err(
                         "volumes: a block target needs a device or image file per volume".into(),
@@ -210,6 +237,23 @@ impl Target {
                 }
                 for path in volumes.values_mut() {
                     *path = dir.join(&*path);
+                }
+                if let Some(u) = undo {
+                    if u.max_bytes.is_none() && u.max_age.is_none() {
+                        return Err(err(
+                            "undo: give max-bytes, max-age or both: an unbounded undo journal fills its disk".into(),
+                        ));
+                    }
+                    if u.max_bytes.is_some_and(|b| b.0 == 0) {
+                        return Err(err("undo.max-bytes: must be more than 0".into()));
+                    }
+                    u.dir = dir.join(&u.dir);
+                    if let Some((id, _)) = volumes.iter().find(|(_, p)| p.starts_with(&u.dir)) {
+                        return Err(err(format!(
+                            "undo.dir: {} holds the replica of volume `{id}`; give the undo journal a directory of its own",
+                            u.dir.display()
+                        )));
+                    }
                 }
             }
             TargetSpec::Object {

@@ -5,10 +5,12 @@
 mod allocated;
 mod compare;
 mod extent_map;
+mod ranges;
 
 pub use allocated::allocated_ranges;
 pub use compare::BlockCompare;
 pub use extent_map::ExtentMapDiff;
+pub use ranges::{Piece, RangeMap};
 
 use crate::error::Result;
 

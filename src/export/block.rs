@@ -5,6 +5,7 @@
 //! leaves a replica whose cursor says it is between two deltas, never one that claims
 //! a point it does not hold.
 use super::cursor::FileCursor;
+use super::live::{Live, LiveStatus, RewindReport, RewindTo};
 use super::Exporter;
 use crate::config::ConsistencyGroup;
 use crate::config::Target;
@@ -23,6 +24,8 @@ pub struct BlockExporter {
     paths: BTreeMap<String, PathBuf>,
     cursor: FileCursor,
     applier: Applier,
+    /// The undo journal of a live target (one with `undo:`).
+    live: Option<Live>,
 }
 
 impl BlockExporter {
@@ -91,7 +94,55 @@ impl BlockExporter {
             paths: volumes.clone(),
             cursor: FileCursor::new(state.join(format!("{}.cursor", target.name))),
             applier: Applier::new()?,
+            live: target.spec.undo().map(|u| Live::new(&target.name, u)),
         })
+    }
+
+    /// What the undo journal's entries made so far cost (None: not a live target).
+    pub fn undo_made(&self) -> Option<super::undo::RecordStats> {
+        self.live.as_ref().map(|l| l.made)
+    }
+
+    fn live_only(&mut self) -> Result<&mut Live> {
+        let name = self.name.clone();
+        self.live.as_mut().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "target `{name}` is not live: give it `undo:` (a directory and max-bytes or max-age) to rewind it or serve its past"
+            ))
+        })
+    }
+
+    /// Rewinds the replica to a point of its window, or rolls it forward to the
+    /// newest exported point (`RewindTo::Latest`, which lets exports go on).
+    pub fn rewind(
+        &mut self,
+        journal: &Journal,
+        to: &RewindTo,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<RewindReport> {
+        let mut state = self.cursor.get()?;
+        let devices = self.open(journal, state.delta)?;
+        let cursor = FileCursor::new(self.cursor.path().to_path_buf());
+        self.live_only()?
+            .rewind(&cursor, &mut state, journal, to, &devices, progress)
+    }
+
+    /// The replica's volumes as they were at `at`, served without changing it.
+    pub fn serve_at(
+        &mut self,
+        journal: &Journal,
+        at: &crate::journal::Point,
+    ) -> Result<(
+        crate::journal::Until,
+        Vec<(String, super::undo::serve::PointExport)>,
+    )> {
+        let state = self.cursor.get()?;
+        let paths: HashMap<String, PathBuf> = self
+            .paths
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.live_only()?.serve_at(&state, journal, at, &paths)
     }
 
     /// Opens every volume's device or file, refusing one that is missing or smaller
@@ -113,7 +164,12 @@ impl BlockExporter {
                 _ => Error::io("cannot open replica", path)(e),
             }
             };
-            let file = OpenOptions::new().write(true).open(path).map_err(missing)?;
+            // Read too: a live target reads undo from it.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(missing)?;
             let meta = file
                 .metadata()
                 .map_err(Error::io("cannot stat replica", path))?;
@@ -149,8 +205,31 @@ impl Exporter for BlockExporter {
         Ok(self.cursor.get()?.journal)
     }
 
+    fn run_end(
+        &mut self,
+        _journal: &Journal,
+        next: u64,
+        _flush: super::Flush,
+    ) -> Result<Option<u64>> {
+        // A rewound replica takes nothing until it is rolled forward.
+        Ok(self.cursor.get()?.held.is_none().then_some(next))
+    }
+
+    fn live(&mut self) -> Result<Option<LiveStatus>> {
+        let state = self.cursor.get()?;
+        Ok(self.live.as_mut().map(|l| l.status(&state)))
+    }
+
     fn apply(&mut self, journal: &Journal, delta: u64) -> Result<u64> {
         let mut state = self.cursor.get()?;
+        if let Some(h) = state.held {
+            return Err(Error::InvalidArgument(format!(
+                "target `{}` is rewound to {}: `cascade rewind --target {} --latest` rolls it forward, and exports then go on",
+                self.name,
+                super::undo::describe(h.at),
+                self.name
+            )));
+        }
         super::check_next(&self.name, state.delta, delta)?;
         // A delta cut short counts as held: its bytes are partly on the replica.
         let held = state.applying.map_or(state.delta, |a| a.max(state.delta));
@@ -180,6 +259,10 @@ impl Exporter for BlockExporter {
         }
         // Checked in full before the first write, like replay.
         journal.read_delta(delta)?.check_all(&NoProgress)?;
+        // A live target's undo is durable before the replica changes.
+        if let Some(live) = &mut self.live {
+            live.before_apply(&self.cursor, &mut state, journal, delta, &devices)?;
+        }
         // The marker names the journal too: a replica cut short in its first delta, or
         // in the first past a repair's cut, is then known as this journal's (it passed
         // the check above), not held to the cut as a replica of unknown origin.
@@ -198,6 +281,9 @@ impl Exporter for BlockExporter {
         state.delta = delta;
         state.applying = None;
         self.cursor.set(&state)?;
+        if let Some(live) = &mut self.live {
+            live.after_apply(&self.cursor, &mut state, delta)?;
+        }
         Ok(journal.delta(delta)?.stored_bytes)
     }
 }
@@ -236,6 +322,7 @@ mod tests {
                 file: "/etc/cascade/r.yaml".into(),
                 spec: TargetSpec::Block {
                     volumes: volumes.clone(),
+                    undo: None,
                 },
             };
             BlockExporter::new(&target, cg, &volumes, state.path())

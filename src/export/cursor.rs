@@ -21,6 +21,34 @@ pub struct CursorState {
     /// Volume id → identity of the file or device written ([`crate::fsutil::file_identity`]:
     /// a device by what it is, so the cursor survives its node being recreated at boot).
     pub replicas: std::collections::BTreeMap<String, String>,
+    /// A live replica (one with undo): the epoch its undo journal's files carry.
+    /// A new epoch makes every older file stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_epoch: Option<u64>,
+    /// Where `cascade rewind` left the replica, when not at `delta`: exports wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    /// The last time the undo journal was dropped (it could not be written, or was
+    /// damaged), and why: the window cannot reach before that delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_lost: Option<UndoLost>,
+}
+
+/// A live replica rewound: the point it holds, and, while a rewind or roll-forward
+/// runs (or after a crash cut it short), the point it is moving to. Each path
+/// writes absolute bytes, so running the path from `at` to `moving_to` again ends
+/// exactly at `moving_to` whatever part of it ran before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    pub at: crate::journal::Until,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<crate::journal::Until>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UndoLost {
+    pub delta: u64,
+    pub reason: String,
 }
 
 /// A cursor kept in a local file.

@@ -18,12 +18,16 @@ mod block;
 pub mod chain;
 mod cursor;
 mod journal_retention;
+pub mod live;
 pub mod object;
+mod rewind;
+pub mod undo;
 
 pub use block::BlockExporter;
 pub use chain::Upkeep;
 pub use journal_retention::{prune_journal, prune_journal_with, JournalPrune};
 pub use object::ObjectExporter;
+pub use rewind::LiveTarget;
 
 use crate::config::{Config, ConsistencyGroup, Target, TargetSpec};
 use crate::error::{Error, Result};
@@ -67,6 +71,11 @@ pub trait Exporter: Send {
         let _ = journal;
         Ok(Upkeep::default())
     }
+
+    /// A live target's window and moves (None for a target that only moves forward).
+    fn live(&mut self) -> Result<Option<live::LiveStatus>> {
+        Ok(None)
+    }
 }
 
 /// Whether an export also carries the runs of split deltas that a target would
@@ -95,7 +104,7 @@ pub fn open_exporter(
     state: &Path,
 ) -> Result<Box<dyn Exporter>> {
     match &target.spec {
-        TargetSpec::Block { volumes } => {
+        TargetSpec::Block { volumes, .. } => {
             Ok(Box::new(BlockExporter::new(target, cg, volumes, state)?))
         }
         TargetSpec::Object { .. } => Ok(Box::new(ObjectExporter::new(target, state)?)),
@@ -123,9 +132,13 @@ pub struct TargetStatus {
     /// export does.
     #[serde(default)]
     pub stopped: bool,
-    /// Deltas left for a later export: a run of split deltas not due yet.
+    /// Deltas left for a later export: a run of split deltas not due yet, or all of
+    /// them while a live target is rewound.
     #[serde(default)]
     pub waiting: u64,
+    /// A live target's window of reachable points, and where a rewind holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<live::LiveStatus>,
 }
 
 /// Per-target state files live here: cursors of local targets, last status, locks.
@@ -194,6 +207,7 @@ pub fn export_target(
         upkeep: Upkeep::default(),
         stopped: false,
         waiting: 0,
+        live: None,
     };
     let (lock, result) = match crate::lock::lock(&state.join(format!("{name}.lock")), &target.file)
     {
@@ -223,8 +237,27 @@ fn export_one(
     status: &mut TargetStatus,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let last = journal.last_delta();
     let mut exporter = open_exporter(target, cg, state)?;
+    let result = export_with(&mut *exporter, target, journal, flush, status, progress);
+    // Whatever the export did, status shows the window it left.
+    match exporter.live() {
+        Ok(live) => status.live = live,
+        Err(e) => {
+            tracing::warn!(target = %target.name, error = %e, "cannot read the live target's window")
+        }
+    }
+    result
+}
+
+fn export_with(
+    exporter: &mut dyn Exporter,
+    target: &Target,
+    journal: &Journal,
+    flush: Flush,
+    status: &mut TargetStatus,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let last = journal.last_delta();
     status.cursor = exporter.cursor()?;
     journal.check_replica(&target.name, exporter.fed_by()?.as_deref(), status.cursor)?;
     if status.cursor > last {

@@ -171,7 +171,7 @@ impl Applier {
 
 /// Makes a range read as zeros: a hole in a file, a zeroed range on a device, and
 /// written zeros where neither is supported.
-fn zero_range(t: &VolumeFile, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
+pub fn zero_range(t: &VolumeFile, offset: u64, length: u64, zeros: &[u8]) -> Result<()> {
     let fast = if t.device {
         sys::zero_device_range(&t.file, offset, length)
     } else {

@@ -35,7 +35,7 @@ mod tail;
 pub mod verify;
 mod writer;
 
-pub use apply::{Applier, VolumeFile};
+pub use apply::{zero_range, Applier, VolumeFile};
 pub use copy::{journal_changes, READ_CHUNK};
 pub use frame::Pos;
 pub use index::{BookmarkEntry, DeltaEntry};
@@ -430,7 +430,7 @@ impl Journal {
 
 /// Where a replay stops: every delta up to `delta`; of `delta`, when `write` is set
 /// (it is a split delta then), only the records of writes up to `write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Until {
     pub delta: u64,
     pub write: Option<u64>,

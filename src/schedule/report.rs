@@ -47,6 +47,9 @@ pub struct TargetLag {
     pub lag_seconds: f64,
     pub last_export: Option<String>,
     pub last_error: Option<String>,
+    /// A live block target's window, as its last export or rewind left it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::export::live::LiveStatus>,
 }
 
 pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
@@ -76,7 +79,8 @@ pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
                     .next()
                     .map_or(0.0, |d| (now_ns - d.time_ns).max(0) as f64 / 1e9),
                 last_export: st.as_ref().and_then(|s| s.last_export.clone()),
-                last_error: st.and_then(|s| s.last_error),
+                last_error: st.as_ref().and_then(|s| s.last_error.clone()),
+                live: st.and_then(|s| s.live),
             }
         })
         .collect();

@@ -140,6 +140,19 @@ pub enum TargetFile {
 pub struct BlockTarget {
     /// Volume id → device or image file.
     pub volumes: BTreeMap<String, PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undo>,
+}
+
+/// A live block target's `undo:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Undo {
+    pub dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -285,7 +298,26 @@ impl TargetFile {
                 .into_iter()
                 .map(|(id, p)| (id.into(), p.into()))
                 .collect(),
+            undo: None,
         })
+    }
+
+    /// A live block target: `block`, with its undo journal in `dir` bounded by
+    /// `max_bytes` (as `64KiB`).
+    pub fn live<K: Into<String>, P: Into<PathBuf>>(
+        volumes: impl IntoIterator<Item = (K, P)>,
+        dir: impl Into<PathBuf>,
+        max_bytes: &str,
+    ) -> TargetFile {
+        let TargetFile::Block(mut b) = TargetFile::block(volumes) else {
+            unreachable!()
+        };
+        b.undo = Some(Undo {
+            dir: dir.into(),
+            max_bytes: Some(max_bytes.into()),
+            max_age: None,
+        });
+        TargetFile::Block(b)
     }
 
     /// An object target at `url` with the defaults for everything else.
