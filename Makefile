@@ -50,10 +50,11 @@ test: vm-deps deps s3s-fs lint
 	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 CARGO=$(CARGO) bash tests/lanes.sh
 
 # The power-cut harnesses at length (tests/power_cut.rs: snapshot cycles, then a
-# split group, tests/power_cut/splitter.rs; in one boot of the VM): more cycles, more
+# split group, tests/power_cut/splitter.rs, then a live replica, tests/power_cut/live.rs;
+# in one boot of the VM): more cycles, more
 # random subsets of the un-flushed writes after each flush, every state tried, no VM
 # time limit. Each prints how many states were tried and how many failed. `make test`
-# runs the same harnesses over 50 and 8 states, even spreads (so that the whole of
+# runs the same harnesses over 50, 8 and 8 states, even spreads (so that the whole of
 # `make test` stays within half an hour). CRASH_STATES caps the states tried (an even
 # spread over the run) when every one would take too long.
 CRASH_CYCLES ?= 10

@@ -4,7 +4,8 @@
 # every committed point is replayed onto fresh replica files and compared with the
 # checksums the volumes had when that point was taken. Then both replicas are
 # exported (the object one builds a synthetic full image, the journal is pruned to
-# its retention) and restored from the object replica alone. Last, the daemon runs
+# its retention) and restored from the object replica alone; the block replica, which
+# is live, is rewound to the bookmark and rolled forward again. Last, the daemon runs
 # the group on its schedule for a few seconds while the volumes change.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +81,14 @@ for p in 1 before-upgrade 3; do
   if [ "$got" = "${point_sums[$n]}" ]; then r="equal"; else r="DIFFERENT"; fail=1; fi
   printf '%-6s %-18s %-10s\n' "$n" "$p" "restored $r to the volumes at that point (sha256)"
 done
+
+say "the block replica is live: rewind it to the bookmark, compare, and roll it forward again"
+"$bin" rewind --config cascade.yaml --target demo-replica --to before-upgrade
+got=$(sha256sum replica/system.img replica/data.img | awk '{print $1}' | paste -sd' ')
+if [ "$got" = "${point_sums[2]}" ]; then echo "rewound replica: equal to the volumes at before-upgrade"; else echo "rewound replica: DIFFERENT"; fail=1; fi
+"$bin" status --config cascade.yaml | grep -A2 demo-replica
+"$bin" rewind --config cascade.yaml --target demo-replica --latest
+block_replica_equal
 
 say "the daemon: cascade run cycles on the group's schedule (every 2 s here) and keeps both replicas current"
 "$bin" run --config cascade.yaml --metrics-listen 127.0.0.1:0 2> daemon.log &

@@ -20,9 +20,14 @@
 //!   and the next writer's recovery writes the pages back, in any order: a torn delta
 //!   whose Commit reached the disk before an earlier page of it.
 //!
+//! The same boot then runs the split group's harness (power_cut/splitter.rs) and the
+//! live replica's (power_cut/live.rs).
+//!
 //! `make test` tries 50 states (an even spread over the run); `make crash` thousands
 //! (CASCADE_CRASH_CYCLES, CASCADE_CRASH_SUBSETS, CASCADE_CRASH_STATES, CASCADE_CRASH_SEED).
 mod common;
+#[path = "power_cut/live.rs"]
+mod live;
 #[path = "power_cut/splitter.rs"]
 mod splitter;
 
@@ -406,6 +411,8 @@ fn power_cut_states() {
     // The guest's /tmp is in its memory.
     std::fs::remove_dir_all("/tmp/pc").unwrap();
     splitter::states();
+    std::fs::remove_dir_all("/tmp/sp").unwrap();
+    live::states();
 }
 
 fn cycles() {

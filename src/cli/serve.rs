@@ -31,8 +31,8 @@ pub struct Args {
     #[arg(long)]
     cg: Option<String>,
     /// The point to serve: delta id, bookmark, time or seq:N.
-    #[arg(long, value_name = "POINT")]
-    at: Point,
+    #[arg(long, value_name = "POINT", value_parser = parse_point)]
+    at: String,
     /// Where to listen: HOST:PORT, a bare port (loopback), or unix:PATH.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10810")]
     listen: ListenAddr,
@@ -40,8 +40,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
-    let mut target = LiveTarget::open(&cfg, &a.target, a.cg.as_deref())?;
-    let (at, exports) = target.serve_at(&a.at)?;
+    let mut target = LiveTarget::open_serving(&cfg, &a.target, a.cg.as_deref(), &a.at.to_string())?;
+    let (at, exports) = target.serve_at(&a.at.parse::<Point>()?)?;
     let entries: Vec<ExportEntry> = exports
         .into_iter()
         .map(|(id, export)| ExportEntry {
@@ -86,4 +86,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     })?;
     eprintln!("{}: stopped serving; what clients wrote is gone", a.target);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the point as clap parses the arguments; kept as written, to name it.
+fn parse_point(s: &str) -> Result<String, cascade::Error> {
+    s.parse::<Point>().map(|_| s.to_string())
 }

@@ -212,6 +212,9 @@ fn live_line(l: &cascade::export::live::LiveStatus) -> String {
     } else if let Some(h) = &l.held {
         line += &format!("\n    held at {h}: exports wait until `cascade rewind --latest`");
     }
+    if let Some(s) = &l.served {
+        line += &format!("\n    {s}: exports wait until it stops");
+    }
     if let Some(lost) = &l.undo_lost {
         line += &format!(
             "\n    undo was dropped at delta {} ({}): the window cannot reach before it",

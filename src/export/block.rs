@@ -121,7 +121,7 @@ impl BlockExporter {
         progress: &dyn crate::progress::Progress,
     ) -> Result<RewindReport> {
         let mut state = self.cursor.get()?;
-        let devices = self.open(journal, state.delta)?;
+        let devices = self.open_all()?;
         let cursor = FileCursor::new(self.cursor.path().to_path_buf());
         self.live_only()?
             .rewind(&cursor, &mut state, journal, to, &devices, progress)
@@ -143,6 +143,31 @@ impl BlockExporter {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         self.live_only()?.serve_at(&state, journal, at, &paths)
+    }
+
+    /// Opens every volume's device or file as it is, for a rewind: its sizes come
+    /// from the undo journal, and the journal may no longer hold the deltas.
+    fn open_all(&self) -> Result<HashMap<String, VolumeFile>> {
+        let mut out = HashMap::new();
+        for (id, path) in &self.paths {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(Error::io("cannot open replica", path))?;
+            let meta = file
+                .metadata()
+                .map_err(Error::io("cannot stat replica", path))?;
+            out.insert(
+                id.clone(),
+                VolumeFile {
+                    file,
+                    device: meta.file_type().is_block_device(),
+                    path: path.clone(),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Opens every volume's device or file, refusing one that is missing or smaller
@@ -213,6 +238,18 @@ impl Exporter for BlockExporter {
     ) -> Result<Option<u64>> {
         // A rewound replica takes nothing until it is rolled forward.
         Ok(self.cursor.get()?.held.is_none().then_some(next))
+    }
+
+    /// A live target retires what is past its bounds after every export, also one
+    /// that applied nothing (a crash may have come between an apply and its
+    /// retirement).
+    fn finish(&mut self, _journal: &Journal) -> Result<super::Upkeep> {
+        let mut state = self.cursor.get()?;
+        if let (Some(live), None, Some(_)) = (&mut self.live, state.held, state.undo_epoch) {
+            let delta = state.delta;
+            live.after_apply(&self.cursor, &mut state, delta)?;
+        }
+        Ok(super::Upkeep::default())
     }
 
     fn live(&mut self) -> Result<Option<LiveStatus>> {

@@ -41,6 +41,26 @@ pub struct LiveStatus {
     /// before it yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_lost: Option<UndoLost>,
+    /// A point of the replica is being served (`cascade serve --at`): the exports
+    /// wait until it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
+    /// What the entries made by the export that reports this cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<RecordStats>,
+}
+
+impl LiveStatus {
+    /// This status with where the replica is now, as its cursor (`cursor`, the
+    /// target's cursor file) says: a rewind killed part way saves no status, but its
+    /// cursor names the move. Read only: the undo journal is not opened.
+    pub fn with_cursor(mut self, cursor: &std::path::Path) -> LiveStatus {
+        if let Ok(state) = FileCursor::new(cursor.to_path_buf()).get() {
+            self.held = state.held.map(|h| undo::describe(h.at));
+            self.moving_to = state.held.and_then(|h| h.moving_to).map(undo::describe);
+        }
+        self
+    }
 }
 
 /// Where a rewind goes.
@@ -85,7 +105,7 @@ impl Live {
             .expect("an epoch is given before the store opens");
         if self.store.as_ref().is_none_or(|s| s.epoch() != epoch) {
             self.store = None;
-            self.store = Some(UndoStore::open(&self.dir, epoch, state.delta)?);
+            self.store = Some(UndoStore::open(&self.dir, &self.name, epoch, state.delta)?);
         }
         Ok(self.store.as_mut().expect("opened"))
     }
@@ -105,9 +125,17 @@ impl Live {
             state.undo_epoch = Some(undo::new_epoch()?);
             cursor.set(state)?;
         }
-        let made = self
-            .store(state)
-            .and_then(|s| s.record(journal, delta, replicas));
+        let made = self.store(state).and_then(|s| {
+            // An apply cut short whose entry is not here (its undo was dropped, or
+            // its directory came back empty): the replica holds part of the delta,
+            // and undo read from it now would be wrong.
+            if state.applying == Some(delta) && !s.has(delta) {
+                return Err(Error::NotFound(format!(
+                    "the replica holds part of delta {delta} (an apply was cut short) and its undo is not kept"
+                )));
+            }
+            s.record(journal, delta, replicas)
+        });
         match made {
             Ok(stats) => {
                 self.made += stats;
@@ -179,6 +207,8 @@ impl Live {
             held: state.held.map(|h| undo::describe(h.at)),
             moving_to: state.held.and_then(|h| h.moving_to).map(undo::describe),
             undo_lost,
+            served: None,
+            made: (self.made != RecordStats::default()).then_some(self.made),
         }
     }
 
@@ -227,7 +257,7 @@ impl Live {
         let from = state.held.map_or(newest, |h| h.at);
         let dest = match to {
             RewindTo::Latest => newest,
-            RewindTo::Point(p) => journal.resolve_until(p)?,
+            RewindTo::Point(p) => resolve(journal, p)?,
         };
         self.store(state)?.check_reach(dest, state.delta)?;
         // Checked before the replica is touched, and before the move is recorded.
@@ -313,13 +343,24 @@ impl Live {
                 undo::describe(m)
             )));
         }
-        let dest = journal.resolve_until(at)?;
+        let dest = resolve(journal, at)?;
         let from = state.held.map_or(Until::from(state.delta), |h| h.at);
         let dir = self.dir.clone();
         let store = self.store(state)?;
         store.check_reach(dest, state.delta)?;
         let exports = store.serve_at(from, dest, replicas, &dir)?;
         Ok((dest, exports))
+    }
+}
+
+/// Where `point` is in the journal; a delta the journal's retention pruned is
+/// taken as named (the window says whether the undo journal still reaches it).
+fn resolve(journal: &Journal, point: &Point) -> Result<Until> {
+    match (journal.resolve_until(point), point) {
+        (Err(Error::NotFound(_)), Point::Delta(d)) if *d < journal.first_delta() => {
+            Ok(Until::from(*d))
+        }
+        (r, _) => r,
     }
 }
 

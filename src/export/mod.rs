@@ -209,11 +209,24 @@ pub fn export_target(
         waiting: 0,
         live: None,
     };
-    let (lock, result) = match crate::lock::lock(&state.join(format!("{name}.lock")), &target.file)
-    {
+    let lock_path = state.join(format!("{name}.lock"));
+    let (lock, result) = match crate::lock::lock(&lock_path, &target.file) {
         Ok(lock) => {
+            // What a `cascade serve` killed while it held the lock said of itself.
+            let _ = lock.set_len(0);
             let result = export_one(target, cg, &state, journal, flush, &mut status, progress);
             (Some(lock), result)
+        }
+        // A point of a live target is being served: the export waits for it.
+        Err(Error::Locked { .. }) if rewind::served(&lock_path).is_some() => {
+            status.waiting = journal.last_delta().saturating_sub(status.cursor);
+            status.live = load_status(cfg, cg, name)
+                .and_then(|s| s.live)
+                .map(|mut l| {
+                    l.served = rewind::served(&lock_path);
+                    l
+                });
+            (None, Ok(()))
         }
         Err(e) => (None, Err(e)),
     };

@@ -11,6 +11,15 @@ use crate::journal::{Journal, Point, Until};
 use crate::progress::Progress;
 use std::fs::File;
 
+/// How a serving `cascade serve` names itself in the target's lock file.
+const SERVING: &str = "served by `cascade serve` at ";
+
+/// What the `cascade serve` holding the lock at `lock` serves, if one does.
+pub(super) fn served(lock: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    text.starts_with(SERVING).then_some(text)
+}
+
 /// A live target opened for a rewind or a serve, holding its lock.
 pub struct LiveTarget<'c> {
     pub cg: &'c ConsistencyGroup,
@@ -23,6 +32,27 @@ pub struct LiveTarget<'c> {
 impl<'c> LiveTarget<'c> {
     /// Opens target `name` of the group that names it (`cg` when several do).
     pub fn open(cfg: &'c Config, name: &str, cg: Option<&str>) -> Result<LiveTarget<'c>> {
+        LiveTarget::open_as(cfg, name, cg, None)
+    }
+
+    /// [`LiveTarget::open`], saying in the target's lock file, while it holds it,
+    /// that it serves `point` (so an export that finds the lock taken waits, and
+    /// status says why).
+    pub fn open_serving(
+        cfg: &'c Config,
+        name: &str,
+        cg: Option<&str>,
+        point: &str,
+    ) -> Result<LiveTarget<'c>> {
+        LiveTarget::open_as(cfg, name, cg, Some(point))
+    }
+
+    fn open_as(
+        cfg: &'c Config,
+        name: &str,
+        cg: Option<&str>,
+        serving: Option<&str>,
+    ) -> Result<LiveTarget<'c>> {
         let target = cfg.target(name)?;
         let TargetSpec::Block { volumes, undo } = &target.spec else {
             return Err(Error::InvalidArgument(format!(
@@ -60,7 +90,15 @@ impl<'c> LiveTarget<'c> {
         let state = targets_state(cfg, cg);
         std::fs::create_dir_all(&state)
             .map_err(Error::io("cannot create target state directory", &state))?;
-        let lock = crate::lock::lock(&state.join(format!("{name}.lock")), &target.file)?;
+        let lock_path = state.join(format!("{name}.lock"));
+        let mut lock = crate::lock::lock(&lock_path, &target.file)?;
+        if let Some(point) = serving {
+            use std::io::Write;
+            let said = format!("{SERVING}{point} (pid {})", std::process::id());
+            lock.set_len(0)
+                .and_then(|()| lock.write_all(said.as_bytes()))
+                .map_err(Error::io("cannot write", &lock_path))?;
+        }
         let journal = Journal::open(&cfg.journal_path(cg))?;
         let exporter = BlockExporter::new(target, cg, volumes, &state)?;
         Ok(LiveTarget {

@@ -80,7 +80,11 @@ pub fn group_report(cfg: &Config, cg: &ConsistencyGroup) -> GroupReport {
                     .map_or(0.0, |d| (now_ns - d.time_ns).max(0) as f64 / 1e9),
                 last_export: st.as_ref().and_then(|s| s.last_export.clone()),
                 last_error: st.as_ref().and_then(|s| s.last_error.clone()),
-                live: st.and_then(|s| s.live),
+                live: st.and_then(|s| s.live).map(|l| {
+                    l.with_cursor(
+                        &crate::export::targets_state(cfg, cg).join(format!("{name}.cursor")),
+                    )
+                }),
             }
         })
         .collect();

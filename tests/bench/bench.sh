@@ -26,9 +26,13 @@
 #      throughput while marking vs journaling off, the time to leave marking vs a full
 #      read of the volume, bytes read back, map bytes per GiB, FLUSH p99 while marking
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking]   (default
-#                                                  all: 1-5 `core`, 6-8 `export`, 9-10 `lvm`,
-#                                                  11-12 `daemon`, 13 `nbd`, 14 `marking`;
+#     15. a live replica (tests/bench/live.sh): rewind of a 1% change vs a full restore,
+#      apply with undo vs without, time to first byte of `serve --at` on 1 and 16 GiB
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking] [live]
+#                                                  (default all: 1-5 `core`, 6-8 `export`,
+#                                                  9-10 `lvm`, 11-12 `daemon`, 13 `nbd`,
+#                                                  14 `marking`, 15 `live`;
 #                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3, a tmpfs for 13), xfsprogs, rsync, python3, openssl,
@@ -344,14 +348,16 @@ source "$ROOT/tests/bench/daemon.sh"
 source "$ROOT/tests/bench/nbd.sh"
 # shellcheck source=tests/bench/marking.sh
 source "$ROOT/tests/bench/marking.sh"
+# shellcheck source=tests/bench/live.sh
+source "$ROOT/tests/bench/live.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm daemon nbd marking} p
+    local parts=${*:-core export lvm daemon nbd marking live} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking ]] ||
-            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking || $p == live ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking, live or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -385,6 +391,9 @@ main() {
     fi
     if [[ " $parts " == *" marking "* ]]; then
         bench_marking
+    fi
+    if [[ " $parts " == *" live "* ]]; then
+        bench_live
     fi
 
     echo

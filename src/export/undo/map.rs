@@ -169,7 +169,7 @@ impl EntryMap {
             .iter()
             .map(|r| &r.extent)
             .chain(&map.undo)
-            .find(|x| matches!(x.source, Source::Data(b) if b.at + b.len as u64 > data_len));
+            .find(|x| matches!(x.source, Source::Data(b) if b.at.checked_add(b.len as u64).is_none_or(|e| e > data_len)));
         if let Some(x) = past {
             return Err(format!(
                 "extent at {} points past the data file's {data_len} bytes",

@@ -64,6 +64,8 @@ pub struct Window {
 
 pub struct UndoStore {
     dir: PathBuf,
+    /// The target's name: its files begin with it, so targets may share a directory.
+    target: String,
     epoch: u64,
     entries: BTreeMap<u64, EntryMap>,
     /// Per volume id: which held entry wrote each byte last.
@@ -82,14 +84,14 @@ impl UndoStore {
     /// `cursor + 1` (an entry made just before a crash cut its delta's apply short);
     /// removes every other file of its own, stale ones first. A map that does not
     /// decode is an error naming it.
-    pub fn open(dir: &Path, epoch: u64, cursor: u64) -> Result<UndoStore> {
+    pub fn open(dir: &Path, target: &str, epoch: u64, cursor: u64) -> Result<UndoStore> {
         crate::fsutil::create_dir_durable(dir)?;
         let mut found: BTreeMap<u64, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
         let mut stale = Vec::new();
         for e in std::fs::read_dir(dir).map_err(Error::io("cannot list undo directory", dir))? {
             let e = e.map_err(Error::io("cannot list undo directory", dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some((ep, delta, kind)) = parse_name(&name) else {
+            let Some((ep, delta, kind)) = parse_name(target, &name) else {
                 continue;
             };
             if ep != epoch || kind == FileKind::Temp {
@@ -102,19 +104,26 @@ impl UndoStore {
                 _ => slot.1 = Some(e.path()),
             }
         }
-        // The run of complete entries that ends at the cursor (or just past it).
+        // The run of complete entries that ends at the cursor (or just past it). A
+        // map is written after its data and removed before it, so a map without its
+        // data is damage, not a step of ours.
+        let broken = found
+            .iter()
+            .find(|(d, s)| **d <= cursor + 1 && s.0.is_some() && s.1.is_none());
+        if let Some((d, (Some(m), _))) = broken {
+            return Err(Error::CorruptUndo {
+                file: m.clone(),
+                reason: format!("entry {d} has a map but no data file"),
+            });
+        }
+        let complete = |d: u64| found.get(&d).is_some_and(|s| s.0.is_some());
         let mut keep = BTreeSet::new();
-        let top = if found.get(&(cursor + 1)).is_some_and(|s| s.0.is_some()) {
+        let mut d = if complete(cursor + 1) {
             cursor + 1
         } else {
             cursor
         };
-        let mut d = top;
-        while d > 0
-            && found
-                .get(&d)
-                .is_some_and(|s| s.0.is_some() && s.1.is_some())
-        {
+        while d > 0 && complete(d) {
             keep.insert(d);
             d -= 1;
         }
@@ -132,13 +141,14 @@ impl UndoStore {
         }
         let mut store = UndoStore {
             dir: dir.to_path_buf(),
+            target: target.to_string(),
             epoch,
             entries: BTreeMap::new(),
             writers: HashMap::new(),
             referrers: HashMap::new(),
             bytes: 0,
             sizes: HashMap::new(),
-            reader: Reader::new(dir, epoch)?,
+            reader: Reader::new(dir, target, epoch)?,
         };
         for delta in keep {
             let path = store.file(delta, FileKind::Map);
@@ -241,7 +251,8 @@ impl UndoStore {
     }
 
     fn file(&self, delta: u64, kind: FileKind) -> PathBuf {
-        self.dir.join(file_name(self.epoch, delta, kind))
+        self.dir
+            .join(file_name(&self.target, self.epoch, delta, kind))
     }
 }
 
@@ -269,18 +280,22 @@ enum FileKind {
     Temp,
 }
 
-fn file_name(epoch: u64, delta: u64, kind: FileKind) -> String {
+fn file_name(target: &str, epoch: u64, delta: u64, kind: FileKind) -> String {
     let ext = match kind {
         FileKind::Map => "map",
         FileKind::Data => "data",
         FileKind::Temp => "map.tmp",
     };
-    format!("{epoch:016x}-{delta:020}.{ext}")
+    format!("{target}.{epoch:016x}-{delta:020}.{ext}")
 }
 
-/// `EPOCH-DELTA.map`, `.data` or `.map.tmp`; None for a file that is not ours.
-fn parse_name(name: &str) -> Option<(u64, u64, FileKind)> {
-    let (stem, ext) = name.split_once('.')?;
+/// `TARGET.EPOCH-DELTA.map`, `.data` or `.map.tmp`; None for a file that is not
+/// this target's.
+fn parse_name(target: &str, name: &str) -> Option<(u64, u64, FileKind)> {
+    let (stem, ext) = name
+        .strip_prefix(target)?
+        .strip_prefix('.')?
+        .split_once('.')?;
     let kind = match ext {
         "map" => FileKind::Map,
         "data" => FileKind::Data,
@@ -301,10 +316,14 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         for kind in [FileKind::Map, FileKind::Data, FileKind::Temp] {
-            let n = file_name(0xabc, 42, kind);
-            assert_eq!(parse_name(&n), Some((0xabc, 42, kind)), "{n}");
+            let n = file_name("web", 0xabc, 42, kind);
+            assert_eq!(parse_name("web", &n), Some((0xabc, 42, kind)), "{n}");
+            assert_eq!(parse_name("db", &n), None, "another target's {n}");
+            assert_eq!(parse_name("web.x", &n), None, "another target's {n}");
         }
-        assert_eq!(parse_name("notes.txt"), None);
-        assert_eq!(parse_name("0000000000000abc-42.map"), None);
+        let other = file_name("web.x", 0xabc, 42, FileKind::Map);
+        assert_eq!(parse_name("web", &other), None, "{other}");
+        assert_eq!(parse_name("web", "notes.txt"), None);
+        assert_eq!(parse_name("web", "web.0000000000000abc-42.map"), None);
     }
 }

@@ -21,6 +21,7 @@ pub enum Bytes {
 
 pub struct Reader {
     dir: PathBuf,
+    target: String,
     epoch: u64,
     files: HashMap<u64, File>,
     dec: zstd::bulk::Decompressor<'static>,
@@ -33,9 +34,10 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(dir: &Path, epoch: u64) -> Result<Reader> {
+    pub fn new(dir: &Path, target: &str, epoch: u64) -> Result<Reader> {
         Ok(Reader {
             dir: dir.to_path_buf(),
+            target: target.to_string(),
             epoch,
             files: HashMap::new(),
             dec: zstd::bulk::Decompressor::new().map_err(Error::io("cannot start zstd", dir))?,
@@ -56,7 +58,8 @@ impl Reader {
     }
 
     fn path(&self, entry: u64) -> PathBuf {
-        self.dir.join(file_name(self.epoch, entry, FileKind::Data))
+        self.dir
+            .join(file_name(&self.target, self.epoch, entry, FileKind::Data))
     }
 
     /// The compressed bytes of `blob` in `entry`'s data file, checked.
@@ -149,9 +152,12 @@ impl Reader {
             Source::Ref(j) => {
                 let id = &map.volumes[x.volume as usize].id;
                 let target = entries.get(&j).ok_or_else(|| Error::CorruptUndo {
-                    file: self
-                        .dir
-                        .join(file_name(self.epoch, map.delta, FileKind::Map)),
+                    file: self.dir.join(file_name(
+                        &self.target,
+                        self.epoch,
+                        map.delta,
+                        FileKind::Map,
+                    )),
                     reason: format!(
                         "its undo refers to entry {j}, which the journal no longer holds"
                     ),
@@ -186,7 +192,7 @@ impl Reader {
         for p in self.finals[&key].pieces(start, end) {
             let Some(i) = p.value else {
                 return Err(Error::CorruptUndo {
-                    file: self.dir.join(file_name(self.epoch, from, FileKind::Map)),
+                    file: self.dir.join(file_name(&self.target, self.epoch, from, FileKind::Map)),
                     reason: format!(
                         "its undo refers to entry {} for bytes {}..{} of `{id}`, which that entry did not write",
                         target.delta, p.start, p.end

@@ -14,13 +14,15 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// What making entries cost: the replica bytes their undo covers, how many of
-/// those were read from the replica, and how many refer to an earlier entry's redo
-/// instead (the reads the algorithm saves against reading undo for every write).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// those were read from the replica, how many refer to an earlier entry's redo
+/// instead (the reads the algorithm saves against reading undo for every write),
+/// and how many lay in holes of a file replica (zeros, known without a read).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordStats {
     pub undo_bytes: u64,
     pub read_bytes: u64,
     pub referred_bytes: u64,
+    pub hole_bytes: u64,
     /// Bytes written to the undo journal (maps and data).
     pub stored_bytes: u64,
 }
@@ -30,6 +32,7 @@ impl std::ops::AddAssign for RecordStats {
         self.undo_bytes += o.undo_bytes;
         self.read_bytes += o.read_bytes;
         self.referred_bytes += o.referred_bytes;
+        self.hole_bytes += o.hole_bytes;
         self.stored_bytes += o.stored_bytes;
     }
 }
@@ -125,8 +128,13 @@ impl UndoStore {
         delta: u64,
         replicas: &HashMap<String, VolumeFile>,
     ) -> Result<RecordStats> {
-        if self.has(delta) {
-            return Ok(RecordStats::default());
+        if let Some(map) = self.entry(delta) {
+            if map.time_ns == journal.delta(delta)?.time_ns {
+                return Ok(RecordStats::default());
+            }
+            // Made for another delta of that number (one a repair cut away before it
+            // was applied): its replica still holds the delta before, so make it anew.
+            self.drop_entry(delta)?;
         }
         let path = self.file(delta, FileKind::Data);
         let mut data = DataFile::open(path.clone(), 0)?;
@@ -182,7 +190,13 @@ impl UndoStore {
                             continue;
                         };
                         let before = if replica.device {
-                            v.size
+                            // A device keeps its size; the volume's was the previous
+                            // delta's (this one's when the journal no longer has it).
+                            journal
+                                .volumes_at(delta - 1)
+                                .ok()
+                                .and_then(|vs| vs.into_iter().find(|p| p.id == v.id))
+                                .map_or(v.size, |p| p.size)
                         } else {
                             crate::sys::device_or_file_size(&replica.file)
                                 .map_err(Error::io("cannot size replica", &replica.path))?
@@ -233,6 +247,7 @@ impl UndoStore {
                     let blob = data.put_packed(compressed)?;
                     (volume, offset, length as u64, Source::Data(blob), stamp)
                 }
+                Record::Zero { length: 0, .. } => continue,
                 Record::Zero {
                     volume,
                     offset,
@@ -309,21 +324,31 @@ impl UndoStore {
                     });
                     continue;
                 }
-                stats.read_bytes += len;
                 let mut at = q.start;
                 while at < q.end {
-                    let n = (q.end - at).min(buf.len() as u64) as usize;
+                    // A hole of a file replica reads as zeros: no need to read it.
+                    // (The replica was fsynced after its last delta: its holes are
+                    // what its file system says.)
+                    let data_at = crate::sys::next_data(&replica.file, at)
+                        .map_err(Error::io("cannot find data in replica", &replica.path))?
+                        .unwrap_or(q.end);
+                    if data_at > at {
+                        let n = data_at.min(q.end) - at;
+                        stats.hole_bytes += n;
+                        push_undo(&mut map.undo, x.volume, at, n, Source::Zero);
+                        at += n;
+                        continue;
+                    }
+                    let hole = crate::sys::next_hole(&replica.file, at)
+                        .map_err(Error::io("cannot find data in replica", &replica.path))?;
+                    let n = (q.end.min(hole.max(at + 1)) - at).min(buf.len() as u64) as usize;
+                    stats.read_bytes += n as u64;
                     replica
                         .file
                         .read_exact_at(&mut buf[..n], at)
                         .map_err(Error::io("cannot read replica for undo", &replica.path))?;
                     let source = data.put(&buf[..n])?;
-                    map.undo.push(Extent {
-                        volume: x.volume,
-                        offset: at,
-                        length: n as u64,
-                        source,
-                    });
+                    push_undo(&mut map.undo, x.volume, at, n as u64, source);
                     at += n as u64;
                 }
             }
@@ -331,4 +356,25 @@ impl UndoStore {
         written.insert(x.offset, x.end(), ());
         Ok(())
     }
+}
+
+/// Appends an undo extent, merged into the last one when both are zeros and meet
+/// (a large TRIM over unwritten bytes stays one extent, not one per MiB).
+fn push_undo(undo: &mut Vec<Extent>, volume: u16, offset: u64, length: u64, source: Source) {
+    if let Some(last) = undo.last_mut() {
+        if source == Source::Zero
+            && last.source == Source::Zero
+            && last.volume == volume
+            && last.end() == offset
+        {
+            last.length += length;
+            return;
+        }
+    }
+    undo.push(Extent {
+        volume,
+        offset,
+        length,
+        source,
+    });
 }

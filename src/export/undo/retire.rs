@@ -45,7 +45,7 @@ impl UndoStore {
     }
 
     /// Removes entry `delta` from disk (map first) and from the in-memory view.
-    fn drop_entry(&mut self, delta: u64) -> Result<()> {
+    pub(super) fn drop_entry(&mut self, delta: u64) -> Result<()> {
         let map_path = self.file(delta, FileKind::Map);
         let data_path = self.file(delta, FileKind::Data);
         for p in [&map_path, &data_path] {

@@ -54,6 +54,15 @@ impl UndoStore {
         let mut overlays: HashMap<String, (Overlay, Option<u64>)> = HashMap::new();
         self.walk(&steps, &mut |_, id, op, _| {
             let (map, size) = overlays.entry(id.to_string()).or_default();
+            // The walk starts from the replica as it is: a cut below its size reads
+            // as zeros past it.
+            if size.is_none() {
+                if let Some(path) = replicas.get(id) {
+                    *size = File::open(path)
+                        .and_then(|f| crate::sys::device_or_file_size(&f))
+                        .ok();
+                }
+            }
             match op {
                 Op::Size(len) => {
                     // Bytes past a cut read as zeros should the volume grow again.
@@ -101,7 +110,7 @@ impl UndoStore {
                     size,
                     replica,
                     overlay,
-                    reader: Mutex::new(Reader::new(&self.dir, self.epoch)?),
+                    reader: Mutex::new(Reader::new(&self.dir, &self.target, self.epoch)?),
                     scratch: Mutex::new(Scratch {
                         file,
                         written: RangeMap::default(),
