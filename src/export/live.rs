@@ -225,17 +225,7 @@ impl Live {
         progress: &dyn Progress,
     ) -> Result<RewindReport> {
         let target = self.name.clone();
-        if state.undo_epoch.is_none() {
-            return Err(Error::NotFound(format!(
-                "target `{target}` holds no undo yet: its window opens with the next delta it applies"
-            )));
-        }
-        if let Some(a) = state.applying {
-            return Err(Error::InvalidArgument(format!(
-                "target `{target}` holds part of delta {a} (an export was cut short): \
-                 run `cascade export --target {target}` to finish it first"
-            )));
-        }
+        ready(&target, state)?;
         if let Some(Held {
             at,
             moving_to: Some(m),
@@ -323,17 +313,7 @@ impl Live {
         replicas: &HashMap<String, PathBuf>,
     ) -> Result<(Until, Vec<(String, undo::serve::PointExport)>)> {
         let target = self.name.clone();
-        if state.undo_epoch.is_none() {
-            return Err(Error::NotFound(format!(
-                "target `{target}` holds no undo yet: its window opens with the next delta it applies"
-            )));
-        }
-        if let Some(a) = state.applying {
-            return Err(Error::InvalidArgument(format!(
-                "target `{target}` holds part of delta {a} (an export was cut short): \
-                 run `cascade export --target {target}` to finish it first"
-            )));
-        }
+        ready(&target, state)?;
         if let Some(Held {
             moving_to: Some(m), ..
         }) = state.held
@@ -351,6 +331,23 @@ impl Live {
         let exports = store.serve_at(from, dest, replicas, &dir)?;
         Ok((dest, exports))
     }
+}
+
+/// Refuses to move or serve a replica with no undo yet, or one an apply left
+/// part way into a delta.
+fn ready(target: &str, state: &CursorState) -> Result<()> {
+    if state.undo_epoch.is_none() {
+        return Err(Error::NotFound(format!(
+            "target `{target}` holds no undo yet: its window opens with the next delta it applies"
+        )));
+    }
+    if let Some(a) = state.applying {
+        return Err(Error::InvalidArgument(format!(
+            "target `{target}` holds part of delta {a} (an export was cut short): \
+             run `cascade export --target {target}` to finish it first"
+        )));
+    }
+    Ok(())
 }
 
 /// Where `point` is in the journal; a delta the journal's retention pruned is
