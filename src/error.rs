@@ -105,6 +105,15 @@ pub enum Error {
     #[error("{0}: stopped on request before it finished; nothing of it was kept")]
     Stopped(String),
 
+    /// A grid bookmark that not every stream recorded: never offered for recovery.
+    #[error("{0}")]
+    Incomplete(String),
+
+    /// A grid peer that could not be reached, that failed to prove it knows the
+    /// grid's secret, or that refused what it was asked.
+    #[error("grid peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
+
     /// An object store request that failed (network, credentials, server).
     #[error("object store {url}: {what}: {reason}")]
     ObjectStore {

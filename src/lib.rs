@@ -31,6 +31,7 @@ pub mod volume;
 // 4: what moves journal data
 pub mod cycle;
 pub mod export;
+pub mod grid;
 pub mod replay;
 pub mod restore;
 

@@ -152,7 +152,7 @@ fn a_break_before_a_later_bookmark_is_damage() {
     let dir = tmp.path();
     let mut w = JournalWriter::open(dir, 64 << 20).unwrap();
     let e: Vec<_> = (1..=3).map(|n| delta(&mut w, n)).collect();
-    w.add_bookmark("after-3", 9).unwrap();
+    w.add_bookmark("after-3", 9, None).unwrap();
     drop(w);
     lose_page_inside(dir, &e[2]);
     lose_index(dir);

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("export", 4),
     ("restore", 4),
     ("replay", 4),
+    ("grid", 4),
     // 5: the daemon
     ("schedule", 5),
 ];

@@ -1,3 +1,4 @@
+use super::print_json;
 use cascade::journal::Point;
 use cascade::replay::Destination;
 use cascade::restore::{restore, Source};
@@ -19,14 +20,30 @@ use std::process::ExitCode;
 /// (sizes, CRC-32C, every record), so a damaged replica never changes a target.
 /// Credentials come from the standard AWS environment variables (AWS_ACCESS_KEY_ID,
 /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...).
+///
+/// With --grid (and --config naming the grid's counter store): restores every
+/// volume of every stream of the grid at a grid bookmark (--until bookmark:NAME),
+/// into --to-dir DIR/STREAM/ID.img, each from the object replica its stream
+/// registered. Only a complete bookmark is offered: one every stream recorded, so
+/// the volumes are consistent across hosts. Every replica is checked to hold the
+/// bookmark, with the grid's value, before anything is written.
 #[derive(clap::Args)]
 pub struct Args {
     /// `s3://bucket/prefix`, `file:///dir` or a directory.
-    #[arg(long)]
-    from: String,
+    #[arg(long, required_unless_present = "grid", conflicts_with = "grid")]
+    from: Option<String>,
     /// Targets, one per volume: `ID=PATH`, or bare paths in the volumes' order.
-    #[arg(long, num_args = 1.., required = true, value_name = "[ID=]PATH")]
+    #[arg(long, num_args = 1.., required_unless_present = "grid", value_name = "[ID=]PATH")]
     to: Vec<Destination>,
+    /// Restore every stream of this grid (the config's `grid.name`) at a grid bookmark.
+    #[arg(long, requires_all = ["config", "to_dir", "until"])]
+    grid: Option<String>,
+    /// With --grid: the YAML config whose `grid:` section names the counter store.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// With --grid: where each stream's volumes go, as DIR/STREAM/ID.img.
+    #[arg(long, value_name = "DIR", conflicts_with = "to")]
+    to_dir: Option<PathBuf>,
     /// Delta id, bookmark name or time, as for `replay --until`; default the newest.
     #[arg(long, value_name = "DELTA|BOOKMARK|TIME")]
     until: Option<Point>,
@@ -49,6 +66,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(grid) = &a.grid {
+        return restore_grid(&a, grid);
+    }
+    let from = a.from.clone().expect("clap requires --from without --grid");
     let options = cascade::config::ObjectOptions {
         endpoint: a.endpoint,
         region: a.region,
@@ -56,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let source = Source {
-        url: a.from.clone(),
+        url: from.clone(),
         options,
     };
     let progress = super::progress::observer();
@@ -67,6 +88,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         &a.work_dir,
         progress.as_ref(),
     )?;
-    super::print_replay_report(&r, &format!("restored from {}", a.from), a.json);
+    super::print_replay_report(&r, &format!("restored from {from}"), a.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore_grid(a: &Args, grid: &str) -> anyhow::Result<ExitCode> {
+    let cfg = cascade::config::Config::load(a.config.as_ref().expect("clap requires --config"))?;
+    let g = cascade::grid::Grid::open(&cfg, Some(grid))?;
+    let Some(Point::Bookmark(name)) = &a.until else {
+        anyhow::bail!(cascade::Error::InvalidArgument(
+            "--grid restores to a grid bookmark: give --until bookmark:NAME".into()
+        ));
+    };
+    let progress = super::progress::observer();
+    let dir = a.to_dir.as_ref().expect("clap requires --to-dir");
+    let done = cascade::grid::restore::restore_grid(&g, name, dir, &a.work_dir, progress.as_ref())?;
+    if a.json {
+        print_json(&done);
+    } else {
+        for s in &done {
+            super::print_replay_report(
+                &s.report,
+                &format!("stream {}: restored from {}", s.stream, s.replica),
+                false,
+            );
+        }
+        println!(
+            "grid {grid}: {} streams restored at bookmark {name}",
+            done.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

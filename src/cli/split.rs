@@ -70,6 +70,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for v in &cg.volumes {
             eprintln!("serving {} at {}", v.id, nbd::uri(&bound, &v.id));
         }
+        let mut hooks = splitter::Hooks::default();
+        if let Some((grid, l)) = cascade::grid::Grid::for_group(&cfg, &cg).await? {
+            hooks.shipping = Some(grid.on_shipping(l, cfg.clone(), cg.clone(), rx.clone()));
+        }
         let flag = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -91,7 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             cascade::cycle::run_cycle_held(&cfg2, &cg2, writer, &progress, Some(hold))
                 .map(|r| r.delta)
         };
-        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx, Default::default()).await)
+        anyhow::Ok(splitter::run(&cfg, &cg, listener, base, rx, hooks).await)
     })?;
     let report = match report {
         // Stopped while the base was read: a clean stop that journalled nothing.

@@ -11,7 +11,9 @@ use std::time::Duration;
 /// after retention and its stored bytes, and per target the cursor and the lag in
 /// deltas, bytes and time, with the last export error. A split group shows its
 /// splitter instead of a schedule: where it serves, the last write acknowledged and
-/// the last journalled, and the bytes queued between them.
+/// the last journalled, and the bytes queued between them. With a `grid:`
+/// section: the grid's bookmarks from its counter store, each complete or not (and
+/// which streams lack it).
 ///
 /// The lag in time is the age of the oldest delta the target does not hold yet: how
 /// far back a restore from that target would land. Cursors are as of each target's
@@ -54,17 +56,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             // The plan of a daemon that is gone is no plan; next_tick says when.
             groups.iter_mut().for_each(|g| g.state.next = None);
         }
+        let grid = grid_report(&cfg);
         if a.json {
             print_json(&serde_json::json!({
                 "time": chrono::Utc::now(),
                 "daemon_pid": daemon,
                 "groups": groups,
+                "grid": grid,
             }));
         } else {
             if clear {
                 print!("\x1b[2J\x1b[H");
             }
             print_text(daemon, &groups);
+            if let Some(g) = &grid {
+                print_grid(g);
+            }
         }
         match every {
             Some(d) => std::thread::sleep(d),
@@ -252,5 +259,64 @@ fn split_state(v: &cascade::splitter::SplitStatus) -> String {
             human_bytes(v.lag.dirty_bytes)
         ),
         _ => "active".to_string(),
+    }
+}
+
+/// The grid's bookmarks as its counter store has them, or why they cannot be read.
+fn grid_report(cfg: &Config) -> Option<serde_json::Value> {
+    let g = cfg.grid.as_ref()?;
+    let read = cascade::grid::Grid::open(cfg, None).and_then(|grid| {
+        let rt = cascade::replica::runtime()?;
+        rt.block_on(async { tokio::try_join!(grid.counter.bookmarks(), grid.counter.streams()) })
+    });
+    Some(match read {
+        Ok((bookmarks, streams)) => serde_json::json!({
+            "name": g.name, "stream": g.stream, "counter": g.counter,
+            "streams": streams.iter().map(|s| &s.stream).collect::<Vec<_>>(),
+            "bookmarks": bookmarks,
+        }),
+        Err(e) => serde_json::json!({
+            "name": g.name, "stream": g.stream, "counter": g.counter, "error": e.to_string(),
+        }),
+    })
+}
+
+fn print_grid(g: &serde_json::Value) {
+    let s = |k: &str| g[k].as_str().unwrap_or("").to_string();
+    println!(
+        "grid {}: stream {} of {} (counter {})",
+        s("name"),
+        s("stream"),
+        g["streams"].as_array().map_or(0, |a| a.len()),
+        s("counter")
+    );
+    if let Some(e) = g["error"].as_str() {
+        println!("  cannot read the counter store: {e}");
+        return;
+    }
+    for b in g["bookmarks"].as_array().into_iter().flatten() {
+        let marks = b["marks"].as_array().map_or(0, |m| m.len());
+        let state = if b["complete"].as_bool() == Some(true) {
+            "complete".to_string()
+        } else if b["duplicate"].as_bool() == Some(true) {
+            "void (its name is another value's)".to_string()
+        } else {
+            let missing: Vec<&str> = b["missing"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str())
+                .collect();
+            format!("INCOMPLETE: not in {}", missing.join(", "))
+        };
+        let time = b["time-ns"]
+            .as_i64()
+            .map(cascade::clock::format_time)
+            .unwrap_or_default();
+        println!(
+            "  {:>6} {:<24} {time}  {marks} marks  {state}",
+            b["value"],
+            b["name"].as_str().unwrap_or("")
+        );
     }
 }

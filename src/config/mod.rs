@@ -8,6 +8,7 @@
 //! (`splitter`) and the daemon's own settings (`daemon`). Every layer above takes
 //! these typed values; none parses YAML of its own.
 mod daemon;
+mod grid;
 mod hooks;
 mod retention;
 mod schedule;
@@ -16,6 +17,7 @@ mod splitter;
 mod target;
 
 pub use daemon::{parse_listen, DaemonConfig, DEFAULT_STOP_GRACE};
+pub use grid::{GridConfig, DEFAULT_GRID_LISTEN, DEFAULT_HOLD_BUDGET};
 pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_FREEZE};
 pub use retention::{Age, Retention};
 pub use schedule::{CronSpec, Missed, Schedule, TimeZone};
@@ -43,6 +45,9 @@ pub struct Config {
     /// Settings of `cascade run`, the daemon.
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// This host's stream of a distributed consistency group.
+    #[serde(default)]
+    pub grid: Option<GridConfig>,
     /// The targets the groups name, loaded and checked with the config.
     #[serde(skip)]
     pub targets: std::collections::BTreeMap<String, Target>,
@@ -155,6 +160,9 @@ impl Config {
         cfg.state_dir = base.join(&cfg.state_dir);
         cfg.journal_dir = base.join(&cfg.journal_dir);
         cfg.targets_dir = base.join(&cfg.targets_dir);
+        if let Some(g) = &mut cfg.grid {
+            g.secret_file = base.join(&g.secret_file);
+        }
         for cg in &cfg.consistency_groups {
             for name in &cg.targets {
                 if !cfg.targets.contains_key(name) {
@@ -178,6 +186,9 @@ impl Config {
             return Err("consistency-groups: at least one consistency group is required".into());
         }
         self.daemon.check()?;
+        if let Some(g) = &self.grid {
+            g.check(&self.consistency_groups)?;
+        }
         let mut names = std::collections::HashSet::new();
         // A target holds one journal's deltas; two groups feeding it would interleave.
         let mut fed: std::collections::HashMap<&String, &String> = std::collections::HashMap::new();

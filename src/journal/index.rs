@@ -2,7 +2,7 @@
 //! id, bookmark or time without scanning segments. It is rebuildable from the
 //! segments, so it is appended without fsync and a torn tail is simply dropped.
 use super::frame::{self, FrameRead, Pos};
-use super::record::{Dec, Enc, Writes, FLAG_SPLIT};
+use super::record::{Dec, Enc, GridMark, Writes, FLAG_SPLIT};
 use super::start::Start;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -36,6 +36,8 @@ pub struct BookmarkEntry {
     pub at: Pos,
     pub end: Pos,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<GridMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,7 @@ impl Entry {
                     .u64(b.end.segment)
                     .u64(b.end.offset);
                 e.str(&b.name);
+                GridMark::encode(&b.grid, &mut e);
                 (BOOKMARK, e.0)
             }
         }
@@ -126,6 +129,7 @@ impl Entry {
                     offset: d.u64()?,
                 },
                 name: d.str()?,
+                grid: GridMark::decode(&mut d)?,
             }),
             k => return Err(format!("unknown index entry kind {k}")),
         };

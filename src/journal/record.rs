@@ -191,6 +191,34 @@ pub struct Bookmark {
     pub after_delta: u64,
     pub time_ns: i64,
     pub name: String,
+    /// A grid bookmark's counter value, and the grid's name.
+    pub grid: Option<GridMark>,
+}
+
+/// What makes a bookmark one of a grid's: the value of the grid-wide counter every
+/// stream's bookmark of that name carries (docs/grid.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GridMark {
+    pub grid: String,
+    pub value: u64,
+}
+
+impl GridMark {
+    /// Optional trailing fields: a journal without grid bookmarks reads as before.
+    pub fn encode(mark: &Option<GridMark>, e: &mut Enc) {
+        if let Some(g) = mark {
+            e.str(&g.grid).u64(g.value);
+        }
+    }
+    pub fn decode(d: &mut Dec) -> Result<Option<GridMark>, String> {
+        if d.end().is_ok() {
+            return Ok(None);
+        }
+        Ok(Some(GridMark {
+            grid: d.str()?,
+            value: d.u64()?,
+        }))
+    }
 }
 
 /// A decoded record; Data borrows its compressed bytes from the read buffer. A
@@ -336,6 +364,7 @@ impl Bookmark {
             .u64(self.after_delta)
             .i64(self.time_ns)
             .str(&self.name);
+        GridMark::encode(&self.grid, &mut e);
         e.0
     }
 }
@@ -478,6 +507,7 @@ impl<'a> Record<'a> {
                 after_delta: d.u64()?,
                 time_ns: d.i64()?,
                 name: d.str()?,
+                grid: GridMark::decode(&mut d)?,
             }),
             k => return Err(format!("unknown record kind {k}")),
         };
@@ -567,9 +597,23 @@ mod tests {
             after_delta: 7,
             time_ns: 8,
             name: "before-upgrade".into(),
+            grid: None,
         };
         match Record::decode(BOOKMARK, &m.encode()).unwrap() {
             Record::Bookmark(x) => assert_eq!(x, m),
+            r => panic!("{r:?}"),
+        }
+        // A grid's bookmark carries its counter value; the plain one stays as it was.
+        let g = Bookmark {
+            grid: Some(GridMark {
+                grid: "shop".into(),
+                value: 42,
+            }),
+            ..m.clone()
+        };
+        assert_eq!(g.encode().len(), m.encode().len() + 2 + 4 + 8);
+        match Record::decode(BOOKMARK, &g.encode()).unwrap() {
+            Record::Bookmark(x) => assert_eq!(x, g),
             r => panic!("{r:?}"),
         }
     }

@@ -200,6 +200,7 @@ impl Scanner {
                     at,
                     end,
                     name: b.name,
+                    grid: b.grid,
                 })))
             }
             (Record::Begin(b), Some(o)) => Err(format!(

@@ -325,8 +325,14 @@ impl JournalWriter {
         })
     }
 
-    /// Places a bookmark after the newest committed delta.
-    pub fn add_bookmark(&mut self, name: &str, time_ns: i64) -> Result<BookmarkEntry> {
+    /// Places a bookmark after the newest committed delta; a grid's bookmark carries
+    /// the grid's counter value.
+    pub fn add_bookmark(
+        &mut self,
+        name: &str,
+        time_ns: i64,
+        grid: Option<record::GridMark>,
+    ) -> Result<BookmarkEntry> {
         if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
                 "bookmark name `{name}` must be 1-255 printable characters"
@@ -348,6 +354,7 @@ impl JournalWriter {
             after_delta: self.next_delta_id() - 1,
             time_ns,
             name: name.to_string(),
+            grid,
         };
         let (at, end, _) = self.append(record::BOOKMARK, &b.encode())?;
         self.sync()?;
@@ -358,6 +365,7 @@ impl JournalWriter {
             at,
             end,
             name: b.name,
+            grid: b.grid,
         };
         let dir = self.dir().to_path_buf();
         self.journal

@@ -83,7 +83,7 @@ impl Bucket {
 
     /// Makes a written object durable where the store itself does not: a local file
     /// and its directory are fsynced. Remote stores acknowledge only durable writes.
-    pub(super) fn sync(&self, name: &str) -> Result<()> {
+    pub fn sync(&self, name: &str) -> Result<()> {
         let Some(root) = &self.local else {
             return Ok(());
         };

@@ -156,6 +156,7 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
         handles: HashMap::new(),
     };
     sup.start_missing(&cfg);
+    serve_snapshot_stream(&cfg, ctx.shutdown.clone()).await?;
     tracing::info!(config = %opts.config.display(), pid = std::process::id(),
         groups = cfg.consistency_groups.len(), "cascade daemon started");
 
@@ -196,6 +197,25 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<()> {
         }
     }
     tracing::info!("cascade daemon stopped");
+    Ok(())
+}
+
+/// A grid's snapshot stream takes the grid's bookmarks as cycles of its own for as
+/// long as the daemon runs (a split stream's splitter serves them instead). A
+/// reload does not move its listener.
+async fn serve_snapshot_stream(cfg: &Arc<Config>, stop: watch::Receiver<bool>) -> Result<()> {
+    let Some(g) = &cfg.grid else { return Ok(()) };
+    let cg = g.group(&cfg.consistency_groups);
+    if cg.splitter.is_some() {
+        return Ok(());
+    }
+    let grid = crate::grid::Grid::open(cfg, None)?;
+    let listener = grid.bind().await?;
+    let stream = crate::grid::stream::Stream::Snapshot {
+        cfg: Box::new((**cfg).clone()),
+        cg: Box::new(cg.clone()),
+    };
+    grid.serve(listener, cfg, cg, stream, stop)?;
     Ok(())
 }
 

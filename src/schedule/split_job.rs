@@ -79,12 +79,22 @@ async fn serve_once(
     *handle.splitter.lock().expect("never poisoned") = Some(jobs);
     let (h, n) = (handle.clone(), cg.name.clone());
     let metrics = ctx.metrics.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // A grid's split stream takes the grid's bookmarks while it serves.
+    let shipping = match crate::grid::Grid::for_group(cfg, cg).await {
+        Ok(Some((grid, l))) => {
+            Some(grid.on_shipping(l, (**cfg).clone(), cg.clone(), stopped.clone()))
+        }
+        Ok(None) => None,
+        Err(e) => return Served::Failed(e.to_string()),
+    };
     let hooks = Hooks {
         committed: Some(Box::new(move |delta| {
             h.committed.send_replace(delta);
             metrics.group(&n, |m| m.split_deltas += 1);
         })),
         jobs: Some(jobs_rx),
+        shipping,
     };
     // The base is a cycle: on a stop it may finish within the stop grace, as a
     // scheduled one may; a reload that changes the group abandons it at once.
@@ -101,7 +111,6 @@ async fn serve_once(
             crate::cycle::run_cycle_held(&c, &g, writer, &progress, Some(hold)).map(|r| r.delta)
         })
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let run = splitter::run(cfg, cg, listener, base, stopped, hooks);
     tokio::pin!(run);
     let mut ending = None;

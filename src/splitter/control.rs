@@ -77,7 +77,11 @@ pub async fn serve(
                 }
                 Ok(Request::Bookmark { name }) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    seq.ask(Asked::Bookmark(BookmarkRequest { name, reply: tx }));
+                    seq.ask(Asked::Bookmark(BookmarkRequest {
+                        name,
+                        grid: None,
+                        reply: tx,
+                    }));
                     match rx.await {
                         Ok(Ok(b)) => Reply::Bookmark(b),
                         Ok(Err(e)) => error_reply(&e),

@@ -47,6 +47,8 @@ use tokio::sync::watch;
 /// A bookmark asked of a running splitter, and where its answer goes.
 pub struct BookmarkRequest {
     pub name: String,
+    /// A grid bookmark's counter value.
+    pub grid: Option<crate::journal::record::GridMark>,
     pub reply: tokio::sync::oneshot::Sender<Result<BookmarkEntry>>,
 }
 
@@ -67,6 +69,61 @@ pub struct Hooks {
     pub committed: Option<Box<dyn Fn(u64) + Send>>,
     /// Writer jobs to run between commits, until the splitter stops.
     pub jobs: Option<tokio::sync::mpsc::UnboundedReceiver<WriterJob>>,
+    /// Called once the stream ships, with what a grid's bookmarks need of it.
+    pub shipping: Option<Box<dyn FnOnce(GridHandle) + Send>>,
+}
+
+/// What a grid stream (`crate::grid`) needs of a running splitter: its writes held
+/// for a cut, and a bookmark placed exactly there.
+#[derive(Clone)]
+pub struct GridHandle {
+    seq: Arc<Sequencer<Asked>>,
+    live: Arc<Live>,
+}
+
+impl GridHandle {
+    /// Holds the group's writes, once those in flight are numbered; returns the last
+    /// write of the cut. Refused (and not held) when no bookmark could lie there: a
+    /// gap is open, or the journal refuses writes. Blocks: call it off the runtime.
+    pub fn hold(&self) -> Result<u64> {
+        let at = self.seq.pause();
+        let refused = if let Some(after) = self.seq.lag().gap_after {
+            Some(shipper::in_gap("grid bookmark", after))
+        } else {
+            self.live
+                .journal_error()
+                .map(|e| Error::Stopped(format!("grid bookmark: the journal refuses writes ({e})")))
+        };
+        match refused {
+            Some(e) => {
+                self.seq.release();
+                Err(e)
+            }
+            None => Ok(at),
+        }
+    }
+
+    /// Places bookmark `name` at the held cut and lets the writes go; the receiver
+    /// answers once the journal holds it.
+    pub fn mark(
+        &self,
+        name: String,
+        grid: crate::journal::record::GridMark,
+    ) -> tokio::sync::oneshot::Receiver<Result<BookmarkEntry>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.seq.ask(Asked::Bookmark(BookmarkRequest {
+            name,
+            grid: Some(grid),
+            reply: tx,
+        }));
+        self.seq.release();
+        rx
+    }
+
+    /// Lets the writes go without a bookmark.
+    pub fn release(&self) {
+        self.seq.release();
+    }
 }
 
 /// A running splitter, as `cascade status` asks it over the control socket.
@@ -334,6 +391,12 @@ where
         let intents = intents.clone();
         std::thread::spawn(move || resync::run(seq, exports, intents))
     };
+    if let Some(f) = hooks.shipping {
+        f(GridHandle {
+            seq: seq.clone(),
+            live: live.clone(),
+        });
+    }
     tokio::select! {
         _ = stop.wait_for(|s| *s) => {}
         _ = &mut shipper_ended => {

@@ -427,11 +427,7 @@ impl<B> Sequencer<B> {
     /// `1..=held_at()`. The holder captures them whole (a base delta), so what is
     /// queued or marked so far is dropped, and a gap open is closed.
     pub fn hold(&self) {
-        let mut g = self.lock();
-        g.holds += 1;
-        while !g.in_flight.is_empty() {
-            g = self.wait(g);
-        }
+        let mut g = self.paused();
         g.held_at = g.last;
         g.queue.clear();
         g.queued = 0;
@@ -442,6 +438,24 @@ impl<B> Sequencer<B> {
         g.dirty.clear();
     }
 
+    /// Stops new writes from entering and waits until every write in flight is
+    /// numbered, keeping what is queued: until `release`, no write is numbered, so
+    /// a bookmark asked meanwhile lies after exactly the writes numbered so far (a
+    /// grid's cut). Returns the last of them.
+    pub fn pause(&self) -> u64 {
+        self.paused().last
+    }
+
+    fn paused(&self) -> MutexGuard<'_, State<B>> {
+        let mut g = self.lock();
+        g.holds += 1;
+        while !g.in_flight.is_empty() {
+            g = self.wait(g);
+        }
+        g
+    }
+
+    /// Ends a `hold` or a `pause`.
     pub fn release(&self) {
         let mut g = self.lock();
         g.holds = g.holds.saturating_sub(1);
@@ -640,10 +654,18 @@ impl<B> Sequencer<B> {
         }
         let mut items = Vec::new();
         let mut taken = 0;
+        // A bookmark lies exactly after the writes numbered when it was asked for (a
+        // grid's cut), so a batch ends there; the writes after it go in the next.
+        let cut = g.asked.iter().map(|(_, after)| *after).min();
         while let Some(w) = g.queue.front() {
             // A marker costs nothing: one right behind the last write taken goes too.
             if !items.is_empty() && taken + w.cost() > max_bytes {
                 break;
+            }
+            if let (Some(cut), Item::Write(w)) = (cut, w) {
+                if w.write > cut {
+                    break;
+                }
             }
             taken += w.cost();
             items.push(g.queue.pop_front().expect("front exists"));
@@ -659,8 +681,9 @@ impl<B> Sequencer<B> {
         }) {
             g.taken = n;
         }
-        // A request (a bookmark) goes after every write numbered before it was made:
-        // once the shipper has taken those, this batch's commit covers them.
+        // A request (a bookmark) goes after every write numbered before it was made,
+        // and before the later ones: once the shipper has taken those, this batch's
+        // commit covers them.
         let taken_through = g.taken;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.asked)
             .into_iter()
@@ -861,7 +884,11 @@ mod tests {
         }
         let first = s.next_batch(Duration::from_secs(60), 20);
         assert_eq!((first.items.len(), first.asked.len()), (2, 0));
+        // The batch ends at the bookmark: it lies after write 3 exactly, not after
+        // whatever later write the batch could also have taken.
         let second = s.next_batch(Duration::from_secs(60), 20);
-        assert_eq!((second.items.len(), second.asked), (2, vec!["x"]));
+        assert_eq!((second.items.len(), second.asked), (1, vec!["x"]));
+        let third = s.next_batch(Duration::from_secs(60), 20);
+        assert_eq!((third.items.len(), third.asked.len()), (2, 0));
     }
 }

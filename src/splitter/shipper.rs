@@ -182,7 +182,9 @@ impl Shipper {
                         let _ = b.reply.send(Err(in_gap(&b.name, self.gap_from)));
                     }
                     Asked::Bookmark(b) => {
-                        let placed = self.writer.add_bookmark(&b.name, crate::clock::now_ns());
+                        let placed =
+                            self.writer
+                                .add_bookmark(&b.name, crate::clock::now_ns(), b.grid);
                         if placed.is_ok() {
                             report.bookmarks += 1;
                         }

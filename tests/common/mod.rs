@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod config;
 pub mod daemon;
+pub mod grid;
 pub mod group;
 pub mod host;
 pub mod logwrites;

@@ -146,6 +146,10 @@ impl Split {
     }
 
     /// SIGKILL: a crash of the splitter, at whatever it was doing.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn kill(mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
