@@ -433,3 +433,132 @@ fn marks_the_store_did_not_take_are_recorded_once_it_takes_them() {
         s.stop();
     }
 }
+
+#[test]
+fn a_snapshot_stream_takes_the_bookmark_as_a_frozen_cycle_of_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let counter = d.path().join("counter");
+    let secret = grid::secret(d.path());
+    let (pa, ps) = (free_port(), free_port());
+    let (adir, sdir) = (d.path().join("a"), d.path().join("snap"));
+    let spec = |stream, me: u16, peer: u16, nbd: Option<String>, group_extra| StreamSpec {
+        stream,
+        grid_listen: format!("127.0.0.1:{me}"),
+        peers: vec![format!("127.0.0.1:{peer}")],
+        counter: counter.to_str().unwrap(),
+        secret: &secret,
+        nbd_listen: nbd,
+        grid_extra: "  hold-budget: 2s\n",
+        group_extra,
+    };
+    grid::config(&adir, &spec("a", pa, ps, Some("127.0.0.1:0".into()), ""));
+    // The hooks say when the snapshot stream was frozen and thawed.
+    let hooks = "    hooks:\n      freeze: [sh, -c, 'echo freeze >> hooks.log']\n      thaw: [sh, -c, 'echo thaw >> hooks.log']\n";
+    grid::config(&sdir, &spec("snap", ps, pa, None, hooks));
+    let a = grid::serve(&adir, &[], &[]);
+    let daemon = common::daemon::Daemon::start(&sdir, "daemon", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", ps)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's grid listener never came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let img = sdir.join("v.img");
+    let mut contents = Vec::new();
+    for (i, byte) in [0x5au8, 0xa5].into_iter().enumerate() {
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![byte; 65536], 4096 * i as u64).unwrap();
+        f.sync_all().unwrap();
+        contents.push(std::fs::read(&img).unwrap());
+        let (ok, v) = grid::bookmark(&adir, &[], &[], &format!("snap-{i}"));
+        assert!(ok && v["complete"] == true, "{v}");
+    }
+    let j = cascade::journal::Journal::open(&sdir.join("journal/vms")).unwrap();
+    let marks: Vec<(u64, u64)> = j
+        .bookmarks()
+        .iter()
+        .map(|b| (b.after_delta, b.grid.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(
+        marks,
+        [(1, 1), (2, 2)],
+        "each bookmark follows a delta of its own"
+    );
+    for (i, want) in contents.iter().enumerate() {
+        let p = replay(
+            &sdir.join("journal/vms"),
+            &format!("bookmark:snap-{i}"),
+            &d.path().join("r"),
+            &["v-snap"],
+        );
+        assert!(
+            std::fs::read(&p[0]).unwrap() == *want,
+            "snap-{i} holds the volume as it was when it was taken"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(sdir.join("hooks.log")).unwrap(),
+        "freeze\nthaw\nfreeze\nthaw\n"
+    );
+    assert!(daemon.stop().success());
+    a.stop();
+}
+
+#[test]
+fn a_bad_grid_section_is_refused_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = grid::secret(d.path());
+    let base = StreamSpec {
+        stream: "a",
+        grid_listen: "127.0.0.1:7610".into(),
+        peers: vec!["127.0.0.1:7611".into()],
+        counter: "/tmp/counter",
+        secret: &secret,
+        nbd_listen: Some("127.0.0.1:0".into()),
+        grid_extra: "",
+        group_extra: "",
+    };
+    let cases: [(&dyn Fn(&mut StreamSpec), &str); 5] = [
+        (
+            &|s| s.peers = vec!["nohost".into()],
+            "grid.peers[0]: `nohost` is not HOST:PORT",
+        ),
+        (
+            &|s| s.grid_extra = "  hold-budget: 20s\n",
+            "grid.hold-budget: 20s is outside 1ms..10s",
+        ),
+        (
+            &|s| s.grid_extra = "  cg: nope\n",
+            "grid.cg: no consistency group `nope`",
+        ),
+        (&|s| s.counter = "ftp://x", "grid.counter: `ftp://x`"),
+        (
+            &|s| s.grid_listen = "unix:/tmp/g.sock".into(),
+            "grid.listen: peers on other hosts connect over TCP",
+        ),
+    ];
+    for (change, want) in cases {
+        let mut s = StreamSpec {
+            peers: base.peers.clone(),
+            grid_listen: base.grid_listen.clone(),
+            nbd_listen: base.nbd_listen.clone(),
+            ..base
+        };
+        change(&mut s);
+        grid::config(d.path(), &s);
+        let out = Command::new(BIN)
+            .args(["status", "-c", "cascade.yaml"])
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(
+            err.contains("cascade.yaml") && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+}

@@ -157,6 +157,7 @@ fn write_configs(l: &Layout) {
         journal_dir: l.journal_mnt().join("journals"),
         targets_dir: None,
         daemon: None,
+        grid: None,
         groups: vec![group],
     };
     let target = TargetFile::block(VOLUMES.iter().map(|(id, _)| {

@@ -29,10 +29,13 @@
 #     15. a live replica (tests/bench/live.sh): rewind of a 1% change vs a full restore,
 #      apply with undo vs without, time to first byte of `serve --at` on 1 and 16 GiB
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking] [live]
+#     16. a grid (tests/bench/grid.sh): bookmark latency across 3 and 10 streams vs one
+#      conditional put to the same store, client write p99 with a bookmark every second
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking] [live] [grid]
 #                                                  (default all: 1-5 `core`, 6-8 `export`,
 #                                                  9-10 `lvm`, 11-12 `daemon`, 13 `nbd`,
-#                                                  14 `marking`, 15 `live`;
+#                                                  14 `marking`, 15 `live`, 16 `grid`;
 #                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3, a tmpfs for 13), xfsprogs, rsync, python3, openssl,
@@ -61,6 +64,7 @@ cleanup() {
     set +e
     stop_s3
     mark_cleanup
+    grid_cleanup
     nbd_cleanup
     if [[ -n $MNT ]] && mountpoint -q "$MNT"; then umount "$MNT"; fi
     if [[ -n $LOOP ]]; then losetup -d "$LOOP"; fi
@@ -350,14 +354,16 @@ source "$ROOT/tests/bench/nbd.sh"
 source "$ROOT/tests/bench/marking.sh"
 # shellcheck source=tests/bench/live.sh
 source "$ROOT/tests/bench/live.sh"
+# shellcheck source=tests/bench/grid.sh
+source "$ROOT/tests/bench/grid.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm daemon nbd marking live} p
+    local parts=${*:-core export lvm daemon nbd marking live grid} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking || $p == live ]] ||
-            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking, live or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking || $p == live || $p == grid ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking, live, grid or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -394,6 +400,9 @@ main() {
     fi
     if [[ " $parts " == *" live "* ]]; then
         bench_live
+    fi
+    if [[ " $parts " == *" grid "* ]]; then
+        bench_grid
     fi
 
     echo

@@ -25,8 +25,38 @@ pub struct ConfigFile {
     pub targets_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<Daemon>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Grid>,
     #[serde(rename = "consistency-groups")]
     pub groups: Vec<GroupConfig>,
+}
+
+/// The `grid:` section (src/config/grid.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grid {
+    pub name: String,
+    pub stream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cg: Option<String>,
+    pub counter: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    pub secret_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_budget: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
 }
 
 /// One entry of `consistency-groups`.
@@ -184,6 +214,7 @@ impl ConfigFile {
             journal_dir: "journals".into(),
             targets_dir: None,
             daemon: None,
+            grid: None,
             groups: vec![GroupConfig::new(name, volumes)],
         }
     }

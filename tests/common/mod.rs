@@ -8,6 +8,7 @@ pub mod logwrites;
 pub mod loopdev;
 pub mod mount;
 pub mod nbd;
+pub mod netns;
 pub mod powercut;
 pub mod s3;
 pub mod split;

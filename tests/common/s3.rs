@@ -45,6 +45,8 @@ pub struct S3Server {
     /// The server's data root; the bucket's objects are files under `root/bucket/`.
     pub root: PathBuf,
     pub port: u16,
+    /// The address it listens on (loopback, or a bridge network namespaces reach).
+    pub host: Ipv4Addr,
     bin: PathBuf,
     /// Server stdout+stderr, appended across restarts (outside `root`).
     log: PathBuf,
@@ -56,6 +58,11 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a fresh server with one empty bucket, random credentials, a free port.
     pub fn start() -> S3Server {
+        S3Server::start_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`S3Server::start`] listening on `host`.
+    pub fn start_on(host: Ipv4Addr) -> S3Server {
         let bin = find_binary();
         let dir = tempfile::Builder::new()
             .prefix("cascade-s3-")
@@ -74,6 +81,7 @@ impl S3Server {
             region: "us-east-1".to_string(),
             root,
             port: 0,
+            host,
             bin,
             log,
             child: None,
@@ -84,7 +92,7 @@ impl S3Server {
         let mut last_err = String::new();
         for _ in 0..5 {
             server.port = free_port();
-            server.endpoint = format!("http://127.0.0.1:{}", server.port);
+            server.endpoint = format!("http://{host}:{}", server.port);
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(e) => last_err = e,
@@ -173,7 +181,7 @@ impl S3Server {
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut child = Command::new(&self.bin)
             .arg("--host")
-            .arg("127.0.0.1")
+            .arg(self.host.to_string())
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--access-key")
@@ -191,7 +199,7 @@ impl S3Server {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
 
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addr = SocketAddr::from((self.host, self.port));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
