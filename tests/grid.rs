@@ -521,7 +521,8 @@ fn a_bad_grid_section_is_refused_naming_the_field() {
         grid_extra: "",
         group_extra: "",
     };
-    let cases: [(&dyn Fn(&mut StreamSpec), &str); 5] = [
+    type Change = dyn Fn(&mut StreamSpec);
+    let cases: [(&Change, &str); 5] = [
         (
             &|s| s.peers = vec!["nohost".into()],
             "grid.peers[0]: `nohost` is not HOST:PORT",
