@@ -4,9 +4,10 @@
 CARGO ?= cargo
 # The NBD clients the server is tested with: qemu-io, qemu-img (qemu-utils), nbdinfo,
 # nbdcopy (libnbd-bin), nbdsh (python3-libnbd), fio; nbdkit and qemu-nbd are the peers
-# of `make bench`.
+# of `make bench`. iproute2 makes the network namespaces the grid's streams run in as
+# hosts of their own.
 APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace \
-	qemu-utils libnbd-bin python3-libnbd fio nbdkit
+	qemu-utils libnbd-bin python3-libnbd fio nbdkit iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps s3s-fs vm-deps demo test lint bench crash clean

@@ -2,9 +2,11 @@
 //! two-phase hold across every stream.
 //!
 //! 1. At once: take the counter's next value (a conditional create), read which
-//!    streams are registered, and connect to every stream's listener.
-//! 2. Ask every stream to hold; wait at most the hold budget for all of them.
-//! 3. Only if every registered stream held: ask each to place the bookmark at its
+//!    streams are registered, and connect to every stream's listener; as soon as
+//!    connected, ask every stream to hold (the value is only needed to mark), and
+//!    wait at most the hold budget for all of them.
+//! 2. Once the value is taken and every stream answered:
+//!    only if every registered stream held, ask each to place the bookmark at its
 //!    cut, which lets its writes go. Otherwise release them all: the value stays
 //!    incomplete in the store, never offered for recovery.
 //!
@@ -14,7 +16,7 @@
 //! was sent after A was numbered; if B is before its stream's cut, B was sent
 //! before that instant, so A was numbered before it too: A is before its cut.
 use super::conn::{self, Conn};
-use super::counter::{Counter, StreamInfo};
+use super::counter::Counter;
 use super::secret::GridSecret;
 use super::wire::{FromStream, ToStream};
 use crate::error::{Error, Result};
@@ -51,7 +53,8 @@ pub struct Outcome {
     pub streams: Vec<StreamOutcome>,
     /// Registered streams that did not mark it.
     pub missing: Vec<String>,
-    /// From asking the streams to hold to the last one releasing its writes.
+    /// How long writes were held: from asking the streams to hold to asking them
+    /// to mark (which lets them go) or to release.
     pub hold_ms: f64,
     pub total_ms: f64,
 }
@@ -126,33 +129,24 @@ pub async fn bookmark(a: &Asker<'_>, name: &str) -> Result<Outcome> {
         }
         p
     }));
-    let (value, registered, mut peers) = tokio::join!(
-        a.counter.take(name, &a.by, 0),
-        a.counter.streams(),
-        connecting
-    );
-    let value = value?;
-    let registered: Vec<StreamInfo> = registered?;
-
-    // Phase 1: hold, within the budget.
-    let hold_started = Instant::now();
-    let budget_ms = a.budget.as_millis().max(1) as u64;
-    join_all(peers.iter_mut().map(|p| async move {
-        let Some(c) = p.conn.as_mut() else { return };
-        let r = tokio::time::timeout(a.budget, async {
-            c.send(&ToStream::Hold { budget_ms }).await?;
-            c.recv::<FromStream>().await
-        })
-        .await;
-        match r {
-            Ok(Ok(FromStream::Held { at, .. })) => p.out.held_at = Some(at.unwrap_or(0)),
-            Ok(Ok(FromStream::Refused { message, .. })) => p.fail(message),
-            Ok(Ok(other)) => p.fail(format!("answered {other:?} to hold")),
-            Ok(Err(e)) => p.fail(e),
-            Err(_) => p.fail(format!("did not hold within the budget of {:?}", a.budget)),
+    // The value is only needed to mark: streams hold while it is taken. However
+    // long the store takes, a stream lets its writes go at twice the budget.
+    let taking = async { tokio::join!(a.counter.take(name, &a.by), a.counter.stream_names()) };
+    let holding = async {
+        let mut peers = connecting.await;
+        let started = Instant::now();
+        hold(a, &mut peers).await;
+        (peers, started)
+    };
+    let ((value, registered), (mut peers, hold_started)) = tokio::join!(taking, holding);
+    let (value, registered) = match (value, registered) {
+        (Ok(v), Ok(r)) => (v, r),
+        (Err(e), _) | (_, Err(e)) => {
+            release(&mut peers).await;
+            return Err(e);
         }
-    }))
-    .await;
+    };
+    let registered: Vec<String> = registered;
     let held: Vec<&str> = peers
         .iter()
         .filter(|p| p.out.held_at.is_some() && p.conn.is_some())
@@ -160,43 +154,19 @@ pub async fn bookmark(a: &Asker<'_>, name: &str) -> Result<Outcome> {
         .collect();
     let unheld: Vec<String> = registered
         .iter()
-        .map(|s| s.stream.clone())
         .filter(|s| !held.contains(&s.as_str()))
+        .cloned()
         .collect();
     let all_held = unheld.is_empty() && peers.iter().all(|p| p.out.error.is_none());
+    let hold_ms = hold_started.elapsed().as_secs_f64() * 1e3;
 
     // Phase 2: mark everywhere, or release everywhere.
-    join_all(peers.iter_mut().map(|p| async move {
-        let Some(c) = p.conn.as_mut() else { return };
-        if !all_held {
-            let _ = c.send(&ToStream::Release).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), c.recv::<FromStream>()).await;
-            return;
-        }
-        let r = tokio::time::timeout(MARKED_TIMEOUT, async {
-            c.send(&ToStream::Mark {
-                value: value.value,
-                name: name.to_string(),
-            })
-            .await?;
-            c.recv::<FromStream>().await
-        })
-        .await;
-        match r {
-            Ok(Ok(FromStream::Marked {
-                bookmark, recorded, ..
-            })) => {
-                p.out.bookmark = Some(bookmark);
-                p.out.recorded = recorded;
-            }
-            Ok(Ok(FromStream::Refused { message, .. })) => p.fail(message),
-            Ok(Ok(other)) => p.fail(format!("answered {other:?} to mark")),
-            Ok(Err(e)) => p.fail(e),
-            Err(_) => p.fail(format!("did not mark within {MARKED_TIMEOUT:?}")),
-        }
-    }))
-    .await;
-    let hold_ms = hold_started.elapsed().as_secs_f64() * 1e3;
+    if !all_held {
+        release(&mut peers).await;
+    } else {
+        let marking = join_all(peers.iter_mut().map(|p| mark(p, value.value, name)));
+        tokio::join!(marking, a.counter.advance_head(value.value));
+    }
     let marked: Vec<&str> = peers
         .iter()
         .filter(|p| p.out.bookmark.is_some() && p.out.recorded)
@@ -204,14 +174,9 @@ pub async fn bookmark(a: &Asker<'_>, name: &str) -> Result<Outcome> {
         .collect();
     let missing: Vec<String> = registered
         .iter()
-        .map(|s| s.stream.clone())
         .filter(|s| !marked.contains(&s.as_str()))
+        .cloned()
         .collect();
-    for p in &mut peers {
-        if !all_held && p.out.error.is_none() {
-            p.out.error = Some("released: another stream did not hold in time".into());
-        }
-    }
     Ok(Outcome {
         grid: a.grid.to_string(),
         name: name.to_string(),
@@ -243,4 +208,64 @@ pub fn incomplete(o: &Outcome) -> Error {
         if why.is_empty() { "" } else { "; " },
         why.join("; ")
     ))
+}
+
+/// Phase 1: asks every connected stream to hold, waiting at most the budget.
+async fn hold(a: &Asker<'_>, peers: &mut [Peer]) {
+    let budget_ms = a.budget.as_millis().max(1) as u64;
+    join_all(peers.iter_mut().map(|p| async move {
+        let Some(c) = p.conn.as_mut() else { return };
+        let r = tokio::time::timeout(a.budget, async {
+            c.send(&ToStream::Hold { budget_ms }).await?;
+            c.recv::<FromStream>().await
+        })
+        .await;
+        match r {
+            Ok(Ok(FromStream::Held { at, .. })) => p.out.held_at = Some(at.unwrap_or(0)),
+            Ok(Ok(FromStream::Refused { message, .. })) => p.fail(message),
+            Ok(Ok(other)) => p.fail(format!("answered {other:?} to hold")),
+            Ok(Err(e)) => p.fail(e),
+            Err(_) => p.fail(format!("did not hold within the budget of {:?}", a.budget)),
+        }
+    }))
+    .await;
+}
+
+/// Lets every stream still connected go without a bookmark.
+async fn release(peers: &mut [Peer]) {
+    join_all(peers.iter_mut().map(|p| async move {
+        let Some(c) = p.conn.as_mut() else { return };
+        let _ = c.send(&ToStream::Release).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.recv::<FromStream>()).await;
+        if p.out.error.is_none() {
+            p.out.error = Some("released: another stream did not hold in time".into());
+        }
+    }))
+    .await;
+}
+
+/// Phase 2 for one stream: the bookmark at its cut, and its writes let go.
+async fn mark(p: &mut Peer, value: u64, name: &str) {
+    let Some(c) = p.conn.as_mut() else { return };
+    let r = tokio::time::timeout(MARKED_TIMEOUT, async {
+        c.send(&ToStream::Mark {
+            value,
+            name: name.to_string(),
+        })
+        .await?;
+        c.recv::<FromStream>().await
+    })
+    .await;
+    match r {
+        Ok(Ok(FromStream::Marked {
+            bookmark, recorded, ..
+        })) => {
+            p.out.bookmark = Some(bookmark);
+            p.out.recorded = recorded;
+        }
+        Ok(Ok(FromStream::Refused { message, .. })) => p.fail(message),
+        Ok(Ok(other)) => p.fail(format!("answered {other:?} to mark")),
+        Ok(Err(e)) => p.fail(e),
+        Err(_) => p.fail(format!("did not mark within {MARKED_TIMEOUT:?}")),
+    }
 }

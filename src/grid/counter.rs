@@ -6,7 +6,9 @@
 //! streams/STREAM.json          a registered stream (its group, volumes, replicas)
 //! values/00000000000000000007.json  value 7: the bookmark's name, who asked, when,
 //!                              and the asking request's unique id
-//! names/HEX(NAME).json         the value that owns the name (a conditional create)
+//! names/HEX(NAME).json         which request owns the name (a conditional create)
+//! head.json                    a value known to be taken: where the next taker
+//!                              starts looking (a hint, overwritten, never trusted)
 //! marks/00000000000000000007/STREAM.json  STREAM's journal holds bookmark 7
 //! ```
 //! A bookmark is complete when every stream registered before its value was taken
@@ -89,9 +91,25 @@ pub struct GridBookmark {
     pub complete: bool,
 }
 
+/// The head hint's object.
+#[derive(Serialize, Deserialize)]
+struct Head {
+    value: u64,
+}
+
+/// A name's owner: the request that claimed it.
+#[derive(Serialize, Deserialize)]
+struct Claim {
+    id: String,
+    time_ns: i64,
+}
+
 #[derive(Clone)]
 pub struct Counter {
     bucket: Bucket,
+    /// The highest value this process saw taken: where its next take starts, with
+    /// no read of the head hint.
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many times a create whose outcome is unknown is tried again.
@@ -108,13 +126,14 @@ fn name_key(name: &str) -> String {
 
 impl Counter {
     pub fn open(url: &str, o: &ObjectOptions) -> Result<Counter> {
-        Ok(Counter {
-            bucket: Bucket::open(url, o)?,
-        })
+        Ok(Counter::from_bucket(Bucket::open(url, o)?))
     }
 
     pub fn from_bucket(bucket: Bucket) -> Counter {
-        Counter { bucket }
+        Counter {
+            bucket,
+            seen: Default::default(),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -218,6 +237,22 @@ impl Counter {
         Ok(merged)
     }
 
+    /// The registered streams' names, from a listing alone.
+    pub async fn stream_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list("streams", None)
+            .await?
+            .iter()
+            .filter_map(|n| {
+                Some(
+                    n.strip_prefix("streams/")?
+                        .strip_suffix(".json")?
+                        .to_string(),
+                )
+            })
+            .collect())
+    }
+
     pub async fn streams(&self) -> Result<Vec<StreamInfo>> {
         let mut names = self.list("streams", None).await?;
         names.retain(|n| n.ends_with(".json"));
@@ -226,10 +261,20 @@ impl Counter {
         Ok(out)
     }
 
-    /// The highest value taken, looking after `hint` (a value known to be taken).
-    async fn highest(&self, hint: u64) -> Result<u64> {
-        let offset = (hint > 0).then(|| value_key(hint));
-        let names = self.list("values", offset.as_deref()).await?;
+    /// A value known to be taken (0 for none): the head hint, or without one the
+    /// highest value listed. The hint only saves a listing: a stale one costs a
+    /// failed create per value it lags.
+    async fn highest(&self) -> Result<u64> {
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        if seen > 0 {
+            return Ok(seen);
+        }
+        match self.get::<Head>("head.json").await {
+            Ok(h) => return Ok(h.value),
+            Err(Error::NotFound(_) | Error::CorruptObject { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let names = self.list("values", None).await?;
         Ok(names
             .iter()
             .filter_map(|n| {
@@ -239,24 +284,56 @@ impl Counter {
                     .ok()
             })
             .max()
-            .unwrap_or(hint))
+            .unwrap_or(0))
     }
 
-    /// Takes the next value for bookmark `name`.
-    pub async fn take(&self, name: &str, by: &str, hint: u64) -> Result<Value> {
+    /// Moves the head hint to `value`, a value taken. Best effort: a lost update
+    /// only makes the next taker try more values.
+    pub async fn advance_head(&self, value: u64) {
+        let body = serde_json::to_vec(&Head { value }).expect("serialises");
+        if self
+            .put("head.json", body, PutMode::Overwrite)
+            .await
+            .is_ok()
+        {
+            let _ = self.durable("head.json");
+        }
+    }
+
+    /// Takes the next value for bookmark `name`: the value's create and the name's
+    /// claim go at once. A name another request owns is refused, and the value
+    /// taken meanwhile stays void.
+    pub async fn take(&self, name: &str, by: &str) -> Result<Value> {
         if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
                 "grid bookmark name `{name}` must be 1-255 printable characters"
             )));
         }
         let id = super::wire::nonce();
-        let mut n = self.highest(hint).await? + 1;
+        let (value, claimed) = (
+            self.create_value(name, by, &id).await,
+            self.claim(name, &id).await,
+        );
+        let value = value?;
+        match claimed? {
+            None => Ok(value),
+            Some(owner) => Err(Error::AlreadyExists(format!(
+                "grid bookmark `{name}` already exists in {} (claimed at {})",
+                self.bucket.url,
+                crate::clock::format_time(owner.time_ns)
+            ))),
+        }
+    }
+
+    /// Creates the next free value for request `id`.
+    async fn create_value(&self, name: &str, by: &str, id: &str) -> Result<Value> {
+        let mut n = self.highest().await? + 1;
         let mut unknown = 0;
-        let taken = loop {
+        loop {
             let v = Value {
                 value: n,
                 name: name.to_string(),
-                id: id.clone(),
+                id: id.to_string(),
                 by: by.to_string(),
                 time_ns: crate::clock::now_ns(),
             };
@@ -270,11 +347,15 @@ impl Counter {
                 .await;
             if put.is_ok() {
                 self.durable(&key)?;
-                break v;
+                self.seen.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                return Ok(v);
             }
             // Whose is it? Only the object can say.
             match self.get::<Value>(&key).await {
-                Ok(there) if there.id == id => break there,
+                Ok(there) if there.id == id => {
+                    self.seen.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(there);
+                }
                 Ok(_) => n += 1,
                 Err(Error::NotFound(_)) if unknown + 1 < ATTEMPTS => {
                     unknown += 1;
@@ -289,22 +370,32 @@ impl Counter {
                     })
                 }
             }
-        };
-        // Names are unique: the value whose create of the name's object lands owns
-        // it. The same doubt as above is settled the same way.
+        }
+    }
+
+    /// Claims `name` for request `id`: None when it is ours, else its owner. The
+    /// request whose create of the name's object lands owns it; a doubt is settled
+    /// by reading it back, as for values.
+    async fn claim(&self, name: &str, id: &str) -> Result<Option<Claim>> {
         let key = name_key(name);
-        let owner = serde_json::to_vec(&taken).expect("serialises");
-        let put = self.put(&key, owner, PutMode::Create).await;
+        let mine = Claim {
+            id: id.to_string(),
+            time_ns: crate::clock::now_ns(),
+        };
+        let put = self
+            .put(
+                &key,
+                serde_json::to_vec(&mine).expect("serialises"),
+                PutMode::Create,
+            )
+            .await;
         if put.is_ok() {
             self.durable(&key)?;
-            return Ok(taken);
+            return Ok(None);
         }
-        match self.get::<Value>(&key).await {
-            Ok(there) if there.id == id => Ok(taken),
-            Ok(there) => Err(Error::AlreadyExists(format!(
-                "grid bookmark `{name}` already exists as value {} in {}",
-                there.value, self.bucket.url
-            ))),
+        match self.get::<Claim>(&key).await {
+            Ok(there) if there.id == id => Ok(None),
+            Ok(there) => Ok(Some(there)),
             Err(e) => Err(match put {
                 Err(pe) => self.bucket.err("cannot claim the grid bookmark's name", pe),
                 Ok(()) => e,
@@ -368,16 +459,16 @@ impl Counter {
         let mut names: Vec<String> = values.iter().map(|v| name_key(&v.name)).collect();
         names.sort();
         names.dedup();
-        let owners: std::collections::HashMap<String, String> = self
-            .get_all::<Value>(&names)
+        let owners: std::collections::HashSet<String> = self
+            .get_all::<Claim>(&names)
             .await?
             .into_iter()
-            .map(|v| (v.name, v.id))
+            .map(|c| c.id)
             .collect();
         Ok(values
             .into_iter()
             .map(|v| {
-                let duplicate = owners.get(&v.name) != Some(&v.id);
+                let duplicate = !owners.contains(&v.id);
                 let mine: Vec<Mark> = marks
                     .iter()
                     .filter(|m| m.value == v.value)
@@ -467,11 +558,11 @@ mod tests {
         let c = mem();
         c.register(&stream("a", 0)).await.unwrap();
         c.register(&stream("b", 0)).await.unwrap();
-        let one = c.take("x", "t", 0).await.unwrap();
-        let two = c.take("y", "t", 0).await.unwrap();
+        let one = c.take("x", "t").await.unwrap();
+        let two = c.take("y", "t").await.unwrap();
         assert_eq!((one.value, two.value), (1, 2));
-        assert_eq!(c.take("z", "t", 2).await.unwrap().value, 3);
-        let e = c.take("x", "t", 0).await.unwrap_err();
+        assert_eq!(c.take("z", "t").await.unwrap().value, 3);
+        let e = c.take("x", "t").await.unwrap_err();
         assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
         c.record(&mark("a", &one)).await.unwrap();
         let b = c.find("x").await.unwrap();
@@ -480,6 +571,9 @@ mod tests {
         assert!(c.find("x").await.unwrap().complete);
         let all = c.bookmarks().await.unwrap();
         assert_eq!(all.len(), 4);
+        // A stale head hint costs tries, never a value taken twice.
+        c.advance_head(1).await;
+        assert_eq!(c.take("w", "t").await.unwrap().value, 5);
         assert!(all[3].duplicate && !all[3].complete, "{:?}", all[3]);
         assert!(!all[0].duplicate);
         // A stream registered after a value is not expected to hold it; and a
@@ -577,12 +671,12 @@ mod tests {
             failed: Default::default(),
         });
         let c = Counter::from_bucket(Bucket::from_store(store, "g", "test://g"));
-        let v = c.take("x", "t", 0).await.unwrap();
+        let v = c.take("x", "t").await.unwrap();
         assert_eq!(
             v.value, 1,
             "the landed create is ours, not a reason to take 2"
         );
-        assert_eq!(c.take("y", "t", 0).await.unwrap().value, 2);
+        assert_eq!(c.take("y", "t").await.unwrap().value, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -595,7 +689,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let mut got = Vec::new();
                 for i in 0..10 {
-                    got.push(c.take(&format!("b{t}-{i}"), "t", 0).await.unwrap().value);
+                    got.push(c.take(&format!("b{t}-{i}"), "t").await.unwrap().value);
                 }
                 got
             }));

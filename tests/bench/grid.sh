@@ -68,7 +68,11 @@ EOF
 grid_fio() {
     fio --name=grid --ioengine=nbd --uri="$1" --rw=randwrite --bs=4k --iodepth=1 --size=256M \
         --time_based --runtime="$2" --output-format=json 2> /dev/null |
-        python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.3f" % (j["jobs"][0]["write"]["clat_ns"]["percentile"]["99.000000"] / 1e6))'
+        python3 -c '
+import json, sys
+out = sys.stdin.read()
+j = json.loads(out[out.index("{"):])  # fio says "connected to NBD server" first
+print("%.3f" % (j["jobs"][0]["write"]["clat_ns"]["percentile"]["99.000000"] / 1e6))'
 }
 
 bench_grid() {
