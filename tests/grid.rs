@@ -208,8 +208,8 @@ fn a_stream_that_cannot_answer_makes_the_bookmark_incomplete_and_releases_the_ot
             "{n} placed a bookmark that was released"
         );
     }
-    // Killed while it was held for the bookmark: it comes back, and the next
-    // bookmark is complete again; the incomplete one stays so, and restore refuses it.
+    // Killed while stopped: it comes back, and the next bookmark is complete again;
+    // the incomplete one stays so, and restore refuses it.
     let (cdir, cs) = streams.pop().unwrap();
     cs.kill();
     streams.push((cdir.clone(), grid::serve(&cdir, &[], &[])));
@@ -323,6 +323,25 @@ fn two_hosts_bookmarking_at_once_get_distinct_values_and_one_name_once() {
     let refused = outs.iter().find(|o| !o.status.success()).unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("already exists"));
+    // The store names one owner, and status says so: one `same` complete, any
+    // other value of that name void.
+    let st = status(&streams[0].0, &[]);
+    let same: Vec<&serde_json::Value> = st["grid"]["bookmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["name"] == "same")
+        .collect();
+    assert_eq!(
+        same.iter().filter(|b| b["complete"] == true).count(),
+        1,
+        "{st}"
+    );
+    assert!(
+        same.iter()
+            .all(|b| b["complete"] == true || b["duplicate"] == true),
+        "{st}"
+    );
     for (dir, s) in streams {
         s.stop();
         let j = cascade::journal::Journal::open(&dir.join("journal/vms")).unwrap();
@@ -453,7 +472,8 @@ fn a_snapshot_stream_takes_the_bookmark_as_a_frozen_cycle_of_its_own() {
     };
     grid::config(&adir, &spec("a", pa, ps, Some("127.0.0.1:0".into()), ""));
     // The hooks say when the snapshot stream was frozen and thawed.
-    let hooks = "    hooks:\n      freeze: [sh, -c, 'echo freeze >> hooks.log']\n      thaw: [sh, -c, 'echo thaw >> hooks.log']\n";
+    // With a file `slow` there, freezing takes longer than the budget.
+    let hooks = "    hooks:\n      freeze: [sh, -c, '[ -e slow ] && sleep 4; echo freeze >> hooks.log']\n      thaw: [sh, -c, 'echo thaw >> hooks.log']\n";
     grid::config(&sdir, &spec("snap", ps, pa, None, hooks));
     let a = grid::serve(&adir, &[], &[]);
     let daemon = common::daemon::Daemon::start(&sdir, "daemon", &[]);
@@ -503,6 +523,37 @@ fn a_snapshot_stream_takes_the_bookmark_as_a_frozen_cycle_of_its_own() {
         std::fs::read_to_string(sdir.join("hooks.log")).unwrap(),
         "freeze\nthaw\nfreeze\nthaw\n"
     );
+    // A snapshot stream that cannot freeze within the budget: the split stream was
+    // held and is let go, neither journal gets the bookmark, and the snapshot
+    // stream thaws without a delta once its freeze is done.
+    std::fs::write(sdir.join("slow"), "").unwrap();
+    let (ok, v) = grid::bookmark(&adir, &[], &[], "too-slow");
+    assert!(!ok && v["complete"] == false, "{v}");
+    assert!(
+        serde_json::to_string(&v)
+            .unwrap()
+            .contains("did not hold within the budget"),
+        "{v}"
+    );
+    writes_flow(a.addr, "v-a");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(sdir.join("hooks.log"))
+        .unwrap()
+        .matches("thaw")
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the slow stream never thawed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_file(sdir.join("slow")).unwrap();
+    let (ok, v) = grid::bookmark(&adir, &[], &[], "fast-again");
+    assert!(ok && v["complete"] == true, "{v}");
+    let j = cascade::journal::Journal::open(&sdir.join("journal/vms")).unwrap();
+    assert_eq!(j.last_delta(), 3, "the released cycle journalled nothing");
+    assert!(j.bookmarks().iter().all(|b| b.name != "too-slow"));
+    let j = cascade::journal::Journal::open(&adir.join("journal/vms")).unwrap();
+    assert!(j.bookmarks().iter().all(|b| b.name != "too-slow"));
     assert!(daemon.stop().success());
     a.stop();
 }
@@ -522,7 +573,11 @@ fn a_bad_grid_section_is_refused_naming_the_field() {
         group_extra: "",
     };
     type Change = dyn Fn(&mut StreamSpec);
-    let cases: [(&Change, &str); 5] = [
+    let cases: [(&Change, &str); 6] = [
+        (
+            &|s| s.nbd_listen = None,
+            "which has no freeze and thaw hooks",
+        ),
         (
             &|s| s.peers = vec!["nohost".into()],
             "grid.peers[0]: `nohost` is not HOST:PORT",

@@ -94,6 +94,15 @@ impl GridConfig {
             }
             _ => {}
         }
+        let cg = self.group(groups);
+        if cg.splitter.is_none() && (cg.hooks.freeze.is_none() || cg.hooks.thaw.is_none()) {
+            return Err(format!(
+                "grid: stream `{}` snapshots group `{}`, which has no freeze and thaw hooks: nothing would \
+                 stop its writes while the other streams hold theirs, so its bookmarks would not be \
+                 consistent cuts; give it hooks.freeze and hooks.thaw (or a splitter)",
+                self.stream, cg.name
+            ));
+        }
         if !(self.counter.starts_with("s3://")
             || self.counter.starts_with("file://")
             || self.counter.starts_with('/'))

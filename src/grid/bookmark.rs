@@ -2,11 +2,9 @@
 //! two-phase hold across every stream.
 //!
 //! 1. At once: take the counter's next value (a conditional create), read which
-//!    streams are registered, and connect to every stream's listener; as soon as
-//!    connected, ask every stream to hold (the value is only needed to mark), and
-//!    wait at most the hold budget for all of them.
-//! 2. Once the value is taken and every stream answered:
-//!    only if every registered stream held, ask each to place the bookmark at its
+//!    streams are registered, and connect to every stream's listener.
+//! 2. Ask every stream to hold; wait at most the hold budget for all of them.
+//! 3. Only if every registered stream held: ask each to place the bookmark at its
 //!    cut, which lets its writes go. Otherwise release them all: the value stays
 //!    incomplete in the store, never offered for recovery.
 //!
@@ -129,24 +127,17 @@ pub async fn bookmark(a: &Asker<'_>, name: &str) -> Result<Outcome> {
         }
         p
     }));
-    // The value is only needed to mark: streams hold while it is taken. However
-    // long the store takes, a stream lets its writes go at twice the budget.
-    let taking = async { tokio::join!(a.counter.take(name, &a.by), a.counter.stream_names()) };
-    let holding = async {
-        let mut peers = connecting.await;
-        let started = Instant::now();
-        hold(a, &mut peers).await;
-        (peers, started)
-    };
-    let ((value, registered), (mut peers, hold_started)) = tokio::join!(taking, holding);
-    let (value, registered) = match (value, registered) {
-        (Ok(v), Ok(r)) => (v, r),
-        (Err(e), _) | (_, Err(e)) => {
-            release(&mut peers).await;
-            return Err(e);
-        }
-    };
-    let registered: Vec<String> = registered;
+    // Writes are held only once the value is taken: a slow store must not hold
+    // them (nor make the bookmark miss the budget).
+    let (value, registered, mut peers) = tokio::join!(
+        a.counter.take(name, &a.by),
+        a.counter.stream_names(),
+        connecting
+    );
+    let value = value?;
+    let registered: Vec<String> = registered?;
+    let hold_started = Instant::now();
+    hold(a, &mut peers).await;
     let held: Vec<&str> = peers
         .iter()
         .filter(|p| p.out.held_at.is_some() && p.conn.is_some())

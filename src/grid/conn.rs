@@ -4,7 +4,8 @@
 //! Streams make a self-signed certificate at start. The asker accepts any
 //! certificate, because what authenticates the peers is the secret, and the proofs
 //! are bound to the TLS session's exported keying material (see `wire`): TLS gives
-//! privacy and integrity, the proofs say who is at the other end.
+//! privacy and integrity, the proofs say who is at the other end. Both ends are
+//! cascade, so TLS 1.3 only, whose exported keys are bound to the whole handshake.
 use super::secret::GridSecret;
 use super::wire::{self, FromStream, Side, ToStream};
 use crate::error::{Error, Result};
@@ -263,7 +264,7 @@ fn server_tls() -> Result<tokio_rustls::TlsAcceptor> {
         .map_err(|e| bad(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| bad(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(vec![ck.cert.der().clone()], key)
@@ -274,8 +275,8 @@ fn server_tls() -> Result<tokio_rustls::TlsAcceptor> {
 fn client_tls() -> tokio_rustls::TlsConnector {
     let p = provider();
     let cfg = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(p)))
         .with_no_client_auth();

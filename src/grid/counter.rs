@@ -23,86 +23,11 @@ use crate::error::{Error, Result};
 use crate::replica::Bucket;
 use futures_util::TryStreamExt;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct VolumeRef {
-    pub id: String,
-    pub size: u64,
-}
-
-/// Where a stream's object replica is; never its credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ReplicaRef {
-    pub url: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub allow_http: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct StreamInfo {
-    pub stream: String,
-    pub cg: String,
-    pub host: String,
-    /// When it first registered: bookmarks before it do not expect its mark.
-    pub since_ns: i64,
-    pub volumes: Vec<VolumeRef>,
-    pub replicas: Vec<ReplicaRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Value {
-    pub value: u64,
-    pub name: String,
-    /// The taking request's unique id: whose create it was.
-    pub id: String,
-    pub by: String,
-    pub time_ns: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Mark {
-    pub stream: String,
-    pub value: u64,
-    pub name: String,
-    pub after_delta: u64,
-    pub last_write: Option<u64>,
-    pub time_ns: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct GridBookmark {
-    #[serde(flatten)]
-    pub value: Value,
-    pub marks: Vec<Mark>,
-    /// Streams registered before the value was taken that have no mark.
-    pub missing: Vec<String>,
-    /// Another value owns the name (or none does: its taking stopped before it
-    /// claimed it): this one is void.
-    pub duplicate: bool,
-    pub complete: bool,
-}
-
-/// The head hint's object.
-#[derive(Serialize, Deserialize)]
-struct Head {
-    value: u64,
-}
-
-/// A name's owner: the request that claimed it.
-#[derive(Serialize, Deserialize)]
-struct Claim {
-    id: String,
-    time_ns: i64,
-}
+use super::objects::{Claim, Head};
+pub use super::objects::{GridBookmark, Mark, ReplicaRef, StreamInfo, Value, VolumeRef};
 
 #[derive(Clone)]
 pub struct Counter {
@@ -119,9 +44,11 @@ fn value_key(v: u64) -> String {
     format!("values/{v:020}.json")
 }
 
-/// Any name is a valid key this way, and 255 bytes make 510.
+/// Any name is a valid key this way, of one length (a file name on a local
+/// directory store has at most 255 bytes).
 fn name_key(name: &str) -> String {
-    format!("names/{}.json", super::wire::hex(name.as_bytes()))
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    format!("names/{}.json", super::wire::hex(d.as_ref()))
 }
 
 impl Counter {
@@ -174,16 +101,12 @@ impl Counter {
         Ok(())
     }
 
-    /// Names under `dir/`, after `offset` when given, sorted.
-    async fn list(&self, dir: &str, offset: Option<&str>) -> Result<Vec<String>> {
+    /// Names under `dir/`, sorted.
+    async fn list(&self, dir: &str) -> Result<Vec<String>> {
         let prefix = self.bucket.key(dir);
-        let listed = match offset {
-            Some(o) => self
-                .store()
-                .list_with_offset(Some(&prefix), &self.bucket.key(o)),
-            None => self.store().list(Some(&prefix)),
-        };
-        let mut names: Vec<String> = listed
+        let mut names: Vec<String> = self
+            .store()
+            .list(Some(&prefix))
             .map_ok(|m| m.location.to_string())
             .try_collect::<Vec<_>>()
             .await
@@ -203,8 +126,19 @@ impl Counter {
         Ok(names)
     }
 
+    /// Makes a new object durable on a local directory store, with every
+    /// directory on its way (`marks/N/` is new with its first mark).
     fn durable(&self, name: &str) -> Result<()> {
-        self.bucket.sync(name)
+        self.bucket.sync(name)?;
+        if let Some(root) = &self.bucket.local {
+            let mut dir = root.join(self.bucket.key(name).as_ref());
+            while dir.pop() && dir.starts_with(root) && dir != *root {
+                if let Some(up) = dir.parent() {
+                    crate::fsutil::sync_dir(up)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Registers a stream, keeping the first registration's `since_ns`.
@@ -240,7 +174,7 @@ impl Counter {
     /// The registered streams' names, from a listing alone.
     pub async fn stream_names(&self) -> Result<Vec<String>> {
         Ok(self
-            .list("streams", None)
+            .list("streams")
             .await?
             .iter()
             .filter_map(|n| {
@@ -254,7 +188,7 @@ impl Counter {
     }
 
     pub async fn streams(&self) -> Result<Vec<StreamInfo>> {
-        let mut names = self.list("streams", None).await?;
+        let mut names = self.list("streams").await?;
         names.retain(|n| n.ends_with(".json"));
         let mut out: Vec<StreamInfo> = self.get_all(&names).await?;
         out.sort_by(|a, b| a.stream.cmp(&b.stream));
@@ -274,7 +208,7 @@ impl Counter {
             Err(Error::NotFound(_) | Error::CorruptObject { .. }) => {}
             Err(e) => return Err(e),
         }
-        let names = self.list("values", None).await?;
+        let names = self.list("values").await?;
         Ok(names
             .iter()
             .filter_map(|n| {
@@ -300,9 +234,8 @@ impl Counter {
         }
     }
 
-    /// Takes the next value for bookmark `name`: the value's create and the name's
-    /// claim go at once. A name another request owns is refused, and the value
-    /// taken meanwhile stays void.
+    /// Takes the next value for bookmark `name`, then claims the name. A name
+    /// another request owns is refused, and the value just taken stays void.
     pub async fn take(&self, name: &str, by: &str) -> Result<Value> {
         if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
@@ -310,12 +243,9 @@ impl Counter {
             )));
         }
         let id = super::wire::nonce();
-        let (value, claimed) = (
-            self.create_value(name, by, &id).await,
-            self.claim(name, &id).await,
-        );
-        let value = value?;
-        match claimed? {
+        // The value first: a name is never claimed by a request without a value.
+        let value = self.create_value(name, by, &id).await?;
+        match self.claim(name, &id).await? {
             None => Ok(value),
             Some(owner) => Err(Error::AlreadyExists(format!(
                 "grid bookmark `{name}` already exists in {} (claimed at {})",
@@ -421,7 +351,7 @@ impl Counter {
 
     async fn values(&self) -> Result<Vec<Value>> {
         let keys: Vec<String> = self
-            .list("values", None)
+            .list("values")
             .await?
             .into_iter()
             .filter(|k| k.ends_with(".json"))
@@ -449,7 +379,7 @@ impl Counter {
         let (values, marks, streams) = futures_util::future::try_join3(
             self.values(),
             async {
-                let mut names = self.list("marks", None).await?;
+                let mut names = self.list("marks").await?;
                 names.retain(|n| n.ends_with(".json"));
                 self.get_all::<Mark>(&names).await
             },
@@ -471,7 +401,7 @@ impl Counter {
                 let duplicate = !owners.contains(&v.id);
                 let mine: Vec<Mark> = marks
                     .iter()
-                    .filter(|m| m.value == v.value)
+                    .filter(|m| m.value == v.value && m.name == v.name)
                     .cloned()
                     .collect();
                 let missing: Vec<String> = streams
@@ -493,15 +423,19 @@ impl Counter {
             .collect())
     }
 
-    /// The bookmark named `name`: the lowest value carrying it.
+    /// The bookmark named `name`: the value whose request owns the name (or, when
+    /// none does, the first carrying it).
     pub async fn find(&self, name: &str) -> Result<GridBookmark> {
-        self.bookmarks()
+        let all: Vec<GridBookmark> = self
+            .bookmarks()
             .await?
             .into_iter()
-            .find(|b| b.value.name == name)
-            .ok_or_else(|| {
-                Error::NotFound(format!("no grid bookmark `{name}` in {}", self.bucket.url))
-            })
+            .filter(|b| b.value.name == name)
+            .collect();
+        let owner = all.iter().position(|b| !b.duplicate).unwrap_or(0);
+        all.into_iter().nth(owner).ok_or_else(|| {
+            Error::NotFound(format!("no grid bookmark `{name}` in {}", self.bucket.url))
+        })
     }
 
     /// One conditional create of a throw-away object, and its delete: what a
@@ -519,186 +453,5 @@ impl Counter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    fn mem() -> Counter {
-        Counter::from_bucket(Bucket::from_store(
-            Arc::new(object_store::memory::InMemory::new()),
-            "grid/shop",
-            "memory://grid/shop",
-        ))
-    }
-
-    fn stream(name: &str, since_ns: i64) -> StreamInfo {
-        StreamInfo {
-            stream: name.into(),
-            cg: "db".into(),
-            host: "h".into(),
-            since_ns,
-            volumes: vec![],
-            replicas: vec![],
-        }
-    }
-
-    fn mark(stream: &str, v: &Value) -> Mark {
-        Mark {
-            stream: stream.into(),
-            value: v.value,
-            name: v.name.clone(),
-            after_delta: 1,
-            last_write: None,
-            time_ns: 0,
-        }
-    }
-
-    #[tokio::test]
-    async fn values_count_up_names_are_unique_and_completeness_follows_the_marks() {
-        let c = mem();
-        c.register(&stream("a", 0)).await.unwrap();
-        c.register(&stream("b", 0)).await.unwrap();
-        let one = c.take("x", "t").await.unwrap();
-        let two = c.take("y", "t").await.unwrap();
-        assert_eq!((one.value, two.value), (1, 2));
-        assert_eq!(c.take("z", "t").await.unwrap().value, 3);
-        let e = c.take("x", "t").await.unwrap_err();
-        assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
-        c.record(&mark("a", &one)).await.unwrap();
-        let b = c.find("x").await.unwrap();
-        assert!(!b.complete && b.missing == ["b"], "{b:?}");
-        c.record(&mark("b", &one)).await.unwrap();
-        assert!(c.find("x").await.unwrap().complete);
-        let all = c.bookmarks().await.unwrap();
-        assert_eq!(all.len(), 4);
-        // A stale head hint costs tries, never a value taken twice.
-        c.advance_head(1).await;
-        assert_eq!(c.take("w", "t").await.unwrap().value, 5);
-        assert!(all[3].duplicate && !all[3].complete, "{:?}", all[3]);
-        assert!(!all[0].duplicate);
-        // A stream registered after a value is not expected to hold it; and a
-        // registration again keeps the first time.
-        let late = stream("c", i64::MAX - 1);
-        c.register(&late).await.unwrap();
-        assert!(c.find("x").await.unwrap().complete);
-        let again = c.register(&stream("c", 5)).await.unwrap();
-        assert_eq!(again.since_ns, i64::MAX - 1);
-    }
-
-    /// A store whose first conditional create lands and then reports an error, as a
-    /// timed-out request that had reached the server does.
-    #[derive(Debug)]
-    struct LandsThenFails {
-        inner: object_store::memory::InMemory,
-        failed: std::sync::atomic::AtomicBool,
-    }
-
-    impl std::fmt::Display for LandsThenFails {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("lands-then-fails")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for LandsThenFails {
-        async fn put_opts(
-            &self,
-            location: &object_store::path::Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<object_store::PutResult> {
-            let r = self.inner.put_opts(location, payload, opts).await?;
-            if location.as_ref().contains("values/")
-                && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                return Err(object_store::Error::Generic {
-                    store: "test",
-                    source: "timed out".into(),
-                });
-            }
-            Ok(r)
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &object_store::path::Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &object_store::path::Path,
-            options: object_store::GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
-            self.inner.delete(location).await
-        }
-        fn list(
-            &self,
-            prefix: Option<&object_store::path::Path>,
-        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
-        {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&object_store::path::Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy(
-            &self,
-            from: &object_store::path::Path,
-            to: &object_store::path::Path,
-        ) -> object_store::Result<()> {
-            self.inner.copy(from, to).await
-        }
-        async fn copy_if_not_exists(
-            &self,
-            from: &object_store::path::Path,
-            to: &object_store::path::Path,
-        ) -> object_store::Result<()> {
-            self.inner.copy_if_not_exists(from, to).await
-        }
-    }
-
-    #[tokio::test]
-    async fn a_create_that_landed_but_failed_is_known_as_ours_by_its_id() {
-        let store = Arc::new(LandsThenFails {
-            inner: object_store::memory::InMemory::new(),
-            failed: Default::default(),
-        });
-        let c = Counter::from_bucket(Bucket::from_store(store, "g", "test://g"));
-        let v = c.take("x", "t").await.unwrap();
-        assert_eq!(
-            v.value, 1,
-            "the landed create is ours, not a reason to take 2"
-        );
-        assert_eq!(c.take("y", "t").await.unwrap().value, 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_takers_on_a_local_directory_get_distinct_values() {
-        let d = tempfile::tempdir().unwrap();
-        let url = d.path().to_str().unwrap().to_string();
-        let mut tasks = Vec::new();
-        for t in 0..8 {
-            let c = Counter::open(&url, &ObjectOptions::default()).unwrap();
-            tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                for i in 0..10 {
-                    got.push(c.take(&format!("b{t}-{i}"), "t").await.unwrap().value);
-                }
-                got
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all.sort();
-        assert_eq!(all, (1..=80).collect::<Vec<u64>>());
-    }
-}
+#[path = "counter_tests.rs"]
+mod tests;

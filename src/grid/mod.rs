@@ -2,6 +2,7 @@
 pub mod bookmark;
 mod conn;
 pub mod counter;
+mod objects;
 pub mod restore;
 mod secret;
 pub mod server;

@@ -39,6 +39,9 @@ pub fn complete(grid: &Grid, name: &str) -> Result<GridBookmark> {
 
 /// Restores each stream that holds complete bookmark `name` into `dir/STREAM/ID.img`
 /// (files that must not exist yet), from the first object replica it registered.
+/// Each replica is checked first (it holds the bookmark with the grid's value, and
+/// every object the restore reads exists with its size), so a replica that cannot
+/// be restored stops the restore before any stream is written.
 pub fn restore_grid(
     grid: &Grid,
     name: &str,
@@ -87,6 +90,12 @@ pub fn restore_grid(
                 r.url, m.stream, b.value.value
             )));
         }
+        // Every object the restore reads exists with its size, and no target is
+        // there yet, before any stream is written.
+        let point = Point::Bookmark(name.to_string());
+        let reach = manifest.reach(&point, &r.url)?;
+        let chain = manifest.chain(&reach, &r.url)?;
+        crate::replica::runtime()?.block_on(crate::replica::check_objects(&bucket, &chain))?;
         let targets: Vec<Destination> = info
             .volumes
             .iter()
@@ -95,6 +104,12 @@ pub fn restore_grid(
                 path: dir.join(&m.stream).join(format!("{}.img", v.id)),
             })
             .collect();
+        if let Some(t) = targets.iter().find(|t| t.path.exists()) {
+            return Err(Error::AlreadyExists(format!(
+                "{} exists: restore --grid writes only new files; nothing was written",
+                t.path.display()
+            )));
+        }
         plan.push((m.stream.clone(), r.url.clone(), bucket, targets));
     }
     let mut out = Vec::new();

@@ -24,6 +24,9 @@ const RECORD_RETRY: Duration = Duration::from_secs(2);
 
 /// What the listener serves.
 pub struct Served {
+    /// The longest hold this stream grants, whatever an asker's budget: its own
+    /// hold-budget.
+    pub budget: Duration,
     pub acceptor: Acceptor,
     pub stream: Stream,
     pub recorder: Recorder,
@@ -163,7 +166,7 @@ async fn session(mut conn: Conn, s: &Arc<Served>, _stop: watch::Receiver<bool>) 
             }
             ToStream::Auth { .. } => return Err(conn.err("authenticated twice")),
         };
-        let limit = Duration::from_millis(budget_ms.clamp(1, 10_000) * 2);
+        let limit = Duration::from_millis(budget_ms.max(1)).min(s.budget) * 2;
         let mut held = {
             let s = s.clone();
             tokio::task::spawn_blocking(move || s.stream.hold(limit))
@@ -194,11 +197,16 @@ async fn session(mut conn: Conn, s: &Arc<Served>, _stop: watch::Receiver<bool>) 
                 continue;
             }
         };
-        conn.send(&FromStream::Held {
-            stream: me.clone(),
-            at: held.at(),
-        })
-        .await?;
+        let said = conn
+            .send(&FromStream::Held {
+                stream: me.clone(),
+                at: held.at(),
+            })
+            .await;
+        if let Err(e) = said {
+            held.release();
+            return Err(e);
+        }
         match tokio::time::timeout(limit, conn.recv::<ToStream>()).await {
             Ok(Ok(ToStream::Mark { value, name })) => {
                 let at = held.at();

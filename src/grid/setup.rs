@@ -111,10 +111,7 @@ impl Grid {
             volumes: cg
                 .volumes
                 .iter()
-                .map(|v| VolumeRef {
-                    id: v.id.clone(),
-                    size: 0,
-                })
+                .map(|v| VolumeRef { id: v.id.clone() })
                 .collect(),
             replicas: cg
                 .targets
@@ -160,6 +157,7 @@ impl Grid {
             tracing::info!(grid = %self.cfg.name, %sock, "the grid listener is beyond loopback: peers talk TLS");
         }
         let served = Arc::new(Served {
+            budget: self.cfg.hold_budget(),
             acceptor: Acceptor::new(
                 self.secret.clone(),
                 &self.cfg.name,

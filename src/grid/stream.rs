@@ -83,7 +83,7 @@ impl Stream {
     pub fn hold(&self, limit: Duration) -> Result<Held> {
         match self {
             Stream::Split(h) => Ok(Held::Split {
-                at: h.hold()?,
+                at: h.hold(limit / 2)?,
                 handle: h.clone(),
             }),
             Stream::Snapshot { cfg, cg } => {

@@ -84,9 +84,14 @@ pub struct GridHandle {
 impl GridHandle {
     /// Holds the group's writes, once those in flight are numbered; returns the last
     /// write of the cut. Refused (and not held) when no bookmark could lie there: a
-    /// gap is open, or the journal refuses writes. Blocks: call it off the runtime.
-    pub fn hold(&self) -> Result<u64> {
-        let at = self.seq.pause();
+    /// gap is open, the journal refuses writes, or the writes in flight are not all
+    /// numbered within `limit`. Blocks: call it off the runtime.
+    pub fn hold(&self, limit: std::time::Duration) -> Result<u64> {
+        let Some(at) = self.seq.pause(limit) else {
+            return Err(Error::Stopped(format!(
+                "grid bookmark: a write in flight took longer than {limit:?}; the writes were not held"
+            )));
+        };
         let refused = if let Some(after) = self.seq.lag().gap_after {
             Some(shipper::in_gap("grid bookmark", after))
         } else {

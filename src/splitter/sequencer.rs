@@ -441,9 +441,29 @@ impl<B> Sequencer<B> {
     /// Stops new writes from entering and waits until every write in flight is
     /// numbered, keeping what is queued: until `release`, no write is numbered, so
     /// a bookmark asked meanwhile lies after exactly the writes numbered so far (a
-    /// grid's cut). Returns the last of them.
-    pub fn pause(&self) -> u64 {
-        self.paused().last
+    /// grid's cut). Returns the last of them; None (and not paused) when the
+    /// writes in flight are not all numbered within `limit`: a stalled write must
+    /// not hold the whole group back for long.
+    pub fn pause(&self, limit: Duration) -> Option<u64> {
+        let deadline = Instant::now() + limit;
+        let mut g = self.lock();
+        g.holds += 1;
+        while !g.in_flight.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                g.holds -= 1;
+                self.wake_writers(&g);
+                return None;
+            }
+            g.waiting += 1;
+            g = self
+                .writers
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            g.waiting -= 1;
+        }
+        Some(g.last)
     }
 
     fn paused(&self) -> MutexGuard<'_, State<B>> {
@@ -657,15 +677,24 @@ impl<B> Sequencer<B> {
         // A bookmark lies exactly after the writes numbered when it was asked for (a
         // grid's cut), so a batch ends there; the writes after it go in the next.
         let cut = g.asked.iter().map(|(_, after)| *after).min();
+        let mut stopped_at = None;
         while let Some(w) = g.queue.front() {
             // A marker costs nothing: one right behind the last write taken goes too.
             if !items.is_empty() && taken + w.cost() > max_bytes {
                 break;
             }
-            if let (Some(cut), Item::Write(w)) = (cut, w) {
-                if w.write > cut {
-                    break;
+            let past_cut = match (cut, w) {
+                (Some(cut), Item::Write(w)) if w.write > cut => {
+                    stopped_at = Some(w.write);
+                    true
                 }
+                // A gap that begins after the cut begins after the bookmark.
+                (Some(cut), Item::GapBegin { after }) => *after >= cut,
+                (Some(cut), Item::GapEnd { at }) => *at > cut,
+                _ => false,
+            };
+            if past_cut {
+                break;
             }
             taken += w.cost();
             items.push(g.queue.pop_front().expect("front exists"));
@@ -680,6 +709,12 @@ impl<B> Sequencer<B> {
             _ => None,
         }) {
             g.taken = n;
+        }
+        // Stopped at the cut: every write before the one left first in the queue
+        // was taken or only marked, so requests up to it are ready (a request whose
+        // writes were marked must not wait for ever).
+        if let Some(w) = stopped_at {
+            g.taken = g.taken.max(w - 1);
         }
         // A request (a bookmark) goes after every write numbered before it was made,
         // and before the later ones: once the shipper has taken those, this batch's
