@@ -275,18 +275,8 @@ fn two_hosts_bookmarking_at_once_get_distinct_values_and_one_name_once() {
         "  hold-budget: 1s\n",
     );
     let ask = |dir: &Path, name: &str| {
-        Command::new(BIN)
-            .args([
-                "bookmark",
-                "-c",
-                "cascade.yaml",
-                "--grid",
-                "shop",
-                "--name",
-                name,
-                "--json",
-            ])
-            .current_dir(dir)
+        grid::bookmark_command(dir, &[], &[], name)
+            .arg("--json")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -88,22 +88,8 @@ fn streams_on_separate_hosts_bookmark_consistently_and_restore_from_their_replic
     // and no stream was held (the writer goes on). Back, the next one is complete.
     s3.stop();
     let before = writer.rounds.load(std::sync::atomic::Ordering::Relaxed);
-    let wrap0: Vec<String> = streams[0].2.clone();
-    let wrap0: Vec<&str> = wrap0.iter().map(String::as_str).collect();
-    let out = Command::new(wrap0[0])
-        .args(&wrap0[1..])
-        .arg(BIN)
-        .args([
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--grid",
-            "shop",
-            "--name",
-            "store-down",
-        ])
-        .envs(env.iter().cloned())
-        .current_dir(&streams[0].0)
+    let wrap0: Vec<&str> = streams[0].2.iter().map(String::as_str).collect();
+    let out = grid::bookmark_command(&streams[0].0, &wrap0, &env, "store-down")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

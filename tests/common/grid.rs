@@ -79,50 +79,57 @@ pub fn config(dir: &Path, s: &StreamSpec) {
     .unwrap();
 }
 
-/// `cascade split` of the stream configured in `dir`, run by `wrap` (empty, or
-/// `ip netns exec NS`), with more environment.
-pub fn serve(dir: &Path, wrap: &[&str], env: &[(String, String)]) -> Split {
-    let mut cmd = match wrap.split_first() {
+/// The `cascade` binary, run by `wrap` (empty, or `ip netns exec NS`).
+fn cascade(wrap: &[&str]) -> Command {
+    match wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
             c.args(rest).arg(BIN);
             c
         }
         None => Command::new(BIN),
-    };
+    }
+}
+
+/// `cascade split` of the stream configured in `dir`, run by `wrap`, with more
+/// environment.
+pub fn serve(dir: &Path, wrap: &[&str], env: &[(String, String)]) -> Split {
+    let mut cmd = cascade(wrap);
     cmd.args(Split::ARGS).envs(env.iter().cloned());
     Split::serve_with(dir, cmd)
 }
 
-/// `cascade bookmark --grid shop --name NAME --json` from the config in `dir`: its
-/// exit success and its JSON.
+/// `cascade bookmark --grid shop --name NAME` from the config in `dir`, to run.
+pub fn bookmark_command(
+    dir: &Path,
+    wrap: &[&str],
+    env: &[(String, String)],
+    name: &str,
+) -> Command {
+    let mut cmd = cascade(wrap);
+    cmd.args([
+        "bookmark",
+        "-c",
+        "cascade.yaml",
+        "--grid",
+        "shop",
+        "--name",
+        name,
+    ])
+    .envs(env.iter().cloned())
+    .current_dir(dir);
+    cmd
+}
+
+/// [`bookmark_command`] with `--json`: its exit success and its JSON.
 pub fn bookmark(
     dir: &Path,
     wrap: &[&str],
     env: &[(String, String)],
     name: &str,
 ) -> (bool, serde_json::Value) {
-    let mut cmd = match wrap.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let out = cmd
-        .args([
-            "bookmark",
-            "-c",
-            "cascade.yaml",
-            "--grid",
-            "shop",
-            "--name",
-            name,
-            "--json",
-        ])
-        .envs(env.iter().cloned())
-        .current_dir(dir)
+    let out = bookmark_command(dir, wrap, env, name)
+        .arg("--json")
         .output()
         .unwrap();
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
