@@ -315,7 +315,7 @@ fn print_grid(g: &serde_json::Value) {
             .unwrap_or_default();
         println!(
             "  {:>6} {:<24} {time}  {marks} marks  {state}",
-            b["value"],
+            b["value"].as_u64().unwrap_or(0),
             b["name"].as_str().unwrap_or("")
         );
     }

@@ -50,7 +50,9 @@ pub fn restore_grid(
     progress: &dyn Progress,
 ) -> Result<Vec<StreamRestore>> {
     let b = complete(grid, name)?;
-    let streams = crate::replica::runtime()?.block_on(grid.counter.streams())?;
+    // One runtime for the planning's reads; each stream's restore runs its own.
+    let rt = crate::replica::runtime()?;
+    let streams = rt.block_on(grid.counter.streams())?;
     // Every replica is checked before anything is written.
     let mut plan = Vec::new();
     for m in &b.marks {
@@ -77,7 +79,7 @@ pub fn restore_grid(
             ..Default::default()
         };
         let bucket = Bucket::open(&r.url, &options)?;
-        let manifest = crate::replica::runtime()?.block_on(bucket.manifest())?;
+        let manifest = rt.block_on(bucket.manifest())?;
         let held = manifest
             .bookmarks
             .iter()
@@ -95,7 +97,7 @@ pub fn restore_grid(
         let point = Point::Bookmark(name.to_string());
         let reach = manifest.reach(&point, &r.url)?;
         let chain = manifest.chain(&reach, &r.url)?;
-        crate::replica::runtime()?.block_on(crate::replica::check_objects(&bucket, &chain))?;
+        rt.block_on(crate::replica::check_objects(&bucket, &chain))?;
         let targets: Vec<Destination> = info
             .volumes
             .iter()
@@ -112,6 +114,7 @@ pub fn restore_grid(
         }
         plan.push((m.stream.clone(), r.url.clone(), bucket, targets));
     }
+    drop(rt);
     let mut out = Vec::new();
     for (stream, url, bucket, targets) in plan {
         std::fs::create_dir_all(dir.join(&stream))

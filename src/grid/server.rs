@@ -147,7 +147,7 @@ fn refused(e: &Error) -> FromStream {
 }
 
 /// One asker's requests, in order, until it closes.
-async fn session(mut conn: Conn, s: &Arc<Served>, _stop: watch::Receiver<bool>) -> Result<()> {
+async fn session(mut conn: Conn, s: &Arc<Served>, stop: watch::Receiver<bool>) -> Result<()> {
     let me = s.acceptor.stream.clone();
     loop {
         let budget_ms = match conn.recv::<ToStream>().await? {
@@ -224,7 +224,7 @@ async fn session(mut conn: Conn, s: &Arc<Served>, _stop: watch::Receiver<bool>) 
                 };
                 match placed {
                     Ok(b) => {
-                        let recorded = record(s, &b, at).await;
+                        let recorded = record(s, &b, at, stop.clone()).await;
                         conn.send(&FromStream::Marked {
                             stream: me.clone(),
                             bookmark: b,
@@ -253,7 +253,12 @@ async fn session(mut conn: Conn, s: &Arc<Served>, _stop: watch::Receiver<bool>) 
 
 /// Records the mark of bookmark `b`; when the store does not take it, keeps trying
 /// in the background, so the bookmark becomes complete once the store is back.
-async fn record(s: &Arc<Served>, b: &BookmarkEntry, at: Option<u64>) -> bool {
+async fn record(
+    s: &Arc<Served>,
+    b: &BookmarkEntry,
+    at: Option<u64>,
+    stop: watch::Receiver<bool>,
+) -> bool {
     let Some(m) = s.recorder.mark(b, at) else {
         return false;
     };
@@ -263,10 +268,7 @@ async fn record(s: &Arc<Served>, b: &BookmarkEntry, at: Option<u64>) -> bool {
             tracing::warn!(stream = %m.stream, bookmark = %m.name, error = %e,
                 "the counter store did not take the mark; trying again in the background");
             let s = s.clone();
-            tokio::spawn(async move {
-                let (_tx, rx) = watch::channel(false);
-                s.recorder.catch_up(rx).await
-            });
+            tokio::spawn(async move { s.recorder.catch_up(stop).await });
             false
         }
     }
