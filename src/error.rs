@@ -128,6 +128,12 @@ pub enum Error {
     #[error("object store {url}: the manifest was written meanwhile by another exporter, {writer}; this export stopped and deleted nothing (one exporter per replica: give each its own prefix)")]
     OtherWriter { url: String, writer: String },
 
+    /// An encrypted replica cannot be opened with the secret given (none, a wrong one,
+    /// one of a removed slot), or a key operation is refused. Nothing was read or
+    /// written. The reason never quotes the secret.
+    #[error("encrypted replica {url}: {reason}")]
+    Key { url: String, reason: String },
+
     /// An external command (a hook, an lvm2 tool) that ran past its time limit; it
     /// was killed with every process it started.
     #[error("command `{command}` did not finish within {timeout:?} and was killed")]

@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod listen;
 mod lock;
 pub mod progress;
+pub mod secret;
 pub mod sys;
 
 // 2: formats and maths; the schema

@@ -8,7 +8,7 @@ use cascade::export::{open_exporter, Exporter, Flush, ObjectExporter};
 use cascade::journal::{Journal, Point};
 use cascade::replica::Bucket;
 use cascade::restore::restore_from;
-use common::config::{ObjectTarget, TargetFile};
+use common::config::{Encryption, ObjectTarget, TargetFile};
 use common::group::{noise, Group};
 use common::loopdev::LoopDev;
 use std::collections::BTreeSet;
@@ -369,16 +369,41 @@ fn object_exporter_in_memory() {
 /// credentials in the target file.
 #[test]
 fn object_exporter_on_s3() {
+    on_s3("replicas/cg", None);
+}
+
+/// The same contract with `encryption:`: every object sealed, the replica read back
+/// with the key alone.
+#[test]
+fn object_exporter_on_s3_encrypted() {
+    let s3 = on_s3(
+        "sealed/cg",
+        Some(Encryption {
+            key_file: Some("../vault.key".into()),
+            key_env: None,
+        }),
+    );
+    let dir = s3.bucket_dir().join("sealed/cg");
+    assert!(dir.join("encryption.json").exists(), "{}", s3.log());
+    assert_eq!(std::fs::read_dir(dir.join("keys")).unwrap().count(), 1);
+}
+
+fn on_s3(prefix: &str, encryption: Option<Encryption>) -> common::s3::S3Server {
     let s3 = common::s3::S3Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let (g, points) = history(tmp.path());
+    if encryption.is_some() {
+        let o = g.cascade(&["key", "generate", "vault.key"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let target = ObjectTarget {
         endpoint: Some(s3.endpoint.clone()),
         region: Some(s3.region.clone()),
         allow_http: true,
         access_key_id: Some(s3.access_key.clone()),
         secret_access_key: Some(s3.secret_key.clone()),
-        ..ObjectTarget::new(s3.url("replicas/cg"))
+        encryption,
+        ..ObjectTarget::new(s3.url(prefix))
     };
     let cfg = with_target(&g, target.into());
     let (url, options) = cfg
@@ -392,7 +417,7 @@ fn object_exporter_on_s3() {
         restored(&bucket, tmp.path())
     });
     assert!(
-        s3.bucket_dir().join("replicas/cg/manifest.json").exists(),
+        s3.bucket_dir().join(prefix).join("manifest.json").exists(),
         "{}",
         s3.log()
     );
@@ -403,6 +428,7 @@ fn object_exporter_on_s3() {
         let e = ObjectExporter::with_bucket("s3", bucket.clone(), policy, &work).unwrap();
         (Box::new(e) as Box<dyn Exporter>, bucket)
     });
+    s3
 }
 
 fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
@@ -416,7 +442,8 @@ fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
     }
 }
 
-/// Every object in the replica's store, by key below its prefix.
+/// Every object of the replica's history in its store, by key below its prefix: all
+/// but an encrypted replica's `encryption.json` and key slots, which stay as they are.
 fn stored_keys(bucket: &Bucket) -> BTreeSet<String> {
     let rt = cascade::replica::runtime().unwrap();
     rt.block_on(async {
@@ -429,7 +456,9 @@ fn stored_keys(bucket: &Bucket) -> BTreeSet<String> {
                 .strip_prefix(&format!("{}/", bucket.prefix))
                 .unwrap_or(&key)
                 .to_string();
-            out.insert(rel);
+            if rel != "encryption.json" && !rel.starts_with("keys/") {
+                out.insert(rel);
+            }
         }
         out
     })

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 1),
     ("sys", 1),
     ("fsutil", 1),
+    ("secret", 1),
     ("listen", 1),
     ("clock", 1),
     ("progress", 1),

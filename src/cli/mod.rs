@@ -4,6 +4,7 @@ mod bookmark;
 mod cycle;
 mod export;
 mod journal;
+mod key;
 pub mod progress;
 mod replay;
 mod restore;
@@ -55,6 +56,8 @@ pub enum Command {
     Journal(journal::Command),
     Bookmark(bookmark::Args),
     Export(export::Args),
+    #[command(subcommand)]
+    Key(key::Command),
     Restore(restore::Args),
     Rewind(rewind::Args),
     Serve(serve::Args),
@@ -70,6 +73,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Journal(c) => journal::run(c),
         Command::Bookmark(a) => bookmark::run(a),
         Command::Export(a) => export::run(a),
+        Command::Key(c) => key::run(c),
         Command::Restore(a) => restore::run(a),
         Command::Rewind(a) => rewind::run(a),
         Command::Serve(a) => serve::run(a),
@@ -113,7 +117,12 @@ pub fn init_logging(verbose: u8, format: LogFormat, daemon: bool) {
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     use cascade::Error;
     let code = match e.downcast_ref::<Error>() {
-        Some(Error::Config { .. } | Error::InvalidArgument(_) | Error::AlreadyExists(_)) => 2,
+        Some(
+            Error::Config { .. }
+            | Error::InvalidArgument(_)
+            | Error::AlreadyExists(_)
+            | Error::Key { .. },
+        ) => 2,
         Some(Error::NotFound(_)) => 3,
         Some(
             Error::Corrupt { .. }

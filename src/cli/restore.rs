@@ -57,6 +57,14 @@ pub struct Args {
     /// Allow plain HTTP to the endpoint.
     #[arg(long)]
     allow_http: bool,
+    /// An encrypted replica's secret: the first line of this file (mode 600), a key
+    /// from `cascade key generate` or a passphrase. Without it, or with a wrong one,
+    /// nothing is written; an object that fails authentication is named.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["key_env", "grid"])]
+    key_file: Option<PathBuf>,
+    /// An encrypted replica's secret, from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "grid")]
+    key_env: Option<String>,
     /// Where the scratch journal goes (as large as the deltas restored).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
@@ -70,10 +78,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return restore_grid(&a, grid);
     }
     let from = a.from.clone().expect("clap requires --from without --grid");
+    let key = match (a.key_file, a.key_env) {
+        (Some(f), _) => Some(cascade::config::KeySource::File(f)),
+        (None, Some(v)) => Some(cascade::config::KeySource::Env(v)),
+        (None, None) => None,
+    };
     let options = cascade::config::ObjectOptions {
         endpoint: a.endpoint,
         region: a.region,
         allow_http: a.allow_http,
+        key,
         ..Default::default()
     };
     let source = Source {

@@ -74,6 +74,7 @@ impl GridConfig {
             allow_http: self.allow_http,
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
+            key: None,
         }
     }
 

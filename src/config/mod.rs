@@ -25,7 +25,10 @@ pub use size::Size;
 pub use splitter::{
     SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_DIRTY_GRANULARITY, DEFAULT_LISTEN, DEFAULT_QUEUE,
 };
-pub use target::{ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec, UndoConfig};
+pub use target::{
+    EncryptionConfig, KeySource, ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec,
+    UndoConfig,
+};
 
 use crate::error::{Error, Result};
 use serde::Deserialize;

@@ -59,7 +59,41 @@ pub enum TargetSpec {
         /// uploads every run at once.
         #[serde(default)]
         batch: Option<super::Age>,
+        /// Every object encrypted and authenticated on the client under a key only the
+        /// holders of a secret can unwrap (docs/encryption.md): `key-file: PATH` (its
+        /// first line, the file readable by its owner alone) or `key-env: VAR`.
+        #[serde(default)]
+        encryption: Option<EncryptionConfig>,
     },
+}
+
+/// `encryption:` of an object target: where its secret is; exactly one of the two.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EncryptionConfig {
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
+/// Where an encrypted replica's secret comes from: read when the replica is opened,
+/// never kept in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl EncryptionConfig {
+    fn source(&self) -> std::result::Result<KeySource, String> {
+        match (&self.key_file, &self.key_env) {
+            (Some(f), None) => Ok(KeySource::File(f.clone())),
+            (None, Some(v)) if !v.is_empty() => Ok(KeySource::Env(v.clone())),
+            (None, Some(_)) => Err("encryption.key-env: name an environment variable".into()),
+            _ => Err("encryption: give key-file or key-env (one of them)".into()),
+        }
+    }
 }
 
 /// Where a live block replica keeps its undo journal, and how far back it reaches.
@@ -156,6 +190,7 @@ impl TargetSpec {
                 allow_http,
                 access_key_id,
                 secret_access_key,
+                encryption,
                 ..
             } => Some((
                 url,
@@ -165,6 +200,9 @@ impl TargetSpec {
                     allow_http: *allow_http,
                     access_key_id: access_key_id.clone(),
                     secret_access_key: secret_access_key.clone(),
+                    key: encryption
+                        .as_ref()
+                        .map(|e| e.source().expect("checked when the target was loaded")),
                 },
             )),
             TargetSpec::Block { .. } => None,
@@ -207,6 +245,8 @@ pub struct ObjectOptions {
     pub allow_http: bool,
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
+    /// The secret of an encrypted replica; None: the replica is not encrypted.
+    pub key: Option<KeySource>,
 }
 
 #[derive(Debug, Clone)]
@@ -262,9 +302,16 @@ impl Target {
                 secret_access_key,
                 retention,
                 synthetic_full_every,
+                encryption,
                 ..
             } => {
                 retention.check("retention").map_err(err)?;
+                if let Some(e) = encryption {
+                    e.source().map_err(err)?;
+                    if let Some(f) = &mut e.key_file {
+                        *f = dir.join(&*f);
+                    }
+                }
                 if retention.prunes() && *synthetic_full_every == 0 {
                     tracing::warn!(target_file = %file.display(),
                         "retention without synthetic fulls (synthetic-full-every: 0) can delete only what lies before a full delta of the journal, which is rare");

@@ -1,7 +1,6 @@
 //! The grid's shared secret: the first line of a file only its owner can read. It
 //! proves a peer is of the grid (`wire::proof`); it is never logged, printed or sent.
 use crate::error::{Error, Result};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Fewer bytes than this are guessable: a secret is meant to be generated
@@ -18,24 +17,14 @@ impl GridSecret {
             file: path.to_path_buf(),
             reason,
         };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| bad(format!("cannot read the grid secret: {e}")))?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(bad(format!(
-                "the grid secret is readable or writable by others (mode {:o}); `chmod 600` it",
-                meta.mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("cannot read the grid secret: {e}")))?;
-        let line = text.lines().next().unwrap_or("").trim();
+        let line = crate::secret::private_line(path, "the grid secret").map_err(bad)?;
         if line.len() < MIN_LEN {
             return Err(bad(format!(
                 "the grid secret's first line has {} bytes; it needs at least {MIN_LEN} (generate one: head -c 32 /dev/urandom | base64)",
                 line.len()
             )));
         }
-        Ok(GridSecret(line.as_bytes().to_vec()))
+        Ok(GridSecret(line.into_bytes()))
     }
 
     pub fn from_bytes(b: &[u8]) -> GridSecret {

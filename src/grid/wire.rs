@@ -96,9 +96,7 @@ pub fn nonce() -> String {
     hex(&b)
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use crate::secret::hex;
 
 /// Which side a proof is of: the asker's proof cannot be replayed as the stream's.
 #[derive(Clone, Copy)]

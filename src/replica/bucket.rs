@@ -1,5 +1,8 @@
 //! Where an object replica lives: an object store and a prefix, opened from the
-//! target's URL. The manifest's reads and writes are in `head.rs`.
+//! target's URL, and for an encrypted replica the secret that opens its data key.
+//! The manifest's reads and writes are in `head.rs`; sealed objects in `seal.rs`.
+use super::keys::UserSecret;
+use super::seal::{self, DataKey};
 use crate::config::ObjectOptions;
 use crate::error::{Error, Result};
 use object_store::path::Path as ObjectPath;
@@ -16,6 +19,15 @@ pub struct Bucket {
     pub local: Option<std::path::PathBuf>,
     /// For messages: the URL as the user wrote it.
     pub url: String,
+    /// An encrypted replica's secret, and the data key once it is unlocked (lazily:
+    /// opening a bucket does no I/O).
+    crypt: Option<Arc<Crypt>>,
+}
+
+struct Crypt {
+    secret: UserSecret,
+    /// The data key and the id of the slot that opened it.
+    opened: tokio::sync::OnceCell<(DataKey, String)>,
 }
 
 impl Bucket {
@@ -49,12 +61,7 @@ impl Bucket {
                     .with_secret_access_key(s.expose());
             }
             let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
-            return Ok(Bucket {
-                store,
-                prefix: ObjectPath::from(prefix),
-                local: None,
-                url: url.to_string(),
-            });
+            return Bucket::from_store(store, prefix, url).with_key(o);
         }
         if let Some((scheme, _)) = url.split_once("://").filter(|(s, _)| *s != "file") {
             return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, file:///dir or a directory")));
@@ -63,12 +70,115 @@ impl Bucket {
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create object directory", dir))?;
         let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Bucket {
-            store: Arc::new(local),
-            prefix: ObjectPath::from(""),
+        Bucket {
             local: Some(dir.into()),
-            url: url.to_string(),
-        })
+            ..Bucket::from_store(Arc::new(local), "", url)
+        }
+        .with_key(o)
+    }
+
+    /// The bucket with the secret of `o.key` (read now, so a missing or exposed key
+    /// file is refused before anything is done), if it names one.
+    fn with_key(self, o: &ObjectOptions) -> Result<Bucket> {
+        match &o.key {
+            None => Ok(self),
+            Some(src) => {
+                let secret = UserSecret::load(src).map_err(|r| self.key_error(r))?;
+                Ok(self.with_secret(secret))
+            }
+        }
+    }
+
+    /// The bucket reading and writing its objects encrypted, opened by `secret`.
+    pub fn with_secret(mut self, secret: UserSecret) -> Bucket {
+        self.crypt = Some(Arc::new(Crypt {
+            secret,
+            opened: tokio::sync::OnceCell::new(),
+        }));
+        self
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.crypt.is_some()
+    }
+
+    /// The data key and the slot that opened it; `create` makes a fresh replica
+    /// encrypted if nothing is there yet. None: the bucket is not encrypted.
+    pub(super) async fn data_key(&self, create: bool) -> Result<Option<&DataKey>> {
+        let Some(c) = &self.crypt else {
+            return Ok(None);
+        };
+        let (key, _) = c
+            .opened
+            .get_or_try_init(|| async {
+                if create && self.encryption_info().await?.is_none() {
+                    self.create_encryption(&c.secret).await
+                } else {
+                    self.unlock(&c.secret).await
+                }
+            })
+            .await?;
+        Ok(Some(key))
+    }
+
+    /// The data key once unlocked (the manifest is always read first).
+    pub(super) fn unlocked(&self) -> Option<&DataKey> {
+        self.crypt.as_ref()?.opened.get().map(|(k, _)| k)
+    }
+
+    /// The data key of an encrypted bucket and the slot that opened it.
+    pub(super) async fn opened(&self) -> Result<(&DataKey, &str)> {
+        let Some(c) = &self.crypt else {
+            return Err(self.key_error(
+                "no secret given (a target's `encryption:`, or --key-file / --key-env)".into(),
+            ));
+        };
+        self.data_key(false).await?;
+        let (k, slot) = c.opened.get().expect("unlocked above");
+        Ok((k, slot))
+    }
+
+    /// How many bytes object `d` of `plain` plaintext bytes takes in the store.
+    pub fn stored_size(&self, plain: u64) -> u64 {
+        if self.encrypted() {
+            seal::sealed_size(plain)
+        } else {
+            plain
+        }
+    }
+
+    /// What to store as object `name` holding `plain`: sealed if the bucket encrypts.
+    pub(super) async fn seal_bytes(&self, name: &str, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match self.data_key(true).await? {
+            Some(k) => Ok(seal::seal(k, name, &plain)),
+            None => Ok(plain),
+        }
+    }
+
+    /// The plaintext of object `name` as stored: opened if the bucket encrypts. A
+    /// sealed object read without a secret, or a plain one read with one, is refused:
+    /// the target and the replica disagree about encryption.
+    pub(super) async fn open_bytes(&self, name: &str, stored: Vec<u8>) -> Result<Vec<u8>> {
+        let sealed = stored.starts_with(seal::MAGIC);
+        match (self.encrypted(), sealed) {
+            (false, false) => Ok(stored),
+            (false, true) => Err(self.key_error(format!(
+                "{name} is encrypted: give the replica's secret (a target's `encryption:`, or --key-file / --key-env)"
+            ))),
+            (true, false) => Err(self.key_error(format!(
+                "{name} is not encrypted, but a secret was given: the replica was written without                  encryption (encryption cannot be turned on for an existing replica; give the                  target a new prefix)"
+            ))),
+            (true, true) => {
+                let k = self.data_key(false).await?.expect("encrypted");
+                seal::open(k, name, stored).map_err(|r| Error::CorruptObject {
+                    url: self.url.clone(),
+                    object: self.key(name).to_string(),
+                    delta: None,
+                    offset: 0,
+                    reason: r.0,
+                })
+            }
+        }
     }
 
     /// Any `object_store` implementation (the conformance suite uses the in-memory one).
@@ -78,6 +188,7 @@ impl Bucket {
             prefix: ObjectPath::from(prefix),
             local: None,
             url: url.to_string(),
+            crypt: None,
         }
     }
 

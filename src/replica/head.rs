@@ -107,7 +107,14 @@ impl Bucket {
         let got = match self.store.get(&key).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
-                return Ok((Manifest::default(), Stored::default()))
+                // Plain objects must not go into a replica made encrypted (by an
+                // export that stopped before its first manifest).
+                if !self.encrypted() && self.encryption_info().await?.is_some() {
+                    return Err(self.key_error(
+                        "encryption.json says it is encrypted: give the replica's secret (a target's `encryption:`, or --key-file / --key-env)".into(),
+                    ));
+                }
+                return Ok((Manifest::default(), Stored::default()));
             }
             Err(e) => return Err(self.err("cannot read manifest", e)),
         };
@@ -119,6 +126,7 @@ impl Bucket {
             .bytes()
             .await
             .map_err(|e| self.err("cannot read manifest", e))?;
+        let bytes = self.open_bytes(MANIFEST, bytes.to_vec()).await?;
         let corrupt = |e: serde_json::Error| Error::CorruptObject {
             url: self.url.clone(),
             object: key.to_string(),
@@ -182,6 +190,7 @@ impl Bucket {
                 .bytes()
                 .await
                 .map_err(|e| self.err("cannot read manifest chunk", e))?;
+            let bytes = self.open_bytes(&r.key, bytes.to_vec()).await?;
             let corrupt = |reason: String| Error::CorruptObject {
                 url: self.url.clone(),
                 object: key.to_string(),
@@ -264,6 +273,7 @@ impl Bucket {
             bookmarks: m.bookmarks.clone(),
         };
         let bytes = serde_json::to_vec(&head).expect("manifest serialises");
+        let bytes = self.seal_bytes(MANIFEST, bytes).await?;
         match self.put_head(bytes, next.version.as_ref()).await {
             Ok(put) => {
                 next.version = Some(UpdateVersion {
@@ -304,6 +314,7 @@ impl Bucket {
             size: bytes.len() as u64,
             crc32c: crc32c::crc32c(&bytes),
         };
+        let bytes = self.seal_bytes(&r.key, bytes).await?;
         self.store
             .put(&self.key(&r.key), PutPayload::from(bytes))
             .await
@@ -330,6 +341,7 @@ impl Bucket {
             .bytes()
             .await
             .map_err(|e| self.err("cannot read back manifest", e))?;
+        let bytes = self.open_bytes(MANIFEST, bytes.to_vec()).await?;
         let head: Option<Head> = serde_json::from_slice(&bytes).ok();
         match head {
             Some(h) if h.request == request => Ok(version),

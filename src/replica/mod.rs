@@ -18,15 +18,21 @@
 //!   only conditionally (one writer at a time). Retention rewrites it before deleting
 //!   the objects it no longer names.
 //!
+//! - For an encrypted replica (`encryption:`), `encryption.json` and `keys/`, and
+//!   every other object sealed (`keys.rs`, `seal.rs`, `docs/encryption.md`).
+//!
 //! The format, and the older one still read, is in `docs/object-replica.md`.
 mod bucket;
 mod head;
+mod keys;
 mod manifest;
+pub mod seal;
 mod transfer;
 
 pub use bucket::{runtime, Bucket};
 pub use head::{Stored, Writer, CHUNK_DELTAS};
+pub use keys::{SlotInfo, UserSecret, ENCRYPTION};
 pub use manifest::{Manifest, ManifestDelta, Reach, MANIFEST};
 pub use transfer::{
-    check_objects, check_whole, corrupt_object, download, object_error, parts, upload_range,
+    check_objects, check_whole, corrupt_object, download, object_error, parts, prefix, upload_range,
 };

@@ -1,7 +1,7 @@
 //! Moving objects of a replica: a delta's journal bytes uploaded as one multipart
 //! object, an object read back as ranged GETs in order, and the checks (existence,
 //! size, CRC-32C) made against the manifest before anything is written.
-use super::{Bucket, ManifestDelta};
+use super::{seal, Bucket, ManifestDelta};
 use crate::error::{Error, Result};
 use crate::journal::frame::{self, Pos};
 use crate::journal::Journal;
@@ -39,7 +39,16 @@ pub async fn upload_range(
     let mut crc = 0u32;
     let mut size = 0u64;
     let mut buf = vec![0u8; 4 << 20];
+    // An encrypting bucket's object goes up sealed: the size and CRC returned (the
+    // manifest's) stay the plaintext's.
+    let mut sealer = None;
+    let mut sealed = Vec::new();
     let result: Result<()> = async {
+        if let Some(k) = bucket.data_key(true).await? {
+            let (s, header) = seal::Sealer::new(k, key);
+            w.write(&header);
+            sealer = Some(s);
+        }
         for seg in begin.segment..=end.segment {
             let file_path = frame::segment_path(journal.dir(), seg);
             let file = File::open(&file_path)
@@ -65,10 +74,22 @@ pub async fn upload_range(
                 w.wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|e| bucket.err("cannot upload", e))?;
-                w.write(&buf[..n]);
+                match &mut sealer {
+                    Some(s) => {
+                        sealed.clear();
+                        s.push(&buf[..n], &mut sealed);
+                        w.write(&sealed);
+                    }
+                    None => w.write(&buf[..n]),
+                }
                 size += n as u64;
                 at += n as u64;
             }
+        }
+        if let Some(s) = sealer.take() {
+            sealed.clear();
+            s.finish(&mut sealed);
+            w.write(&sealed);
         }
         Ok(())
     }
@@ -130,14 +151,15 @@ pub async fn check_objects(bucket: &Bucket, chain: &[&ManifestDelta]) -> Result<
             .head(&key)
             .await
             .map_err(|e| object_error(bucket, &key, e))?;
-        if meta.size != d.size {
+        let expected = bucket.stored_size(d.size);
+        if meta.size != expected {
             return Err(corrupt_object(
                 bucket,
                 d,
                 0,
                 format!(
-                    "the object is {} bytes; the manifest says {}",
-                    meta.size, d.size
+                    "the object is {} bytes; the manifest says {expected}",
+                    meta.size
                 ),
             ));
         }
@@ -145,19 +167,27 @@ pub async fn check_objects(bucket: &Bucket, chain: &[&ManifestDelta]) -> Result<
     Ok(())
 }
 
-/// The bytes of object `d`, in order, fetched as ranged GETs several at a time.
+/// The bytes of object `d`, in order, fetched as ranged GETs several at a time; of an
+/// encrypting bucket, opened (each GET is of whole frames, so each opens as it
+/// arrives, in order).
 pub fn parts(
     bucket: Bucket,
     d: ManifestDelta,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
     let key = bucket.key(&d.key);
-    let ranges: Vec<std::ops::Range<u64>> = (0..d.size)
-        .step_by(DOWNLOAD_PART as usize)
-        .map(|at| at..(at + DOWNLOAD_PART).min(d.size))
-        .collect();
+    let ranges: Vec<std::ops::Range<u64>> = if bucket.encrypted() {
+        seal::Opener::pieces(d.size, DOWNLOAD_PART / seal::FRAME)
+    } else {
+        (0..d.size)
+            .step_by(DOWNLOAD_PART as usize)
+            .map(|at| at..(at + DOWNLOAD_PART).min(d.size))
+            .collect()
+    };
+    let fetch = bucket.clone();
+    let mut opener: Option<seal::Opener> = None;
     futures_util::stream::iter(ranges)
         .map(move |r| {
-            let (bucket, key) = (bucket.clone(), key.clone());
+            let (bucket, key) = (fetch.clone(), key.clone());
             async move {
                 bucket
                     .store
@@ -167,6 +197,57 @@ pub fn parts(
             }
         })
         .buffered(PARTS_IN_FLIGHT)
+        .map(move |part| {
+            let part = part?;
+            if !bucket.encrypted() {
+                return Ok(part);
+            }
+            let refused = |r: seal::Refused| corrupt_object(&bucket, &d, 0, r.0);
+            let mut piece = part.to_vec();
+            let mut skip = 0;
+            if opener.is_none() {
+                let k = bucket.unlocked().ok_or_else(|| {
+                    bucket.key_error("the data key was not unlocked before a read".into())
+                })?;
+                opener = Some(seal::Opener::new(k, &d.key, &piece, d.size).map_err(refused)?);
+                skip = seal::HEADER as usize;
+            }
+            let o = opener.as_mut().expect("made above");
+            let n = o.open(&mut piece[skip..]).map_err(refused)?;
+            piece.copy_within(skip..skip + n, 0);
+            piece.truncate(n);
+            Ok(bytes::Bytes::from(piece))
+        })
+}
+
+/// The first `len` bytes of object `d` (fewer if it is shorter), opened if the bucket
+/// encrypts: only the frames that hold them are read.
+pub async fn prefix(bucket: &Bucket, d: &ManifestDelta, len: u64) -> Result<bytes::Bytes> {
+    let key = bucket.key(&d.key);
+    let len = len.min(d.size);
+    let Some(k) = bucket.data_key(false).await? else {
+        return bucket
+            .store
+            .get_range(&key, 0..len)
+            .await
+            .map_err(|e| object_error(bucket, &key, e));
+    };
+    let frames = len.div_ceil(seal::FRAME).max(1);
+    let end = (seal::HEADER + frames * (seal::FRAME + seal::TAG)).min(seal::sealed_size(d.size));
+    let mut piece = bucket
+        .store
+        .get_range(&key, 0..end)
+        .await
+        .map_err(|e| object_error(bucket, &key, e))?
+        .to_vec();
+    let refused = |r: seal::Refused| corrupt_object(bucket, d, 0, r.0);
+    let mut o = seal::Opener::new(k, &d.key, &piece, d.size).map_err(refused)?;
+    let n = o
+        .open(&mut piece[seal::HEADER as usize..])
+        .map_err(refused)?;
+    piece.copy_within(seal::HEADER as usize..seal::HEADER as usize + n, 0);
+    piece.truncate(n.min(len as usize));
+    Ok(bytes::Bytes::from(piece))
 }
 
 /// Downloads one delta object into segment `segment` of the scratch journal, checking

@@ -14,7 +14,7 @@ use crate::journal::Scanner;
 use crate::journal::{Applier, VolumeFile};
 use crate::progress::Progress;
 use crate::replay::{assign, refuse_shared_targets, sync_targets, Destination, ReplayReport};
-use crate::replica::{check_whole, corrupt_object, object_error, parts, Bucket, ManifestDelta};
+use crate::replica::{check_whole, corrupt_object, parts, prefix, Bucket, ManifestDelta};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -191,18 +191,7 @@ fn pos(d: &ManifestDelta, offset: u64) -> Pos {
 
 /// The Begin record that opens object `d`: its volumes are the restore's.
 async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
-    let key = bucket.key(&d.key);
-    let get = |r: std::ops::Range<u64>| {
-        let key = key.clone();
-        async move {
-            bucket
-                .store
-                .get_range(&key, r)
-                .await
-                .map_err(|e| object_error(bucket, &key, e))
-        }
-    };
-    let head = get(0..frame::FRAME_LEN.min(d.size)).await?;
+    let head = prefix(bucket, d, frame::FRAME_LEN).await?;
     let len = head.get(0..4).map_or(0, |b| {
         u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64
     });
@@ -214,7 +203,7 @@ async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
     } else {
         0
     };
-    let whole = get(0..(frame::FRAME_LEN + body).min(d.size)).await?;
+    let whole = prefix(bucket, d, frame::FRAME_LEN + body).await?;
     let mut payload = Vec::new();
     let bad = |why: String| corrupt_object(bucket, d, 0, why);
     match frame::read_frame(&mut whole.as_ref(), &mut payload)

@@ -203,6 +203,18 @@ pub struct ObjectTarget {
     pub synthetic_full_every: Option<u64>,
     #[serde(default, skip_serializing_if = "Retention::is_empty")]
     pub retention: Retention,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// `encryption:` of an object target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Encryption {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
 }
 
 impl ConfigFile {
