@@ -32,10 +32,13 @@
 #     16. a grid (tests/bench/grid.sh): bookmark latency across 3 and 10 streams vs one
 #      conditional put to the same store, client write p99 with a bookmark every second
 #
-#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking] [live] [grid]
+#     17. an encrypted object replica (tests/bench/sealed.sh): export and restore of 1 GiB
+#      to a directory target with `encryption:` vs without
+#
+#   bash tests/bench/bench.sh [core] [export] [lvm] [daemon] [nbd] [marking] [live] [grid] [sealed]
 #                                                  (default all: 1-5 `core`, 6-8 `export`,
 #                                                  9-10 `lvm`, 11-12 `daemon`, 13 `nbd`,
-#                                                  14 `marking`, 15 `live`, 16 `grid`;
+#                                                  14 `marking`, 15 `live`, 16 `grid`, 17 `sealed`;
 #                                                  `make bench BENCH=export` passes them)
 #
 # Needs root (loop device + mount for 3, a tmpfs for 13), xfsprogs, rsync, python3, openssl,
@@ -356,14 +359,16 @@ source "$ROOT/tests/bench/marking.sh"
 source "$ROOT/tests/bench/live.sh"
 # shellcheck source=tests/bench/grid.sh
 source "$ROOT/tests/bench/grid.sh"
+# shellcheck source=tests/bench/sealed.sh
+source "$ROOT/tests/bench/sealed.sh"
 
 # ---------------------------------------------------------------- main
 
 main() {
-    local parts=${*:-core export lvm daemon nbd marking live grid} p
+    local parts=${*:-core export lvm daemon nbd marking live grid sealed} p
     for p in $parts; do
-        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking || $p == live || $p == grid ]] ||
-            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking, live, grid or several"
+        [[ $p == core || $p == export || $p == lvm || $p == daemon || $p == nbd || $p == marking || $p == live || $p == grid || $p == sealed ]] ||
+            die "unknown part \`$p\`: give core, export, lvm, daemon, nbd, marking, live, grid, sealed or several"
     done
     [[ $(id -u) == 0 ]] || die "needs root (loop device and mount for the reflink bench)"
     for t in python3 openssl rsync mkfs.xfs losetup mountpoint; do
@@ -403,6 +408,9 @@ main() {
     fi
     if [[ " $parts " == *" grid "* ]]; then
         bench_grid
+    fi
+    if [[ " $parts " == *" sealed "* ]]; then
+        bench_sealed
     fi
 
     echo
