@@ -511,3 +511,117 @@ fn secrets_never_show_in_logs_or_output() {
     assert!(seen.contains("DEBUG"), "debug logs were on: {seen}");
     assert!(!seen.contains(&hex) && !seen.contains(PASSPHRASE), "{seen}");
 }
+
+#[test]
+fn target_verify_finds_a_deleted_and_a_damaged_object() {
+    let r = Replica::new(true);
+    let verify = |extra: &[&str]| {
+        r.cascade(
+            &[
+                &["target", "verify", "vault", "-c", "cascade.yaml", "--json"],
+                extra,
+            ]
+            .concat(),
+            &[],
+        )
+    };
+    let report = |o: &Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let clean = report(&verify(&["--read-data"]));
+    assert_eq!(clean["objects"], 4, "{clean}");
+    assert_eq!(clean["read_objects"], 4, "{clean}");
+    assert_eq!(clean["encrypted"], true);
+    assert_eq!(clean["problems"].as_array().unwrap().len(), 0, "{clean}");
+    let some = report(&verify(&["--read-data", "10"]));
+    assert_eq!(
+        some["read_objects"], 1,
+        "at least one object is read: {some}"
+    );
+
+    let (d2, d3) = (r.delta_object(2), r.delta_object(3));
+    std::fs::remove_file(&d2).unwrap();
+    let mut b3 = std::fs::read(&d3).unwrap();
+    let at = b3.len() - 100;
+    b3[at] ^= 1;
+    std::fs::write(&d3, &b3).unwrap();
+    let name = |p: &Path| format!("deltas/{}", p.file_name().unwrap().to_string_lossy());
+
+    // Without --read-data: the deleted one (the damaged one has its size).
+    let o = verify(&[]);
+    assert_eq!(o.status.code(), Some(4));
+    let shallow = report(&o);
+    let problems = shallow["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{shallow}");
+    assert!(problems[0]["object"]
+        .as_str()
+        .unwrap()
+        .ends_with(&name(&d2)));
+    assert!(
+        problems[0]["reason"].as_str().unwrap().contains("missing"),
+        "{shallow}"
+    );
+
+    // With it: both, each named with why.
+    let o = verify(&["--read-data"]);
+    assert_eq!(o.status.code(), Some(4));
+    let deep = report(&o);
+    let problems = deep["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{deep}");
+    let of = |p: &Path| {
+        problems
+            .iter()
+            .find(|x| x["object"].as_str().unwrap().ends_with(&name(p)))
+            .unwrap_or_else(|| panic!("{} not named: {deep}", name(p)))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(of(&d2).contains("missing"), "{deep}");
+    assert!(of(&d3).contains("does not authenticate"), "{deep}");
+    let text = ok_or_4(&r.cascade(&["target", "verify", "vault", "-c", "cascade.yaml"], &[]));
+    assert!(
+        text.contains("1 problems") && text.contains(&name(&d2)),
+        "{text}"
+    );
+
+    // A plain replica's damage is found by the records' checksums.
+    let p = Replica::new(false);
+    let d = p.delta_object(2);
+    let mut b = std::fs::read(&d).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&d, &b).unwrap();
+    let o = p.cascade(
+        &[
+            "target",
+            "verify",
+            "vault",
+            "-c",
+            "cascade.yaml",
+            "--json",
+            "--read-data",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    let plain = report(&o);
+    let problems = plain["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{plain}");
+    assert!(
+        problems[0]["object"].as_str().unwrap().ends_with(&name(&d)),
+        "{plain}"
+    );
+}
+
+/// Stdout of a run that exits 4 (problems found).
+fn ok_or_4(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

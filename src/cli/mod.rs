@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod split;
 mod status;
+mod target;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ pub enum Command {
     Rewind(rewind::Args),
     Serve(serve::Args),
     Status(status::Args),
+    #[command(subcommand)]
+    Target(target::Command),
     Run(run::Args),
     Split(split::Args),
 }
@@ -78,6 +81,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Rewind(a) => rewind::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Status(a) => status::run(a),
+        Command::Target(c) => target::run(c),
         Command::Run(a) => run::run(a),
         Command::Split(a) => split::run(a),
     }

@@ -179,7 +179,7 @@ fn check(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
 }
 
 /// A Data record must decompress to exactly its stated length.
-fn check_data(
+pub fn check_data(
     kind: u8,
     payload: &[u8],
     d: &mut zstd::bulk::Decompressor<'_>,

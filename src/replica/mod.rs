@@ -26,6 +26,7 @@ mod bucket;
 mod head;
 mod keys;
 mod manifest;
+mod scrub;
 pub mod seal;
 mod transfer;
 
@@ -33,6 +34,8 @@ pub use bucket::{runtime, Bucket};
 pub use head::{Stored, Writer, CHUNK_DELTAS};
 pub use keys::{SlotInfo, UserSecret, ENCRYPTION};
 pub use manifest::{Manifest, ManifestDelta, Reach, MANIFEST};
+pub use scrub::{scrub, Problem, ScrubReport};
 pub use transfer::{
-    check_objects, check_whole, corrupt_object, download, object_error, parts, prefix, upload_range,
+    check_objects, check_whole, corrupt_object, download, object_error, parts, prefix,
+    upload_range, PartsReader,
 };

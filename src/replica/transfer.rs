@@ -293,3 +293,49 @@ pub fn check_whole(bucket: &Bucket, d: &ManifestDelta, size: u64, crc: u32) -> R
     }
     Ok(())
 }
+
+/// An object's bytes as one reader, pulled part by part from `next` (a channel from a
+/// fetcher running ahead, or a stream of parts driven in place), with the size and
+/// CRC-32C of what was read.
+pub struct PartsReader<F> {
+    next: F,
+    part: bytes::Bytes,
+    /// The fetch error behind a failed read, to report it as it was.
+    pub failed: Option<Error>,
+    pub crc: u32,
+    pub size: u64,
+}
+
+impl<F: FnMut() -> Option<Result<bytes::Bytes>>> PartsReader<F> {
+    pub fn new(next: F) -> PartsReader<F> {
+        PartsReader {
+            next,
+            part: bytes::Bytes::new(),
+            failed: None,
+            crc: 0,
+            size: 0,
+        }
+    }
+}
+
+impl<F: FnMut() -> Option<Result<bytes::Bytes>>> std::io::Read for PartsReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.part.is_empty() {
+            match (self.next)() {
+                None => return Ok(0),
+                Some(Ok(p)) => self.part = p,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.part.len());
+        let chunk = self.part.split_to(n);
+        buf[..n].copy_from_slice(&chunk);
+        self.crc = crc32c::crc32c_append(self.crc, &chunk);
+        self.size += n as u64;
+        Ok(n)
+    }
+}

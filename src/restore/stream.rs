@@ -14,7 +14,9 @@ use crate::journal::Scanner;
 use crate::journal::{Applier, VolumeFile};
 use crate::progress::Progress;
 use crate::replay::{assign, refuse_shared_targets, sync_targets, Destination, ReplayReport};
-use crate::replica::{check_whole, corrupt_object, parts, prefix, Bucket, ManifestDelta};
+use crate::replica::{
+    check_whole, corrupt_object, parts, prefix, Bucket, ManifestDelta, PartsReader,
+};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -80,13 +82,8 @@ pub fn restore_into_new_files(
             }
         }
     });
-    let mut incoming = Incoming {
-        rx,
-        part: bytes::Bytes::new(),
-        failed: None,
-        crc: 0,
-        size: 0,
-    };
+    let mut rx = rx;
+    let mut incoming = PartsReader::new(move || rx.blocking_recv());
     let mut report = ReplayReport {
         from: chain[0].delta,
         until: last.delta,
@@ -215,38 +212,6 @@ async fn first_begin(bucket: &Bucket, d: &ManifestDelta) -> Result<Begin> {
         },
         FrameRead::Broken(why) => Err(bad(why)),
         FrameRead::End => Err(bad("the object is empty".into())),
-    }
-}
-
-/// The fetched parts as one byte stream, with the CRC-32C and size of what was read.
-struct Incoming {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
-    part: bytes::Bytes,
-    /// The fetch error behind a failed read, to report it as it was.
-    failed: Option<Error>,
-    crc: u32,
-    size: u64,
-}
-
-impl Read for Incoming {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.part.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(p)) => self.part = p,
-                Some(Err(e)) => {
-                    let msg = e.to_string();
-                    self.failed = Some(e);
-                    return Err(std::io::Error::other(msg));
-                }
-            }
-        }
-        let n = buf.len().min(self.part.len());
-        let chunk = self.part.split_to(n);
-        buf[..n].copy_from_slice(&chunk);
-        self.crc = crc32c::crc32c_append(self.crc, &chunk);
-        self.size += n as u64;
-        Ok(n)
     }
 }
 
