@@ -10,7 +10,7 @@ APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace \
 	qemu-utils libnbd-bin python3-libnbd fio nbdkit iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps s3s-fs vm-deps demo test lint bench crash clean
+.PHONY: all build deps s3s-fs azurite vm-deps demo test lint bench crash clean
 
 all: build
 
@@ -30,6 +30,11 @@ deps:
 s3s-fs:
 	bash tests/s3/install-s3s-fs.sh
 
+# Azurite, the Azure Storage emulator the az:// tests run against (npm; installs
+# nodejs and npm first when they are missing).
+azurite:
+	bash tests/azure/install-azurite.sh
+
 # The VM the LVM, power-cut and kernel-NBD tests run in (qemu, Debian's kernel, lvm2,
 # thin-provisioning-tools, nbd-client, virtme-ng): the host kernel has no
 # device-mapper. Installs only what is missing.
@@ -46,7 +51,7 @@ lint:
 # vm-deps before deps: installing Debian's qemu-system-x86 removes a qemu-utils of
 # another version (one from backports, say), and deps then puts back the matching one.
 # The tests run in two lanes side by side, each VM guest on one core (tests/lanes.sh).
-test: vm-deps deps s3s-fs lint
+test: vm-deps deps s3s-fs azurite lint
 	$(CARGO) test --all-targets --no-run
 	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 CARGO=$(CARGO) bash tests/lanes.sh
 

@@ -1,94 +1,24 @@
 //! The Exporter contract (src/export/mod.rs), checked the same way for every
-//! implementation: block on an image file and on a real loop device.
+//! implementation: block on an image file and on a real loop device; object on a
+//! directory, in memory, on S3 (plain and encrypted). Azure's run is `azure.rs`.
 mod common;
 
-use cascade::config::Config;
 use cascade::config::ObjectPolicy;
-use cascade::export::{open_exporter, Exporter, Flush, ObjectExporter};
-use cascade::journal::{Journal, Point};
+use cascade::export::{Exporter, ObjectExporter};
+use cascade::journal::Journal;
 use cascade::replica::Bucket;
-use cascade::restore::restore_from;
 use common::config::{Encryption, ObjectTarget, TargetFile};
-use common::group::{noise, Group};
+use common::conformance::{
+    history, history_suite, object_suites, open, policy, restore_at, restored, stored_keys, suite,
+    with_target,
+};
+use common::group::noise;
 use common::loopdev::LoopDev;
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-/// A group with three committed deltas and the volume contents at each.
-fn history(dir: &Path) -> (Group, Vec<Vec<Vec<u8>>>) {
-    let g = Group::new(dir, &[3 << 20, 1 << 20]);
-    let mut points = Vec::new();
-    g.write(0, 0, &noise(1, 2 << 20));
-    g.write(1, 4096, &noise(2, 100_000));
-    g.cycle();
-    points.push(g.contents());
-    g.write(0, 1 << 20, &noise(3, 300_000));
-    g.punch(1, 0, 65536);
-    g.cycle();
-    points.push(g.contents());
-    g.write(1, 500_000, &noise(4, 70_000));
-    g.cycle();
-    points.push(g.contents());
-    (g, points)
-}
-
-/// Writes `target` as `replica`, names it in the group's config and returns the
-/// loaded config.
-fn with_target(g: &Group, target: TargetFile) -> Config {
-    g.write_target("replica", &target);
-    g.configure(|c| c.groups[0].targets = vec!["replica".into()]);
-    g.config()
-}
+use std::path::PathBuf;
 
 /// A block target of volumes `v0` and `v1`.
 fn block(v0: impl Into<PathBuf>, v1: impl Into<PathBuf>) -> TargetFile {
     TargetFile::block([("v0", v0.into()), ("v1", v1.into())])
-}
-
-fn open(cfg: &Config) -> Box<dyn Exporter> {
-    let cg = cfg.group("cg").unwrap();
-    let state = cascade::export::targets_state(cfg, cg);
-    std::fs::create_dir_all(&state).unwrap();
-    open_exporter(cfg.target("replica").unwrap(), cg, &state).unwrap()
-}
-
-/// The contract, given a way to read the replica's volumes back.
-fn suite(
-    g: &Group,
-    points: &[Vec<Vec<u8>>],
-    make: &dyn Fn() -> Box<dyn Exporter>,
-    read_back: &dyn Fn() -> Vec<Vec<u8>>,
-) {
-    let journal = Journal::open(&g.journal()).unwrap();
-    let mut e = make();
-    assert_eq!(e.cursor().unwrap(), 0, "a new target holds nothing");
-    assert!(e.apply(&journal, 2).is_err(), "deltas go in order");
-    e.apply(&journal, 1).unwrap();
-    assert_eq!(e.cursor().unwrap(), 1);
-    assert!(read_back() == points[0], "replica at delta 1");
-    drop(e);
-    // A new exporter resumes from the durable cursor.
-    let mut e = make();
-    assert_eq!(e.cursor().unwrap(), 1);
-    assert!(
-        e.apply(&journal, 1).is_err(),
-        "a delta is not applied twice in a row"
-    );
-    // The rest as the export loop takes it: runs that run_end offers.
-    assert!(
-        e.apply_run(&journal, 3, 3).is_err(),
-        "a run goes on from the cursor"
-    );
-    let mut next = 2;
-    while next <= 3 {
-        let end = e.run_end(&journal, next, Flush::All).unwrap();
-        let end = end.expect("Flush::All leaves nothing for later");
-        assert!((next..=3).contains(&end), "run {next}..={end}");
-        e.apply_run(&journal, next, end).unwrap();
-        assert_eq!(e.cursor().unwrap(), end);
-        next = end + 1;
-    }
-    assert!(read_back() == points[2], "replica at delta 3");
 }
 
 fn read_files(paths: &[PathBuf], sizes: &[usize]) -> Vec<Vec<u8>> {
@@ -266,38 +196,6 @@ fn a_failing_target_does_not_hold_up_another() {
     assert!(far == points[2]);
 }
 
-/// Reads an object replica back the way a user would: a restore from it alone, both
-/// into new files (streamed) and onto existing files holding other bytes (downloaded
-/// and checked first), which must agree.
-fn restored(bucket: &Bucket, dir: &Path) -> Vec<Vec<u8>> {
-    let out = tempfile::tempdir_in(dir).unwrap();
-    let restore = |prefix: &str| {
-        let targets = ["v0", "v1"].map(|v| {
-            format!("{v}={}", out.path().join(format!("{prefix}{v}")).display())
-                .parse()
-                .unwrap()
-        });
-        restore_from(
-            bucket,
-            None,
-            &targets,
-            out.path(),
-            &cascade::progress::NoProgress,
-        )
-        .unwrap();
-        ["v0", "v1"]
-            .iter()
-            .map(|v| std::fs::read(out.path().join(format!("{prefix}{v}"))).unwrap())
-            .collect::<Vec<_>>()
-    };
-    let streamed = restore("new-");
-    for v in ["v0", "v1"] {
-        std::fs::write(out.path().join(format!("old-{v}")), vec![0xeeu8; 5 << 20]).unwrap();
-    }
-    assert!(restore("old-") == streamed, "both ways of restoring agree");
-    streamed
-}
-
 #[test]
 fn object_exporter_on_a_local_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -390,12 +288,6 @@ fn object_exporter_on_s3_encrypted() {
 
 fn on_s3(prefix: &str, encryption: Option<Encryption>) -> common::s3::S3Server {
     let s3 = common::s3::S3Server::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (g, points) = history(tmp.path());
-    if encryption.is_some() {
-        let o = g.cascade(&["key", "generate", "vault.key"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
     let target = ObjectTarget {
         endpoint: Some(s3.endpoint.clone()),
         region: Some(s3.region.clone()),
@@ -405,181 +297,13 @@ fn on_s3(prefix: &str, encryption: Option<Encryption>) -> common::s3::S3Server {
         encryption,
         ..ObjectTarget::new(s3.url(prefix))
     };
-    let cfg = with_target(&g, target.into());
-    let (url, options) = cfg
-        .target("replica")
-        .unwrap()
-        .spec
-        .object_options()
-        .unwrap();
-    let bucket = Bucket::open(url, &options).unwrap();
-    suite(&g, &points, &|| open(&cfg), &|| {
-        restored(&bucket, tmp.path())
-    });
+    object_suites(target, &|p| s3.url(p));
     assert!(
         s3.bucket_dir().join(prefix).join("manifest.json").exists(),
         "{}",
         s3.log()
     );
-    let work = tmp.path().join("history");
-    history_suite(&work, &|policy: ObjectPolicy| {
-        let url = s3.url(&format!("history/{}", cascade::clock::now_ns()));
-        let bucket = Bucket::open(&url, &options).unwrap();
-        let e = ObjectExporter::with_bucket("s3", bucket.clone(), policy, &work).unwrap();
-        (Box::new(e) as Box<dyn Exporter>, bucket)
-    });
     s3
-}
-
-fn policy(every: u64, keep_deltas: Option<u64>) -> ObjectPolicy {
-    ObjectPolicy {
-        synthetic_full_every: every,
-        retention: cascade::config::Retention {
-            keep_deltas,
-            keep_age: None,
-        },
-        batch: Default::default(),
-    }
-}
-
-/// Every object of the replica's history in its store, by key below its prefix: all
-/// but an encrypted replica's `encryption.json` and key slots, which stay as they are.
-fn stored_keys(bucket: &Bucket) -> BTreeSet<String> {
-    let rt = cascade::replica::runtime().unwrap();
-    rt.block_on(async {
-        use futures_util::StreamExt;
-        let mut out = BTreeSet::new();
-        let mut list = bucket.store.list(Some(&bucket.prefix));
-        while let Some(m) = list.next().await {
-            let key = m.unwrap().location.to_string();
-            let rel = key
-                .strip_prefix(&format!("{}/", bucket.prefix))
-                .unwrap_or(&key)
-                .to_string();
-            if rel != "encryption.json" && !rel.starts_with("keys/") {
-                out.insert(rel);
-            }
-        }
-        out
-    })
-}
-
-/// A restore at `delta` into new files, or onto existing ones (`over`: the two paths
-/// of restore_from).
-fn restore_at(
-    bucket: &Bucket,
-    dir: &Path,
-    delta: u64,
-    over: bool,
-) -> cascade::error::Result<Vec<Vec<u8>>> {
-    let out = tempfile::tempdir_in(dir).unwrap();
-    if over {
-        for v in ["v0", "v1"] {
-            std::fs::write(out.path().join(v), vec![0xeeu8; 5 << 20]).unwrap();
-        }
-    }
-    let targets = ["v0", "v1"].map(|v| {
-        format!("{v}={}", out.path().join(v).display())
-            .parse()
-            .unwrap()
-    });
-    restore_from(
-        bucket,
-        Some(&Point::Delta(delta)),
-        &targets,
-        out.path(),
-        &cascade::progress::NoProgress,
-    )?;
-    Ok(["v0", "v1"]
-        .iter()
-        .map(|v| std::fs::read(out.path().join(v)).unwrap())
-        .collect())
-}
-
-/// The replica's history, for every object store: synthetic full images make a
-/// restore independent of old deltas, and retention deletes exactly what no kept
-/// restore point needs. `make` gives an exporter on a fresh, empty replica.
-fn history_suite(work: &Path, make: &dyn Fn(ObjectPolicy) -> (Box<dyn Exporter>, Bucket)) {
-    std::fs::create_dir_all(work).unwrap();
-    let g = Group::new(&work.join("group"), &[3 << 20, 1 << 20]);
-    let mut points = Vec::new();
-    for i in 0..7u64 {
-        g.write((i % 2) as usize, i * 300_000, &noise(10 + i, 200_000));
-        if i == 4 {
-            g.punch(0, 0, 1 << 20);
-        }
-        g.cycle();
-        points.push(g.contents());
-    }
-    let journal = Journal::open(&g.journal()).unwrap();
-    let manifest = |b: &Bucket| {
-        cascade::replica::runtime()
-            .unwrap()
-            .block_on(b.manifest())
-            .unwrap()
-    };
-
-    // Synthetic fulls alone (no retention): every third delta gets one, and a
-    // restore needs only the newest full at or before its point.
-    let (mut e, bucket) = make(policy(3, None));
-    for d in 1..=7 {
-        e.apply(&journal, d).unwrap();
-        let upkeep = e.finish(&journal).unwrap();
-        assert_eq!(
-            upkeep.synthetic_full,
-            (d == 4 || d == 7).then_some(d),
-            "delta {d}"
-        );
-    }
-    let m = manifest(&bucket);
-    assert_eq!(m.fulls.iter().map(|f| f.delta).collect::<Vec<_>>(), [4, 7]);
-    assert!(stored_keys(&bucket).contains(&m.fulls[0].key));
-    let rt = cascade::replica::runtime().unwrap();
-    for old in &m.deltas[..4] {
-        rt.block_on(bucket.store.delete(&bucket.key(&old.key)))
-            .unwrap();
-    }
-    for d in 4..=7 {
-        assert!(
-            restore_at(&bucket, work, d, d % 2 == 0).unwrap() == points[d as usize - 1],
-            "restore at delta {d} from the synthetic full at 4"
-        );
-    }
-    let err = restore_at(&bucket, work, 3, false).unwrap_err().to_string();
-    assert!(
-        err.contains(&m.deltas[0].key) && err.contains("missing"),
-        "{err}"
-    );
-
-    // Retention on top: keep the newest 2 points. After each export the store holds
-    // exactly what the manifest names, and every point it names restores exactly.
-    let (mut e, bucket) = make(policy(2, Some(2)));
-    for d in 1..=7 {
-        e.apply(&journal, d).unwrap();
-        e.finish(&journal).unwrap();
-        let m = manifest(&bucket);
-        let named: BTreeSet<String> = m
-            .deltas
-            .iter()
-            .chain(&m.fulls)
-            .map(|o| o.key.clone())
-            .chain(["manifest.json".to_string()])
-            .collect();
-        assert_eq!(stored_keys(&bucket), named, "after delta {d}");
-        let kept: Vec<u64> = m.points().iter().map(|p| p.0).collect();
-        let newest: Vec<u64> = (d.saturating_sub(1).max(1)..=d).collect();
-        assert!(kept.ends_with(&newest), "after delta {d}: {kept:?}");
-        for p in &kept {
-            assert!(
-                restore_at(&bucket, work, *p, *p % 2 == 1).unwrap() == points[*p as usize - 1],
-                "after delta {d}: restore at {p}"
-            );
-        }
-    }
-    let m = manifest(&bucket);
-    assert!(m.points().len() <= 3, "{:?}", m.points());
-    let err = restore_at(&bucket, work, 1, false).unwrap_err().to_string();
-    assert!(err.contains("delta 1 does not exist"), "{err}");
 }
 
 /// A clock that stepped ahead for one cycle stamps that point in the future. Ages

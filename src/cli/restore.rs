@@ -19,7 +19,8 @@ use std::process::ExitCode;
 /// first downloaded into a scratch journal under --work-dir and checked completely
 /// (sizes, CRC-32C, every record), so a damaged replica never changes a target.
 /// Credentials come from the standard AWS environment variables (AWS_ACCESS_KEY_ID,
-/// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...).
+/// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...), for az:// from Azure's
+/// (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...).
 ///
 /// With --grid (and --config naming the grid's counter store): restores every
 /// volume of every stream of the grid at a grid bookmark (--until bookmark:NAME),
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 /// bookmark, with the grid's value, before anything is written.
 #[derive(clap::Args)]
 pub struct Args {
-    /// `s3://bucket/prefix`, `file:///dir` or a directory.
+    /// `s3://bucket/prefix`, `az://container/prefix`, `file:///dir` or a directory.
     #[arg(long, required_unless_present = "grid", conflicts_with = "grid")]
     from: Option<String>,
     /// Targets, one per volume: `ID=PATH`, or bare paths in the volumes' order.
@@ -47,7 +48,8 @@ pub struct Args {
     /// Delta id, bookmark name or time, as for `replay --until`; default the newest.
     #[arg(long, value_name = "DELTA|BOOKMARK|TIME")]
     until: Option<Point>,
-    /// An S3-compatible endpoint (otherwise AWS_ENDPOINT_URL, otherwise AWS).
+    /// An S3-compatible endpoint (otherwise AWS_ENDPOINT_URL, otherwise AWS); for
+    /// az://, the Blob service endpoint (an emulator's; otherwise Azure's).
     #[arg(long)]
     endpoint: Option<String>,
     /// The bucket's region (otherwise AWS_REGION / AWS_DEFAULT_REGION, otherwise

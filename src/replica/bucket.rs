@@ -32,8 +32,8 @@ struct Crypt {
 
 impl Bucket {
     /// Opens `url`: `s3://bucket/prefix` (credentials and region from the standard AWS
-    /// environment variables unless the target says otherwise), `file:///dir` or a
-    /// plain directory (created if missing).
+    /// environment variables unless the target says otherwise), `az://container/prefix`
+    /// (Azure Blob Storage), `file:///dir` or a plain directory (created if missing).
     pub fn open(url: &str, o: &ObjectOptions) -> Result<Bucket> {
         let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -63,8 +63,11 @@ impl Bucket {
             let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
             return Bucket::from_store(store, prefix, url).with_key(o);
         }
+        if let Some(rest) = url.strip_prefix("az://") {
+            return Bucket::open_azure(url, rest, o);
+        }
         if let Some((scheme, _)) = url.split_once("://").filter(|(s, _)| *s != "file") {
-            return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, file:///dir or a directory")));
+            return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, az://container/prefix, file:///dir or a directory")));
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create object directory", dir))?;
@@ -75,6 +78,36 @@ impl Bucket {
             ..Bucket::from_store(Arc::new(local), "", url)
         }
         .with_key(o)
+    }
+
+    /// `az://container/prefix`: Azure Blob Storage, the account and its credentials from
+    /// the standard environment variables (AZURE_STORAGE_ACCOUNT_NAME,
+    /// AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, a service principal's
+    /// AZURE_CLIENT_ID…, or a managed identity), `endpoint` for an emulator such as
+    /// Azurite (`http://127.0.0.1:10000/devstoreaccount1`). The container is the
+    /// URL's host, parsed here: object_store's own parsing of `az://` takes the first
+    /// path segment for the container instead.
+    fn open_azure(url: &str, rest: &str, o: &ObjectOptions) -> Result<Bucket> {
+        let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
+        let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if container.is_empty() {
+            return Err(bad("no container".into()));
+        }
+        if o.access_key_id.is_some() || o.region.is_some() {
+            return Err(bad(
+                "access-key-id, secret-access-key and region are S3's; an az:// target takes its account and credentials from AZURE_STORAGE_* environment variables".into(),
+            ));
+        }
+        let mut b =
+            object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container);
+        if let Some(e) = &o.endpoint {
+            b = b.with_endpoint(e.clone());
+        }
+        if o.allow_http {
+            b = b.with_allow_http(true);
+        }
+        let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
+        Bucket::from_store(store, prefix.trim_end_matches('/'), url).with_key(o)
     }
 
     /// The bucket with the secret of `o.key` (read now, so a missing or exposed key

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
+pub mod azurite;
 pub mod config;
+pub mod conformance;
 pub mod daemon;
 pub mod grid;
 pub mod group;
