@@ -286,6 +286,23 @@ fn object_exporter_on_s3_encrypted() {
     assert_eq!(std::fs::read_dir(dir.join("keys")).unwrap().count(), 1);
 }
 
+/// The encrypted contract on a local directory (the embedded default store).
+#[test]
+fn object_exporter_on_a_local_directory_encrypted() {
+    let base = tempfile::tempdir().unwrap();
+    let url_of = |p: &str| base.path().join(p).display().to_string();
+    let target = ObjectTarget {
+        encryption: Some(Encryption {
+            key_file: Some("../vault.key".into()),
+            key_env: None,
+        }),
+        ..ObjectTarget::new(url_of("replica"))
+    };
+    object_suites(target, &url_of);
+    let stored = std::fs::read(base.path().join("replica/manifest.json")).unwrap();
+    assert!(stored.starts_with(b"CASCENC1"), "the manifest is sealed");
+}
+
 fn on_s3(prefix: &str, encryption: Option<Encryption>) -> common::s3::S3Server {
     let s3 = common::s3::S3Server::start();
     let target = ObjectTarget {

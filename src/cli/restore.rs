@@ -61,11 +61,12 @@ pub struct Args {
     allow_http: bool,
     /// An encrypted replica's secret: the first line of this file (mode 600), a key
     /// from `cascade key generate` or a passphrase. Without it, or with a wrong one,
-    /// nothing is written; an object that fails authentication is named.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["key_env", "grid"])]
+    /// nothing is written; an object that fails authentication is named. With --grid,
+    /// the one secret opens every stream's replica (give it a key slot in each).
+    #[arg(long, value_name = "PATH", conflicts_with = "key_env")]
     key_file: Option<PathBuf>,
     /// An encrypted replica's secret, from this environment variable.
-    #[arg(long, value_name = "VAR", conflicts_with = "grid")]
+    #[arg(long, value_name = "VAR")]
     key_env: Option<String>,
     /// Where the scratch journal goes (as large as the deltas restored).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
@@ -80,11 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return restore_grid(&a, grid);
     }
     let from = a.from.clone().expect("clap requires --from without --grid");
-    let key = match (a.key_file, a.key_env) {
-        (Some(f), _) => Some(cascade::config::KeySource::File(f)),
-        (None, Some(v)) => Some(cascade::config::KeySource::Env(v)),
-        (None, None) => None,
-    };
+    let key = key_source(&a);
     let options = cascade::config::ObjectOptions {
         endpoint: a.endpoint,
         region: a.region,
@@ -108,6 +105,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The secret --key-file or --key-env names.
+fn key_source(a: &Args) -> Option<cascade::config::KeySource> {
+    match (&a.key_file, &a.key_env) {
+        (Some(f), _) => Some(cascade::config::KeySource::File(f.clone())),
+        (None, Some(v)) => Some(cascade::config::KeySource::Env(v.clone())),
+        (None, None) => None,
+    }
+}
+
 fn restore_grid(a: &Args, grid: &str) -> anyhow::Result<ExitCode> {
     let cfg = cascade::config::Config::load(a.config.as_ref().expect("clap requires --config"))?;
     let g = cascade::grid::Grid::open(&cfg, Some(grid))?;
@@ -118,7 +124,14 @@ fn restore_grid(a: &Args, grid: &str) -> anyhow::Result<ExitCode> {
     };
     let progress = super::progress::observer();
     let dir = a.to_dir.as_ref().expect("clap requires --to-dir");
-    let done = cascade::grid::restore::restore_grid(&g, name, dir, &a.work_dir, progress.as_ref())?;
+    let done = cascade::grid::restore::restore_grid(
+        &g,
+        name,
+        dir,
+        &a.work_dir,
+        key_source(a).as_ref(),
+        progress.as_ref(),
+    )?;
     if a.json {
         print_json(&done);
     } else {

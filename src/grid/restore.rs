@@ -41,12 +41,14 @@ pub fn complete(grid: &Grid, name: &str) -> Result<GridBookmark> {
 /// (files that must not exist yet), from the first object replica it registered.
 /// Each replica is checked first (it holds the bookmark with the grid's value, and
 /// every object the restore reads exists with its size), so a replica that cannot
-/// be restored stops the restore before any stream is written.
+/// be restored stops the restore before any stream is written. Encrypted replicas
+/// are opened with `key`: one secret that has a key slot in each of them.
 pub fn restore_grid(
     grid: &Grid,
     name: &str,
     dir: &Path,
     work_dir: &Path,
+    key: Option<&crate::config::KeySource>,
     progress: &dyn Progress,
 ) -> Result<Vec<StreamRestore>> {
     let b = complete(grid, name)?;
@@ -76,6 +78,7 @@ pub fn restore_grid(
             endpoint: r.endpoint.clone(),
             region: r.region.clone(),
             allow_http: r.allow_http,
+            key: key.cloned(),
             ..Default::default()
         };
         let bucket = Bucket::open(&r.url, &options)?;

@@ -199,7 +199,7 @@ impl Bucket {
                 "{name} is encrypted: give the replica's secret (a target's `encryption:`, or --key-file / --key-env)"
             ))),
             (true, false) => Err(self.key_error(format!(
-                "{name} is not encrypted, but a secret was given: the replica was written without                  encryption (encryption cannot be turned on for an existing replica; give the                  target a new prefix)"
+                "{name} is not encrypted, but a secret was given: the replica was written without encryption (encryption cannot be turned on for an existing replica; give the target a new prefix)"
             ))),
             (true, true) => {
                 let k = self.data_key(false).await?.expect("encrypted");

@@ -27,6 +27,13 @@ const ARGON2: Argon2Params = Argon2Params {
     p: 1,
 };
 
+/// The most a slot may ask of an unlock: 4 GiB, 64 passes, 64 lanes.
+const MAX_ARGON2: Argon2Params = Argon2Params {
+    m_kib: 4 << 20,
+    t: 64,
+    p: 64,
+};
+
 /// The secret a user reads a replica with. Its Debug never shows it.
 pub enum UserSecret {
     Passphrase(String),
@@ -98,7 +105,17 @@ impl UserSecret {
                 return Ok(LessSafeKey::new(UnboundKey::from(okm)));
             }
             UserSecret::Passphrase(p) => {
-                let a = params.unwrap_or(&ARGON2);
+                let a = params.ok_or_else(|| {
+                    Error::InvalidArgument("an argon2id key slot without its parameters".into())
+                })?;
+                // A slot is read from the store: parameters past these would let it
+                // make an unlock allocate terabytes or run for days.
+                if a.m_kib > MAX_ARGON2.m_kib || a.t > MAX_ARGON2.t || a.p > MAX_ARGON2.p {
+                    return Err(Error::InvalidArgument(format!(
+                        "a key slot's argon2 parameters (m {} KiB, t {}, p {}) are past the limits (m {} KiB, t {}, p {})",
+                        a.m_kib, a.t, a.p, MAX_ARGON2.m_kib, MAX_ARGON2.t, MAX_ARGON2.p
+                    )));
+                }
                 let params = argon2::Params::new(a.m_kib, a.t, a.p, Some(32)).map_err(|e| {
                     Error::InvalidArgument(format!("a key slot's argon2 parameters: {e}"))
                 })?;
@@ -277,8 +294,13 @@ impl Bucket {
                 .map_err(|e| self.err("cannot read a key slot", e))?;
             // A slot that does not parse is nobody's: skipped, so a damaged one does not
             // lock out the others (`key list` shows only those that parse).
-            if let Ok(slot) = serde_json::from_slice::<Slot>(&bytes) {
-                slots.push(slot);
+            // So is one stored under a name other than its id's: `key remove` deletes
+            // by that name, and must not report a slot removed that still opens.
+            match serde_json::from_slice::<Slot>(&bytes) {
+                Ok(slot) if meta.location.filename() == Some(&format!("{}.json", slot.id)) => {
+                    slots.push(slot)
+                }
+                _ => {}
             }
         }
         slots.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
@@ -298,7 +320,9 @@ impl Bucket {
             .filter(|s| s.data_key == info.data_key)
             .collect();
         for slot in &mine {
-            if let Some(key) = slot.unwrap(secret)? {
+            // A slot whose parameters cannot be used is skipped like a wrong one: one
+            // damaged slot must not lock out the holders of the others.
+            if let Ok(Some(key)) = slot.unwrap(secret) {
                 return Ok((key, slot.id.clone()));
             }
         }
@@ -338,7 +362,17 @@ impl Bucket {
                 self.sync(ENCRYPTION)?;
                 Ok((data, slot.id))
             }
+            // Ours, landed behind a retry whose answer was lost; or another writer's:
+            // then this one's slot goes, and the winner's data key is unlocked.
             Err(object_store::Error::AlreadyExists { .. }) => {
+                if self
+                    .encryption_info()
+                    .await?
+                    .is_some_and(|i| i.data_key == data.id)
+                {
+                    self.sync(ENCRYPTION)?;
+                    return Ok((data, slot.id));
+                }
                 let _ = self.store.delete(&self.key(&slot_name(&slot.id))).await;
                 self.unlock(secret).await
             }
@@ -350,14 +384,20 @@ impl Bucket {
         let slot = Slot::wrap(data, secret)?;
         let name = slot_name(&slot.id);
         let bytes = serde_json::to_vec_pretty(&slot).expect("a slot serialises");
-        self.store
+        match self
+            .store
             .put_opts(
                 &self.key(&name),
                 PutPayload::from(bytes),
                 PutMode::Create.into(),
             )
             .await
-            .map_err(|e| self.err("cannot write a key slot", e))?;
+        {
+            // The id is fresh and random: a slot already there is this write, landed
+            // behind a retry.
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(self.err("cannot write a key slot", e)),
+        }
         self.sync(&name)?;
         Ok(slot)
     }
@@ -442,6 +482,23 @@ mod tests {
         assert!(e.contains("at least 12") && !e.contains("short"), "{e}");
         let p = UserSecret::parse("correct horse battery").unwrap();
         assert_eq!(format!("{p:?}"), "<replica secret>");
+    }
+
+    #[test]
+    fn a_slot_asking_too_much_of_an_unlock_or_without_parameters_is_refused() {
+        let data = DataKey::new("d".into(), [3; 32]);
+        let pass = UserSecret::parse("correct horse battery").unwrap();
+        let mut slot = Slot::wrap(&data, &pass).unwrap();
+        assert_eq!(slot.unwrap(&pass).unwrap().unwrap().bytes(), &[3; 32]);
+        slot.argon2 = Some(Argon2Params {
+            m_kib: u32::MAX,
+            ..ARGON2
+        });
+        let e = slot.unwrap(&pass).unwrap_err().to_string();
+        assert!(e.contains("past the limits"), "{e}");
+        slot.argon2 = None;
+        let e = slot.unwrap(&pass).unwrap_err().to_string();
+        assert!(e.contains("without its parameters"), "{e}");
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub fn scrub(
 ) -> Result<ScrubReport> {
     let rt = runtime()?;
     let m = rt.block_on(bucket.manifest())?;
+    // No manifest is not a clean replica: a mistyped URL, a deleted manifest.
+    if m.cursor() == 0 {
+        return Err(Error::NotFound(format!(
+            "{}: no manifest.json: nothing was exported there, or the manifest was deleted",
+            bucket.url
+        )));
+    }
     let objects: Vec<&ManifestDelta> = m.deltas.iter().chain(&m.fulls).collect();
     let mut report = ScrubReport {
         url: bucket.url.clone(),
@@ -69,7 +76,12 @@ pub fn scrub(
     for d in &objects {
         match rt.block_on(super::check_objects(bucket, &[d])) {
             Ok(()) => present.push(*d),
-            Err(e) => report.problems.push(problem(d, e)),
+            Err(e @ (Error::NotFound(_) | Error::CorruptObject { .. })) => {
+                report.problems.push(problem(d, e))
+            }
+            // The store cannot be asked (refused, unreachable): not a finding about
+            // the replica, so the scrub stops and says so.
+            Err(e) => return Err(e),
         }
     }
     let Some(percent) = read_percent else {
@@ -83,8 +95,12 @@ pub fn scrub(
     for d in chosen {
         report.read_objects += 1;
         report.read_bytes += bucket.stored_size(d.size);
-        if let Err(e) = read_whole(bucket, &rt, d) {
-            report.problems.push(problem(d, e));
+        match read_whole(bucket, &rt, d) {
+            Ok(()) => {}
+            Err(e @ (Error::NotFound(_) | Error::CorruptObject { .. })) => {
+                report.problems.push(problem(d, e))
+            }
+            Err(e) => return Err(e),
         }
         progress.inc(bucket.stored_size(d.size));
     }

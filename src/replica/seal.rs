@@ -21,7 +21,8 @@ pub const FRAME: u64 = 1 << 20;
 pub struct Refused(pub String);
 
 /// The replica's data key. Its bytes never leave this module but wrapped in a slot
-/// (`keys.rs`), and are wiped when it is dropped.
+/// (`keys.rs`). Its own copy is wiped when it is dropped, a best effort: the key
+/// schedules ring derives from it, and the buffers a slot was unwrapped in, are not.
 pub struct DataKey {
     pub id: String,
     bytes: [u8; 32],

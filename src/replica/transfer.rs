@@ -185,6 +185,7 @@ pub fn parts(
     };
     let fetch = bucket.clone();
     let mut opener: Option<seal::Opener> = None;
+    let mut left = ranges.len();
     futures_util::stream::iter(ranges)
         .map(move |r| {
             let (bucket, key) = (fetch.clone(), key.clone());
@@ -215,6 +216,12 @@ pub fn parts(
             }
             let o = opener.as_mut().expect("made above");
             let n = o.open(&mut piece[skip..]).map_err(refused)?;
+            left -= 1;
+            if left == 0 && !o.done() {
+                return Err(refused(seal::Refused(
+                    "it ends before its last frame".into(),
+                )));
+            }
             piece.copy_within(skip..skip + n, 0);
             piece.truncate(n);
             Ok(bytes::Bytes::from(piece))
