@@ -4,7 +4,8 @@
 # every committed point is replayed onto fresh replica files and compared with the
 # checksums the volumes had when that point was taken. Then both replicas are
 # exported (the object one builds a synthetic full image, the journal is pruned to
-# its retention) and restored from the object replica alone; the block replica, which
+# its retention; it is encrypted under a key made here) and restored from the object
+# replica alone, which is refused without the key and scrubbed; the block replica, which
 # is live, is rewound to the bookmark and rolled forward again. Last, the daemon runs
 # the group on its schedule for a few seconds while the volumes change.
 set -euo pipefail
@@ -62,9 +63,10 @@ for p in 1 before-upgrade 3; do
   if [ "$got" = "${point_sums[$n]}" ]; then r="equal"; else r="DIFFERENT"; fail=1; fi
   printf '%-6s %-18s %-10s\n' "$n" "$p" "replica $r to the volumes at that point (sha256)"
 done
-say "export to the block replica (image files) and the object replica (a directory)"
+say "export to the block replica (image files) and the object replica (a directory, encrypted under a new key)"
 truncate -s 64M replica/system.img
 truncate -s 128M replica/data.img
+"$bin" key generate vault.key
 "$bin" export --config cascade.yaml
 "$bin" status --config cascade.yaml
 block_replica_equal
@@ -76,11 +78,16 @@ say "restore from the object replica alone: delta 1 (gone from the journal), the
 for p in 1 before-upgrade 3; do
   case $p in before-upgrade) n=2 ;; *) n=$p ;; esac
   rm -f o-system.img o-data.img
-  "$bin" restore --from vault --to system=o-system.img data=o-data.img --until "$p" >/dev/null
+  "$bin" restore --from vault --key-file vault.key --to system=o-system.img data=o-data.img --until "$p" >/dev/null
   got=$(sha256sum o-system.img o-data.img | awk '{print $1}' | paste -sd' ')
   if [ "$got" = "${point_sums[$n]}" ]; then r="equal"; else r="DIFFERENT"; fail=1; fi
   printf '%-6s %-18s %-10s\n' "$n" "$p" "restored $r to the volumes at that point (sha256)"
 done
+
+say "the object replica is sealed: without the key nothing is restored; a scrub reads every object back"
+if "$bin" restore --from vault --to system=x-system.img data=x-data.img 2>&1 >/dev/null | sed 's/^/  /'; then :; fi
+[ ! -e x-system.img ] || { echo "restored without the key"; fail=1; }
+"$bin" target verify demo-vault --config cascade.yaml --read-data || fail=1
 
 say "the block replica is live: rewind it to the bookmark, compare, and roll it forward again"
 "$bin" rewind --config cascade.yaml --target demo-replica --to before-upgrade

@@ -19,7 +19,8 @@ use std::process::ExitCode;
 /// first downloaded into a scratch journal under --work-dir and checked completely
 /// (sizes, CRC-32C, every record), so a damaged replica never changes a target.
 /// Credentials come from the standard AWS environment variables (AWS_ACCESS_KEY_ID,
-/// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...), for az:// from Azure's
+/// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...), for gs:// from Google's
+/// (GOOGLE_APPLICATION_CREDENTIALS, GOOGLE_SERVICE_ACCOUNT), for az:// from Azure's
 /// (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...).
 ///
 /// With --grid (and --config naming the grid's counter store): restores every
@@ -30,7 +31,8 @@ use std::process::ExitCode;
 /// bookmark, with the grid's value, before anything is written.
 #[derive(clap::Args)]
 pub struct Args {
-    /// `s3://bucket/prefix`, `az://container/prefix`, `file:///dir` or a directory.
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `file:///dir` or a directory.
     #[arg(long, required_unless_present = "grid", conflicts_with = "grid")]
     from: Option<String>,
     /// Targets, one per volume: `ID=PATH`, or bare paths in the volumes' order.

@@ -24,9 +24,9 @@ pub enum TargetSpec {
         #[serde(default)]
         undo: Option<UndoConfig>,
     },
-    /// A virtual replica in object storage: `s3://bucket/prefix`,
-    /// `az://container/prefix` (Azure Blob Storage), `file:///dir`, or a plain
-    /// directory path.
+    /// A virtual replica in object storage: `s3://bucket/prefix`, `gs://bucket/prefix`
+    /// (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage),
+    /// `file:///dir`, or a plain directory path.
     Object {
         url: String,
         /// An S3-compatible endpoint (MinIO, Ceph RGW, a test server), AWS otherwise; of
@@ -323,7 +323,7 @@ impl Target {
                 }
                 if url.is_empty() {
                     return Err(err(
-                        "url: give s3://bucket/prefix, az://container/prefix, file:///dir or a directory".into(),
+                        "url: give s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir or a directory".into(),
                     ));
                 }
                 if !url.contains("://") {

@@ -32,8 +32,9 @@ struct Crypt {
 
 impl Bucket {
     /// Opens `url`: `s3://bucket/prefix` (credentials and region from the standard AWS
-    /// environment variables unless the target says otherwise), `az://container/prefix`
-    /// (Azure Blob Storage), `file:///dir` or a plain directory (created if missing).
+    /// environment variables unless the target says otherwise), `gs://bucket/prefix`
+    /// (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage),
+    /// `file:///dir` or a plain directory (created if missing).
     pub fn open(url: &str, o: &ObjectOptions) -> Result<Bucket> {
         let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -66,8 +67,11 @@ impl Bucket {
         if let Some(rest) = url.strip_prefix("az://") {
             return Bucket::open_azure(url, rest, o);
         }
+        if let Some(rest) = url.strip_prefix("gs://") {
+            return Bucket::open_gcs(url, rest, o);
+        }
         if let Some((scheme, _)) = url.split_once("://").filter(|(s, _)| *s != "file") {
-            return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, az://container/prefix, file:///dir or a directory")));
+            return Err(bad(format!("`{scheme}://` is not supported; use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir or a directory")));
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create object directory", dir))?;
@@ -105,6 +109,35 @@ impl Bucket {
         }
         if o.allow_http {
             b = b.with_allow_http(true);
+        }
+        let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
+        Bucket::from_store(store, prefix.trim_end_matches('/'), url).with_key(o)
+    }
+
+    /// `gs://bucket/prefix`: Google Cloud Storage, credentials from the standard
+    /// environment (GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT naming a
+    /// service account file, or the machine's own account). An emulator is reached the
+    /// way object_store reaches one: its address is the service account file's
+    /// `gcs_base_url` (with `"disable_oauth": true`), so a gs:// target takes no
+    /// `endpoint`.
+    fn open_gcs(url: &str, rest: &str, o: &ObjectOptions) -> Result<Bucket> {
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+        let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket".into()));
+        }
+        if o.access_key_id.is_some() || o.region.is_some() || o.endpoint.is_some() {
+            return Err(bad(
+                "endpoint, region, access-key-id and secret-access-key are S3's; a gs:// target takes its credentials from GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT (an emulator's address is its service account file's gcs_base_url)".into(),
+            ));
+        }
+        let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+        if o.allow_http {
+            b = b.with_config(
+                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                "true",
+            );
         }
         let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
         Bucket::from_store(store, prefix.trim_end_matches('/'), url).with_key(o)
