@@ -10,7 +10,7 @@ APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace \
 	qemu-utils libnbd-bin python3-libnbd fio nbdkit iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps s3s-fs azurite vm-deps demo test lint bench crash clean
+.PHONY: all build deps s3s-fs azurite gcs-emulator vm-deps demo test lint bench crash clean
 
 all: build
 
@@ -35,6 +35,11 @@ s3s-fs:
 azurite:
 	bash tests/azure/install-azurite.sh
 
+# gcp-storage-emulator (pip, in a venv), the Google Cloud Storage server the gs://
+# tests run against, through tests/gcs/xml_api.py (the XML API object_store speaks).
+gcs-emulator:
+	bash tests/gcs/install-gcs-emulator.sh
+
 # The VM the LVM, power-cut and kernel-NBD tests run in (qemu, Debian's kernel, lvm2,
 # thin-provisioning-tools, nbd-client, virtme-ng): the host kernel has no
 # device-mapper. Installs only what is missing.
@@ -51,7 +56,7 @@ lint:
 # vm-deps before deps: installing Debian's qemu-system-x86 removes a qemu-utils of
 # another version (one from backports, say), and deps then puts back the matching one.
 # The tests run in two lanes side by side, each VM guest on one core (tests/lanes.sh).
-test: vm-deps deps s3s-fs azurite lint
+test: vm-deps deps s3s-fs azurite gcs-emulator lint
 	$(CARGO) test --all-targets --no-run
 	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 CARGO=$(CARGO) bash tests/lanes.sh
 

@@ -18,13 +18,7 @@ fn object_replicas_on_azurite() {
     }
     for (prefix, encryption) in [
         ("plain/cg", None),
-        (
-            "sealed/cg",
-            Some(Encryption {
-                key_file: Some("../vault.key".into()),
-                key_env: None,
-            }),
-        ),
+        ("sealed/cg", Some(Encryption::file("../vault.key"))),
     ] {
         let target = ObjectTarget {
             endpoint: Some(az.endpoint.clone()),

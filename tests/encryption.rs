@@ -72,16 +72,8 @@ impl Replica {
             ok(&g.cascade(&["key", "generate", "vault.key"]));
         }
         let target = ObjectTarget {
-            endpoint: Some(s3.endpoint.clone()),
-            region: Some(s3.region.clone()),
-            allow_http: true,
-            access_key_id: Some(s3.access_key.clone()),
-            secret_access_key: Some(s3.secret_key.clone()),
-            encryption: encrypted.then(|| Encryption {
-                key_file: Some("../vault.key".into()),
-                key_env: None,
-            }),
-            ..ObjectTarget::new(s3.url(&prefix))
+            encryption: encrypted.then(|| Encryption::file("../vault.key")),
+            ..s3.target(&prefix)
         };
         g.write_target("vault", &TargetFile::from(target.clone()));
         g.configure(|c| c.groups[0].targets = vec!["vault".into()]);
@@ -449,10 +441,7 @@ fn encryption_cannot_be_turned_on_or_off_for_an_existing_replica() {
     let r = Replica::new(false);
     ok(&r.g.cascade(&["key", "generate", "vault.key"]));
     let mut t = r.target.clone();
-    t.encryption = Some(Encryption {
-        key_file: Some("../vault.key".into()),
-        key_env: None,
-    });
+    t.encryption = Some(Encryption::file("../vault.key"));
     r.g.write_target("vault", &t.clone().into());
     r.g.write(0, 0, b"more");
     r.g.cycle();
@@ -647,17 +636,9 @@ fn large_objects_and_chunked_manifests_restore_encrypted() {
     g.write_target(
         "vault",
         &TargetFile::from(ObjectTarget {
-            endpoint: Some(s3.endpoint.clone()),
-            region: Some(s3.region.clone()),
-            allow_http: true,
-            access_key_id: Some(s3.access_key.clone()),
-            secret_access_key: Some(s3.secret_key.clone()),
             synthetic_full_every: Some(0),
-            encryption: Some(Encryption {
-                key_file: Some("../vault.key".into()),
-                key_env: None,
-            }),
-            ..ObjectTarget::new(s3.url("big"))
+            encryption: Some(Encryption::file("../vault.key")),
+            ..s3.target("big")
         }),
     );
     g.configure(|c| c.groups[0].targets = vec!["vault".into()]);

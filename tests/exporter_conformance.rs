@@ -274,13 +274,7 @@ fn object_exporter_on_s3() {
 /// with the key alone.
 #[test]
 fn object_exporter_on_s3_encrypted() {
-    let s3 = on_s3(
-        "sealed/cg",
-        Some(Encryption {
-            key_file: Some("../vault.key".into()),
-            key_env: None,
-        }),
-    );
+    let s3 = on_s3("sealed/cg", Some(Encryption::file("../vault.key")));
     let dir = s3.bucket_dir().join("sealed/cg");
     assert!(dir.join("encryption.json").exists(), "{}", s3.log());
     assert_eq!(std::fs::read_dir(dir.join("keys")).unwrap().count(), 1);
@@ -292,10 +286,7 @@ fn object_exporter_on_a_local_directory_encrypted() {
     let base = tempfile::tempdir().unwrap();
     let url_of = |p: &str| base.path().join(p).display().to_string();
     let target = ObjectTarget {
-        encryption: Some(Encryption {
-            key_file: Some("../vault.key".into()),
-            key_env: None,
-        }),
+        encryption: Some(Encryption::file("../vault.key")),
         ..ObjectTarget::new(url_of("replica"))
     };
     object_suites(target, &url_of);
@@ -306,13 +297,8 @@ fn object_exporter_on_a_local_directory_encrypted() {
 fn on_s3(prefix: &str, encryption: Option<Encryption>) -> common::s3::S3Server {
     let s3 = common::s3::S3Server::start();
     let target = ObjectTarget {
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some(s3.region.clone()),
-        allow_http: true,
-        access_key_id: Some(s3.access_key.clone()),
-        secret_access_key: Some(s3.secret_key.clone()),
         encryption,
-        ..ObjectTarget::new(s3.url(prefix))
+        ..s3.target(prefix)
     };
     object_suites(target, &|p| s3.url(p));
     assert!(

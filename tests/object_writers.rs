@@ -10,7 +10,7 @@ use cascade::config::{ObjectOptions, ObjectPolicy, Retention};
 use cascade::export::{Exporter, ObjectExporter};
 use cascade::journal::{Journal, Point};
 use cascade::replica::{runtime, Bucket, Manifest, ManifestDelta, Writer, CHUNK_DELTAS};
-use common::config::{ObjectTarget, TargetFile};
+use common::config::TargetFile;
 use common::group::{noise, Group};
 use futures_util::stream::BoxStream;
 use object_store::memory::InMemory;
@@ -179,17 +179,7 @@ fn two_exporters_race_on_s3() {
 /// The options of an object target on `s3`, loaded the way a target file is.
 fn s3_options(s3: &common::s3::S3Server, dir: &Path) -> ObjectOptions {
     let g = Group::new(&dir.join("config"), &[4096]);
-    g.write_target(
-        "s3",
-        &TargetFile::from(ObjectTarget {
-            endpoint: Some(s3.endpoint.clone()),
-            region: Some(s3.region.clone()),
-            allow_http: true,
-            access_key_id: Some(s3.access_key.clone()),
-            secret_access_key: Some(s3.secret_key.clone()),
-            ..ObjectTarget::new(s3.url(""))
-        }),
-    );
+    g.write_target("s3", &TargetFile::from(s3.target("")));
     g.configure(|c| c.groups[0].targets = vec!["s3".into()]);
     let cfg = g.config();
     cfg.target("s3").unwrap().spec.object_options().unwrap().1

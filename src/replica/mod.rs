@@ -36,6 +36,6 @@ pub use keys::{SlotInfo, UserSecret, ENCRYPTION};
 pub use manifest::{Manifest, ManifestDelta, Reach, MANIFEST};
 pub use scrub::{scrub, Problem, ScrubReport};
 pub use transfer::{
-    check_objects, check_whole, corrupt_object, download, object_error, parts, prefix,
-    upload_range, PartsReader,
+    check_objects, check_whole, corrupt_object, download, object_error, object_frame, parts,
+    prefix, upload_range, PartsReader,
 };

@@ -4,15 +4,18 @@
 //! the records' order and each commit's digest, every data record decompressed, and
 //! the whole object's size and CRC-32C against the manifest. Every problem found is
 //! named, not only the first; nothing is changed.
-use super::{check_whole, corrupt_object, parts, runtime, Bucket, ManifestDelta, PartsReader};
+use super::{
+    check_whole, corrupt_object, object_frame, parts, runtime, Bucket, ManifestDelta, PartsReader,
+};
 use crate::error::{Error, Result};
-use crate::journal::frame::{self, FrameRead, Pos};
+use crate::journal::frame::{self, Pos};
 use crate::journal::index::Entry;
 use crate::journal::verify::check_data;
 use crate::journal::Scanner;
 use crate::progress::Progress;
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::io::Read;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScrubReport {
@@ -132,7 +135,7 @@ fn pick<'a>(objects: &[&'a ManifestDelta], percent: f64) -> Vec<&'a ManifestDelt
 /// Reads object `d` whole and checks everything a restore would.
 fn read_whole(bucket: &Bucket, rt: &tokio::runtime::Runtime, d: &ManifestDelta) -> Result<()> {
     let mut stream = Box::pin(parts(bucket.clone(), d.clone()));
-    let mut object = PartsReader::new(|| rt.block_on(stream.next()));
+    let mut reader = PartsReader::new(|| rt.block_on(stream.next()));
     let corrupt = |at: u64, why: String| corrupt_object(bucket, d, at, why);
     let mut scanner = Scanner::expecting(d.first() - 1, 0);
     let mut decompressor = zstd::bulk::Decompressor::new()
@@ -143,18 +146,8 @@ fn read_whole(bucket: &Bucket, rt: &tokio::runtime::Runtime, d: &ManifestDelta) 
         segment: d.first(),
         offset,
     };
-    loop {
-        let (kind, crc) = match frame::read_frame(&mut object, &mut payload) {
-            Err(e) => {
-                return Err(object
-                    .failed
-                    .take()
-                    .unwrap_or_else(|| Error::io("cannot read", bucket.url.clone())(e)))
-            }
-            Ok(FrameRead::End) => break,
-            Ok(FrameRead::Broken(why)) => return Err(corrupt(offset, why)),
-            Ok(FrameRead::Frame { kind, crc }) => (kind, crc),
-        };
+    let mut object = (&mut reader).take(d.size);
+    while let Some((kind, crc)) = object_frame(&mut object, &mut payload, bucket, d, offset)? {
         let start = offset;
         offset += frame::FRAME_LEN + payload.len() as u64;
         match scanner.feed(at(start), at(offset), kind, crc, &payload) {
@@ -174,5 +167,5 @@ fn read_whole(bucket: &Bucket, rt: &tokio::runtime::Runtime, d: &ManifestDelta) 
             ),
         ));
     }
-    check_whole(bucket, d, object.size, object.crc)
+    check_whole(bucket, d, reader.size, reader.crc)
 }

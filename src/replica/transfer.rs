@@ -346,3 +346,25 @@ impl<F: FnMut() -> Option<Result<bytes::Bytes>>> std::io::Read for PartsReader<F
         Ok(n)
     }
 }
+
+/// The next record frame of object `d`, read through `object` into `payload`: its kind
+/// and CRC, or None at the object's end. A frame that does not parse is damage to the
+/// object at `offset`; a failed read is the fetch's own error, as it was.
+pub fn object_frame<F: FnMut() -> Option<Result<bytes::Bytes>>>(
+    object: &mut std::io::Take<&mut PartsReader<F>>,
+    payload: &mut Vec<u8>,
+    bucket: &Bucket,
+    d: &ManifestDelta,
+    offset: u64,
+) -> Result<Option<(u8, u32)>> {
+    match frame::read_frame(object, payload) {
+        Err(e) => Err(object
+            .get_mut()
+            .failed
+            .take()
+            .unwrap_or_else(|| Error::io("cannot read", bucket.url.clone())(e))),
+        Ok(frame::FrameRead::End) => Ok(None),
+        Ok(frame::FrameRead::Broken(why)) => Err(corrupt_object(bucket, d, offset, why)),
+        Ok(frame::FrameRead::Frame { kind, crc }) => Ok(Some((kind, crc))),
+    }
+}

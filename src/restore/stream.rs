@@ -15,7 +15,7 @@ use crate::journal::{Applier, VolumeFile};
 use crate::progress::Progress;
 use crate::replay::{assign, refuse_shared_targets, sync_targets, Destination, ReplayReport};
 use crate::replica::{
-    check_whole, corrupt_object, parts, prefix, Bucket, ManifestDelta, PartsReader,
+    check_whole, corrupt_object, object_frame, parts, prefix, Bucket, ManifestDelta, PartsReader,
 };
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -108,19 +108,7 @@ pub fn restore_into_new_files(
         let mut committed = None;
         let mut object = (&mut incoming).take(d.size);
         let corrupt = |at: u64, why: String| corrupt_object(bucket, d, at, why);
-        loop {
-            let (kind, crc) = match frame::read_frame(&mut object, &mut payload) {
-                Err(e) => {
-                    return Err(object
-                        .get_mut()
-                        .failed
-                        .take()
-                        .unwrap_or_else(|| Error::io("cannot read", bucket.url.clone())(e)))
-                }
-                Ok(FrameRead::End) => break,
-                Ok(FrameRead::Broken(why)) => return Err(corrupt(offset, why)),
-                Ok(FrameRead::Frame { kind, crc }) => (kind, crc),
-            };
+        while let Some((kind, crc)) = object_frame(&mut object, &mut payload, bucket, d, offset)? {
             let at = offset;
             if committed == Some(d.delta) {
                 return Err(corrupt(

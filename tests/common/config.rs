@@ -217,6 +217,16 @@ pub struct Encryption {
     pub key_env: Option<String>,
 }
 
+impl Encryption {
+    /// The key in `path` (relative to the targets directory).
+    pub fn file(path: &str) -> Encryption {
+        Encryption {
+            key_file: Some(path.into()),
+            key_env: None,
+        }
+    }
+}
+
 impl ConfigFile {
     /// One group `name` of `volumes`, with state in `state/` and journals in
     /// `journals/` beside the config.

@@ -152,6 +152,18 @@ impl S3Server {
         .collect()
     }
 
+    /// An object target at `prefix` of this server, credentials in the target file.
+    pub fn target(&self, prefix: &str) -> super::config::ObjectTarget {
+        super::config::ObjectTarget {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some(self.region.clone()),
+            allow_http: true,
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone()),
+            ..super::config::ObjectTarget::new(self.url(prefix))
+        }
+    }
+
     /// `s3://BUCKET` (or `s3://BUCKET/prefix` for a non-empty prefix).
     pub fn url(&self, prefix: &str) -> String {
         let prefix = prefix.trim_matches('/');
