@@ -10,7 +10,7 @@ APT_PACKAGES := xfsprogs rsync time util-linux bsdutils coreutils strace \
 	qemu-utils libnbd-bin python3-libnbd fio nbdkit iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps s3s-fs azurite gcs-emulator vm-deps demo test lint bench crash clean
+.PHONY: all build deps s3s-fs moto azurite gcs-emulator vm-deps demo test lint bench crash clean
 
 all: build
 
@@ -29,6 +29,11 @@ deps:
 # The S3-compatible server the object-store tests run against (cached once built).
 s3s-fs:
 	bash tests/s3/install-s3s-fs.sh
+
+# moto's S3 server (pip, in a venv), for what s3s-fs does not implement: server-side
+# encryption, storage classes and Object Lock, recorded per object.
+moto:
+	bash tests/s3/install-moto.sh
 
 # Azurite, the Azure Storage emulator the az:// tests run against (npm; installs
 # nodejs and npm first when they are missing).
@@ -56,7 +61,7 @@ lint:
 # vm-deps before deps: installing Debian's qemu-system-x86 removes a qemu-utils of
 # another version (one from backports, say), and deps then puts back the matching one.
 # The tests run in two lanes side by side, each VM guest on one core (tests/lanes.sh).
-test: vm-deps deps s3s-fs azurite gcs-emulator lint
+test: vm-deps deps s3s-fs moto azurite gcs-emulator lint
 	$(CARGO) test --all-targets --no-run
 	CASCADE_REQUIRE_VM=1 CASCADE_REQUIRE_ROOT=1 CARGO=$(CARGO) bash tests/lanes.sh
 

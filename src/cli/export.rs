@@ -124,5 +124,13 @@ fn upkeep(u: &cascade::export::Upkeep) -> String {
             human_bytes(u.deleted_bytes)
         );
     }
+    if let Some(at) = u.deletable_at_ns {
+        s += &format!(
+            "; {} objects retention lets go are still under object lock, the first deletable at {}",
+            u.locked_objects,
+            chrono::DateTime::from_timestamp_nanos(at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     s
 }

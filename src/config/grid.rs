@@ -75,6 +75,7 @@ impl GridConfig {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
             key: None,
+            s3: Default::default(),
         }
     }
 

@@ -26,8 +26,8 @@ pub use splitter::{
     SplitterConfig, DEFAULT_COMMIT_EVERY, DEFAULT_DIRTY_GRANULARITY, DEFAULT_LISTEN, DEFAULT_QUEUE,
 };
 pub use target::{
-    EncryptionConfig, KeySource, ObjectOptions, ObjectPolicy, Secret, Target, TargetSpec,
-    UndoConfig,
+    EncryptionConfig, KeySource, LockMode, ObjectLockConfig, ObjectOptions, ObjectPolicy, S3Policy,
+    Secret, Sse, Target, TargetSpec, UndoConfig,
 };
 
 use crate::error::{Error, Result};

@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+// An object target has many more settings than a block one; specs are loaded once
+// per run, so the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -66,8 +69,72 @@ pub enum TargetSpec {
         /// first line, the file readable by its owner alone) or `key-env: VAR`.
         #[serde(default)]
         encryption: Option<EncryptionConfig>,
+        /// S3 server-side encryption of every object (beside `encryption:`, or where
+        /// a policy asks for it): `AES256` (SSE-S3) or `aws:kms` (SSE-KMS, under
+        /// `kms-key-id`, else the bucket's default key). s3:// only.
+        #[serde(default)]
+        server_side_encryption: Option<Sse>,
+        #[serde(default)]
+        kms_key_id: Option<String>,
+        /// The S3 storage class of the deltas and full images (`STANDARD_IA`,
+        /// `GLACIER_IR`, ...); the manifest and key slots, read and rewritten at every
+        /// export, stay `STANDARD`. Classes a restore cannot read at once (`GLACIER`,
+        /// `DEEP_ARCHIVE`) are refused. s3:// only.
+        #[serde(default)]
+        storage_class: Option<String>,
+        /// S3 Object Lock: each delta and full image is locked once uploaded, in
+        /// `mode` (`governance` or `compliance`) for `retain` (`30d`); the bucket
+        /// must have Object Lock enabled. Retention never deletes an object still
+        /// locked: it says when it will be deletable. s3:// only.
+        #[serde(default)]
+        object_lock: Option<ObjectLockConfig>,
     },
 }
+
+/// `server-side-encryption:` of an S3 target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Sse {
+    #[serde(rename = "AES256")]
+    S3,
+    #[serde(rename = "aws:kms")]
+    Kms,
+}
+
+/// `object-lock:` of an S3 target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectLockConfig {
+    pub mode: LockMode,
+    pub retain: super::Age,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+/// What an S3 target asks of the store itself: server-side encryption, the data
+/// objects' storage class, Object Lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Policy {
+    pub sse: Option<Sse>,
+    pub kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    pub lock: Option<ObjectLockConfig>,
+}
+
+/// The storage classes a restore can read at once.
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+];
 
 /// `encryption:` of an object target: where its secret is; exactly one of the two.
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +260,10 @@ impl TargetSpec {
                 access_key_id,
                 secret_access_key,
                 encryption,
+                server_side_encryption,
+                kms_key_id,
+                storage_class,
+                object_lock,
                 ..
             } => Some((
                 url,
@@ -205,6 +276,12 @@ impl TargetSpec {
                     key: encryption
                         .as_ref()
                         .map(|e| e.source().expect("checked when the target was loaded")),
+                    s3: S3Policy {
+                        sse: *server_side_encryption,
+                        kms_key_id: kms_key_id.clone(),
+                        storage_class: storage_class.clone(),
+                        lock: *object_lock,
+                    },
                 },
             )),
             TargetSpec::Block { .. } => None,
@@ -249,6 +326,8 @@ pub struct ObjectOptions {
     pub secret_access_key: Option<Secret>,
     /// The secret of an encrypted replica; None: the replica is not encrypted.
     pub key: Option<KeySource>,
+    /// What an s3:// target asks of the store itself.
+    pub s3: S3Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -305,9 +384,37 @@ impl Target {
                 retention,
                 synthetic_full_every,
                 encryption,
+                server_side_encryption,
+                kms_key_id,
+                storage_class,
+                object_lock,
                 ..
             } => {
                 retention.check("retention").map_err(err)?;
+                let s3_only = [
+                    ("server-side-encryption", server_side_encryption.is_some()),
+                    ("kms-key-id", kms_key_id.is_some()),
+                    ("storage-class", storage_class.is_some()),
+                    ("object-lock", object_lock.is_some()),
+                ];
+                if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
+                    if !url.starts_with("s3://") {
+                        return Err(err(format!("{field}: only an s3:// target has it")));
+                    }
+                }
+                if kms_key_id.is_some() && *server_side_encryption != Some(Sse::Kms) {
+                    return Err(err(
+                        "kms-key-id: goes with server-side-encryption: aws:kms".into()
+                    ));
+                }
+                if let Some(c) = storage_class {
+                    if !STORAGE_CLASSES.contains(&c.as_str()) {
+                        return Err(err(format!(
+                            "storage-class: `{c}` is not one a restore can read at once; give one of {}",
+                            STORAGE_CLASSES.join(", ")
+                        )));
+                    }
+                }
                 if let Some(e) = encryption {
                     e.source().map_err(err)?;
                     if let Some(f) = &mut e.key_file {

@@ -26,6 +26,12 @@ pub struct Upkeep {
     /// Objects deleted by retention, and their bytes.
     pub deleted_objects: u64,
     pub deleted_bytes: u64,
+    /// Objects retention would delete but S3 Object Lock still holds, and when the
+    /// first of them is deletable (the next export after it deletes it).
+    #[serde(default)]
+    pub locked_objects: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletable_at_ns: Option<i64>,
 }
 
 /// The newest delta with a full image (a synthetic one, or a full delta).
@@ -182,8 +188,19 @@ pub fn prune(
                 } else {
                     field(name, 0).is_some_and(|id| id <= base) && !named.contains(key.as_str())
                 };
-                if unneeded {
-                    doomed.push((meta.location, meta.size));
+                if !unneeded {
+                    continue;
+                }
+                // Still locked: never asked to go (S3 would refuse, or hide it behind a
+                // delete marker); a later export deletes it once its lock ends.
+                let written = meta.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX);
+                match bucket.lock_until(written) {
+                    Some(until) if until > now_ns => {
+                        upkeep.locked_objects += 1;
+                        upkeep.deletable_at_ns =
+                            Some(upkeep.deletable_at_ns.map_or(until, |d| d.min(until)));
+                    }
+                    _ => doomed.push((meta.location, meta.size)),
                 }
             }
             for (path, size) in doomed {

@@ -248,6 +248,13 @@ impl Exporter for ObjectExporter {
             self.manifest = Some(kept);
             upkeep.deleted_objects = pruned.deleted_objects;
             upkeep.deleted_bytes = pruned.deleted_bytes;
+            upkeep.locked_objects = pruned.locked_objects;
+            upkeep.deletable_at_ns = pruned.deletable_at_ns;
+            if let Some(at) = pruned.deletable_at_ns {
+                tracing::info!(target = %self.name, locked = pruned.locked_objects,
+                    deletable_at = %chrono::DateTime::from_timestamp_nanos(at),
+                    "retention keeps objects that S3 Object Lock still holds");
+            }
         }
         Ok(upkeep)
     }

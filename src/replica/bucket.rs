@@ -22,6 +22,10 @@ pub struct Bucket {
     /// An encrypted replica's secret, and the data key once it is unlocked (lazily:
     /// opening a bucket does no I/O).
     crypt: Option<Arc<Crypt>>,
+    /// What the deltas and full images are uploaded with (an S3 storage class).
+    pub(super) data_attributes: object_store::Attributes,
+    /// S3 Object Lock of the deltas and full images.
+    pub(super) lock: Option<Arc<super::lock::Lock>>,
 }
 
 struct Crypt {
@@ -61,8 +65,7 @@ impl Bucket {
                     .with_access_key_id(k.expose())
                     .with_secret_access_key(s.expose());
             }
-            let store = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
-            return Bucket::from_store(store, prefix, url).with_key(o);
+            return Bucket::open_s3(url, bucket, prefix, b, o);
         }
         if let Some(rest) = url.strip_prefix("az://") {
             return Bucket::open_azure(url, rest, o);
@@ -82,6 +85,65 @@ impl Bucket {
             ..Bucket::from_store(Arc::new(local), "", url)
         }
         .with_key(o)
+    }
+
+    /// An S3 bucket from builder `b`, with what the target asks of the store itself:
+    /// server-side encryption (every request), the data objects' storage class, and
+    /// Object Lock (`lock.rs`).
+    fn open_s3(
+        url: &str,
+        bucket: &str,
+        prefix: &str,
+        mut b: object_store::aws::AmazonS3Builder,
+        o: &ObjectOptions,
+    ) -> Result<Bucket> {
+        use crate::config::Sse;
+        use object_store::aws::AmazonS3ConfigKey as Key;
+        let bad = |why: String| Error::InvalidArgument(format!("object store `{url}`: {why}"));
+        let sse: Key = "aws_server_side_encryption"
+            .parse()
+            .expect("a key object_store names");
+        b = match (o.s3.sse, &o.s3.kms_key_id) {
+            (Some(Sse::Kms), Some(id)) => b.with_sse_kms_encryption(id),
+            (Some(Sse::Kms), None) => b.with_config(sse, "aws:kms"),
+            (Some(Sse::S3), _) => b.with_config(sse, "AES256"),
+            (None, _) => b,
+        };
+        if o.s3.lock.is_some() {
+            // Object Lock wants every upload checksummed (S3 refuses one without).
+            b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
+        let region = b
+            .get_config_value(&Key::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let base = match b.get_config_value(&Key::Endpoint) {
+            Some(e)
+                if b.get_config_value(&Key::VirtualHostedStyleRequest)
+                    .as_deref()
+                    == Some("true") =>
+            {
+                e
+            }
+            Some(e) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        };
+        let s3 = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
+        let mut opened = Bucket::from_store(s3.clone(), prefix, url);
+        if let Some(class) = &o.s3.storage_class {
+            opened
+                .data_attributes
+                .insert(object_store::Attribute::StorageClass, class.clone().into());
+        }
+        opened.lock =
+            o.s3.lock
+                .map(|l| Arc::new(super::lock::Lock::new(&l, s3, base, region, o.allow_http)));
+        opened.with_key(o)
+    }
+
+    /// When an object written at `written_ns` may be deleted: None if the replica
+    /// locks nothing.
+    pub fn lock_until(&self, written_ns: i64) -> Option<i64> {
+        self.lock.as_ref().map(|l| l.until(written_ns))
     }
 
     /// `az://container/prefix`: Azure Blob Storage, the account and its credentials from
@@ -255,6 +317,8 @@ impl Bucket {
             local: None,
             url: url.to_string(),
             crypt: None,
+            data_attributes: object_store::Attributes::new(),
+            lock: None,
         }
     }
 

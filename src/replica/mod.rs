@@ -25,6 +25,7 @@
 mod bucket;
 mod head;
 mod keys;
+mod lock;
 mod manifest;
 mod scrub;
 pub mod seal;

@@ -30,9 +30,13 @@ pub async fn upload_range(
     end: Pos,
 ) -> Result<(u64, u32)> {
     let path = bucket.key(key);
+    let opts = object_store::PutMultipartOptions {
+        attributes: bucket.data_attributes.clone(),
+        ..Default::default()
+    };
     let upload = bucket
         .store
-        .put_multipart(&path)
+        .put_multipart_opts(&path, opts)
         .await
         .map_err(|e| bucket.err("cannot start upload", e))?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
@@ -96,9 +100,19 @@ pub async fn upload_range(
     .await;
     match result {
         Ok(()) => {
-            w.finish()
+            let put = w
+                .finish()
                 .await
                 .map_err(|e| bucket.err("cannot complete upload", e))?;
+            if let Some(lock) = &bucket.lock {
+                lock.apply(&path, put.version.as_deref())
+                    .await
+                    .map_err(|reason| Error::ObjectStore {
+                        url: bucket.url.clone(),
+                        what: format!("cannot lock {path}"),
+                        reason,
+                    })?;
+            }
             bucket.sync(key)?;
             Ok((size, crc))
         }

@@ -181,7 +181,8 @@ async fn export(
     if status.applied > 0 || status.upkeep.synthetic_full.is_some() {
         tracing::info!(parent: &span, cursor = status.cursor, applied = status.applied,
             bytes = status.bytes, synthetic_full = ?status.upkeep.synthetic_full,
-            deleted_objects = status.upkeep.deleted_objects, "export done");
+            deleted_objects = status.upkeep.deleted_objects,
+            locked_objects = status.upkeep.locked_objects, "export done");
     }
     prune(cfg, cg_name, handle, ctx, &span).await;
     ExportEnd::Done(now, status.waiting > 0)

@@ -157,7 +157,8 @@ pub struct Daemon {
     pub stop_grace: Option<String>,
 }
 
-/// A file `cascade-targets/NAME.yaml`.
+/// A file `cascade-targets/NAME.yaml`. (Written once per test: its size is no cost.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TargetFile {
@@ -205,6 +206,22 @@ pub struct ObjectTarget {
     pub retention: Retention,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// `object-lock:` of an S3 target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectLock {
+    pub mode: String,
+    pub retain: String,
 }
 
 /// `encryption:` of an object target.

@@ -9,6 +9,7 @@ pub mod group;
 pub mod host;
 pub mod logwrites;
 pub mod loopdev;
+pub mod moto;
 pub mod mount;
 pub mod nbd;
 pub mod netns;
