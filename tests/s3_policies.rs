@@ -100,7 +100,8 @@ fn sse_kms_storage_class_and_object_lock_reach_every_data_object() {
     assert_eq!(upkeep["deleted_objects"], 0, "{last}");
     assert!(upkeep["locked_objects"].as_u64().unwrap() >= 1, "{last}");
     let at = upkeep["deletable_at_ns"].as_f64().unwrap() / 1e9;
-    assert!(at > now + day - 600.0 && at < now + day + 60.0, "{last}");
+    // The lock's end, and as much again as the store's clock is allowed (10 min).
+    assert!(at > now + day - 60.0 && at < now + day + 660.0, "{last}");
     for key in &gone {
         let h = moto.ctl(&["head", &moto.bucket, key]);
         assert_eq!(h["lock_mode"], "GOVERNANCE", "{key} was deleted: {h}");
@@ -196,4 +197,76 @@ fn s3_settings_are_refused_where_they_cannot_hold() {
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// Once a lock has ended, retention deletes what it let go.
+#[test]
+fn a_lock_that_ended_lets_retention_delete() {
+    let moto = Moto::start(true);
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write_target(
+        "vault",
+        &common::config::ObjectTarget {
+            object_lock: Some(ObjectLock {
+                mode: "compliance".into(),
+                retain: "2s".into(),
+            }),
+            synthetic_full_every: Some(2),
+            retention: Retention::keep_deltas(1),
+            ..moto.target("short")
+        }
+        .into(),
+    );
+    g.configure(|c| c.groups[0].targets = vec!["vault".into()]);
+    let export = || -> serde_json::Value {
+        let out = ok(&g.cascade(&["export", "-c", "cascade.yaml", "--json"]));
+        serde_json::from_str(out.lines().next().unwrap()).unwrap()
+    };
+    for i in 0..4u64 {
+        g.write(0, i * 100_000, &noise(40 + i, 50_000));
+        g.cycle();
+        export();
+    }
+    // Its lock (2 s, and as much again for the store's clock) has ended for all.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    g.write(0, 0, &noise(50, 50_000));
+    g.cycle();
+    let last = export();
+    let upkeep = &last["status"]["upkeep"];
+    assert!(upkeep["deleted_objects"].as_u64().unwrap() >= 1, "{last}");
+}
+
+/// The lock request is signed as S3 checks it: s3s-fs verifies every signature (and
+/// does not implement Object Lock), so a request signed wrong would be refused as such.
+#[test]
+fn the_lock_request_is_signed_as_s3_checks_it() {
+    let s3 = common::s3::S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[1 << 20]);
+    g.write_target(
+        "vault",
+        &common::config::ObjectTarget {
+            object_lock: Some(ObjectLock {
+                mode: "governance".into(),
+                retain: "1d".into(),
+            }),
+            ..s3.target("locked")
+        }
+        .into(),
+    );
+    g.configure(|c| c.groups[0].targets = vec!["vault".into()]);
+    g.write(0, 0, &noise(60, 50_000));
+    g.cycle();
+    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("cannot lock") && err.contains("PutObjectRetention answered"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("SignatureDoesNotMatch") && !err.contains("403"),
+        "{err}"
+    );
 }

@@ -133,7 +133,6 @@ const STORAGE_CLASSES: &[&str] = &[
     "ONEZONE_IA",
     "INTELLIGENT_TIERING",
     "GLACIER_IR",
-    "EXPRESS_ONEZONE",
 ];
 
 /// `encryption:` of an object target: where its secret is; exactly one of the two.

@@ -116,17 +116,21 @@ impl Bucket {
         let region = b
             .get_config_value(&Key::Region)
             .unwrap_or_else(|| "us-east-1".into());
-        let base = match b.get_config_value(&Key::Endpoint) {
-            Some(e)
-                if b.get_config_value(&Key::VirtualHostedStyleRequest)
-                    .as_deref()
-                    == Some("true") =>
-            {
-                e
-            }
-            Some(e) => format!("{}/{bucket}", e.trim_end_matches('/')),
-            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        // The bucket's URL as object_store forms it (aws/builder.rs), so the lock
+        // goes where the upload went.
+        let virtual_hosted = b
+            .get_config_value(&Key::VirtualHostedStyleRequest)
+            .as_deref()
+            == Some("true");
+        let base = match (b.get_config_value(&Key::Endpoint), virtual_hosted) {
+            (Some(e), true) => e,
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
         };
+        let allow_http = b
+            .get_config_value(&Key::Client(object_store::ClientConfigKey::AllowHttp))
+            .is_some_and(|v| v == "true");
         let s3 = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
         let mut opened = Bucket::from_store(s3.clone(), prefix, url);
         if let Some(class) = &o.s3.storage_class {
@@ -134,10 +138,30 @@ impl Bucket {
                 .data_attributes
                 .insert(object_store::Attribute::StorageClass, class.clone().into());
         }
-        opened.lock =
-            o.s3.lock
-                .map(|l| Arc::new(super::lock::Lock::new(&l, s3, base, region, o.allow_http)));
+        if let Some(l) = &o.s3.lock {
+            let lock = super::lock::Lock::new(l, s3, base, region, allow_http)
+                .map_err(|e| bad(format!("object-lock: {e}")))?;
+            opened.lock = Some(Arc::new(lock));
+        }
         opened.with_key(o)
+    }
+
+    /// Locks object `path`, just written (as `version`), if the replica is locked.
+    pub(super) async fn lock_written(
+        &self,
+        path: &ObjectPath,
+        version: Option<&str>,
+    ) -> Result<()> {
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        lock.apply(path, version)
+            .await
+            .map_err(|reason| Error::ObjectStore {
+                url: self.url.clone(),
+                what: format!("cannot lock {path}"),
+                reason,
+            })
     }
 
     /// When an object written at `written_ns` may be deleted: None if the replica

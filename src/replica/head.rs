@@ -315,10 +315,15 @@ impl Bucket {
             crc32c: crc32c::crc32c(&bytes),
         };
         let bytes = self.seal_bytes(&r.key, bytes).await?;
-        self.store
-            .put(&self.key(&r.key), PutPayload::from(bytes))
+        let path = self.key(&r.key);
+        let put = self
+            .store
+            .put(&path, PutPayload::from(bytes))
             .await
             .map_err(|e| self.err("cannot write manifest chunk", e))?;
+        // Written once, like the deltas it lists: locked like them, so a lock leaves a
+        // replica that restores, not only its data.
+        self.lock_written(&path, put.version.as_deref()).await?;
         self.sync(&r.key)?;
         Ok(r)
     }

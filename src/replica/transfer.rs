@@ -104,15 +104,7 @@ pub async fn upload_range(
                 .finish()
                 .await
                 .map_err(|e| bucket.err("cannot complete upload", e))?;
-            if let Some(lock) = &bucket.lock {
-                lock.apply(&path, put.version.as_deref())
-                    .await
-                    .map_err(|reason| Error::ObjectStore {
-                        url: bucket.url.clone(),
-                        what: format!("cannot lock {path}"),
-                        reason,
-                    })?;
-            }
+            bucket.lock_written(&path, put.version.as_deref()).await?;
             bucket.sync(key)?;
             Ok((size, crc))
         }

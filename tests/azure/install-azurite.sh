@@ -25,8 +25,8 @@ if installed; then
 fi
 if ! command -v npm >/dev/null; then
     echo "installing: nodejs npm"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm ||
-        { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q nodejs npm ||
+        { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q nodejs npm; }
 fi
 mkdir -p "$DIR"
 exec 9>"$TOOLS/.azurite.lock"

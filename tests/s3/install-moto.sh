@@ -32,8 +32,8 @@ if installed; then
 fi
 if ! python3 -c 'import ensurepip' 2>/dev/null; then
     echo "installing: python3-venv"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv ||
-        { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q python3-venv ||
+        { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q python3-venv; }
 fi
 mkdir -p "$TOOLS"
 exec 9>"$TOOLS/.moto.lock"
