@@ -5,9 +5,8 @@
 //! variable.
 mod common;
 
-use common::config::{Encryption, ObjectTarget};
+use common::config::ObjectTarget;
 use common::gcs::Gcs;
-use common::group::{noise, Group};
 
 /// One test in this binary: the store's credentials come from the environment, as a
 /// user's would, set here before any other thread of the binary reads it.
@@ -17,43 +16,12 @@ fn object_replicas_on_gcs() {
     for (k, v) in gcs.env() {
         std::env::set_var(k, v);
     }
-    for (prefix, encryption) in [
-        ("plain/cg", None),
-        ("sealed/cg", Some(Encryption::file("../vault.key"))),
-    ] {
-        let target = ObjectTarget {
-            allow_http: true,
-            encryption,
-            ..ObjectTarget::new(gcs.url(prefix))
-        };
-        common::conformance::object_suites(target, &|p| gcs.url(p));
-    }
-
-    // Through the binary: export, then restore from the bucket alone.
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Group::new(tmp.path(), &[2 << 20]);
-    g.write(0, 4096, &noise(7, 300_000));
-    g.cycle();
-    g.write_target(
-        "gcs",
-        &ObjectTarget {
-            allow_http: true,
-            ..ObjectTarget::new(gcs.url("cli"))
-        }
-        .into(),
-    );
-    g.configure(|c| c.groups[0].targets = vec!["gcs".into()]);
-    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        gcs.log()
-    );
+    let base = ObjectTarget {
+        allow_http: true,
+        ..ObjectTarget::new(gcs.url(""))
+    };
+    let (_tmp, g) = common::conformance::cloud_suites(&base, &|p| gcs.url(p), &["--allow-http"]);
     let url = gcs.url("cli");
-    let o = g.cascade(&["restore", "--from", &url, "--to", "out.img", "--allow-http"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(g.dir.join("out.img")).unwrap() == g.contents()[0]);
 
     // S3's settings are refused on a gs:// target, by name.
     let o = g.cascade(&[

@@ -5,11 +5,11 @@
 //! Installed by `tests/azure/install-azurite.sh` (run by `make test`) under
 //! `${CASCADE_TOOLS:-/var/cache/cascade-tools}/azurite`. When it is missing,
 //! [`Azurite::start`] panics: the Azure tests must run in CI, never skip.
-use super::s3::{free_port, random_token, tail};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use super::emulator::spawn_on_free_port;
+use super::s3::{random_token, tail};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// The emulator's account and key, the same on every Azurite.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -42,54 +42,24 @@ impl Azurite {
             .tempdir()
             .unwrap();
         let log = dir.path().join("azurite.log");
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let out = std::fs::File::create(&log).unwrap();
-            let mut child = Command::new(&bin)
-                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        let data = dir.path().join("data");
+        let (child, port) = spawn_on_free_port("azurite", &log, READY_TIMEOUT, |port| {
+            let mut c = Command::new(&bin);
+            c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
                 .arg("--location")
-                .arg(dir.path().join("data"))
-                .args(["--skipApiVersionCheck", "--disableTelemetry", "--loose"])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let up = loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!("exited with {status}: {}", tail(&log));
-                    break false;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break true;
-                }
-                if Instant::now() >= deadline {
-                    last = format!(
-                        "not accepting on {addr} after {READY_TIMEOUT:?}: {}",
-                        tail(&log)
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            if up {
-                let az = Azurite {
-                    endpoint: format!("http://127.0.0.1:{port}/{ACCOUNT}"),
-                    container: format!("cascade-{}", random_token(8).to_lowercase()),
-                    child,
-                    log,
-                    _dir: dir,
-                };
-                az.create_container();
-                return az;
-            }
-        }
-        panic!("azurite did not start: {last}");
+                .arg(&data)
+                .args(["--skipApiVersionCheck", "--disableTelemetry", "--loose"]);
+            c
+        });
+        let az = Azurite {
+            endpoint: format!("http://127.0.0.1:{port}/{ACCOUNT}"),
+            container: format!("cascade-{}", random_token(8).to_lowercase()),
+            child,
+            log,
+            _dir: dir,
+        };
+        az.create_container();
+        az
     }
 
     /// Creates the container (object_store has no call for it): a SharedKey-signed

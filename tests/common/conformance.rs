@@ -1,7 +1,7 @@
 //! The exporter contract (src/export/mod.rs) and an object replica's history, as
 //! suites every implementation and every object store runs the same way: the test
 //! binaries of each store (`exporter_conformance.rs`, `azure.rs`) call them.
-use super::config::{ObjectTarget, TargetFile};
+use super::config::{Encryption, ObjectTarget, TargetFile};
 use super::group::{noise, Group};
 use cascade::config::{Config, ObjectPolicy};
 use cascade::export::{open_exporter, Exporter, Flush, ObjectExporter};
@@ -295,4 +295,49 @@ pub fn object_suites(target: ObjectTarget, url_of: &dyn Fn(&str) -> String) {
         let e = ObjectExporter::with_bucket("store", bucket.clone(), policy, &work).unwrap();
         (Box::new(e) as Box<dyn Exporter>, bucket)
     });
+}
+
+/// What every cloud store runs: [`object_suites`] on `base` (its url replaced by a
+/// fresh prefix's, from `url_of`), plain and encrypted; then an export and a restore
+/// from the store alone through the binary, `restore_args` saying how the restore
+/// reaches the store. Returns the group of that last run (in the temp dir returned
+/// with it), for a store's own checks.
+pub fn cloud_suites(
+    base: &ObjectTarget,
+    url_of: &dyn Fn(&str) -> String,
+    restore_args: &[&str],
+) -> (tempfile::TempDir, Group) {
+    for (prefix, encryption) in [
+        ("plain/cg", None),
+        ("sealed/cg", Some(Encryption::file("../vault.key"))),
+    ] {
+        let target = ObjectTarget {
+            url: url_of(prefix),
+            encryption,
+            ..base.clone()
+        };
+        object_suites(target, url_of);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Group::new(tmp.path(), &[2 << 20]);
+    g.write(0, 4096, &noise(7, 300_000));
+    g.cycle();
+    let target = ObjectTarget {
+        url: url_of("cli"),
+        ..base.clone()
+    };
+    g.write_target("cloud", &target.into());
+    g.configure(|c| c.groups[0].targets = vec!["cloud".into()]);
+    let o = g.cascade(&["export", "-c", "cascade.yaml"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = url_of("cli");
+    let args = [
+        &["restore", "--from", &url, "--to", "out.img"][..],
+        restore_args,
+    ]
+    .concat();
+    let o = g.cascade(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(g.dir.join("out.img")).unwrap() == g.contents()[0]);
+    (tmp, g)
 }

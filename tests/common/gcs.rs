@@ -5,11 +5,11 @@
 //! object_store reaches any emulator: a service account file whose `gcs_base_url` is
 //! the server, with OAuth off. When it is missing, [`Gcs::start`] panics: the GCS
 //! tests must run in CI, never skip.
-use super::s3::{free_port, random_token, tail};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use super::emulator::spawn_on_free_port;
+use super::s3::{random_token, tail};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -41,61 +41,31 @@ impl Gcs {
             .unwrap();
         let log = dir.path().join("gcs.log");
         let bucket = format!("cascade-{}", random_token(8).to_lowercase());
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let out = std::fs::File::create(&log).unwrap();
-            let mut child = Command::new(&python)
-                .arg(&script)
+        let data = dir.path().join("data");
+        let (child, port) = spawn_on_free_port("the GCS emulator", &log, READY_TIMEOUT, |port| {
+            let mut c = Command::new(&python);
+            c.arg(&script)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .arg("--data")
-                .arg(dir.path().join("data"))
-                .args(["--bucket", &bucket])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let up = loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!("exited with {status}: {}", tail(&log));
-                    break false;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break true;
-                }
-                if Instant::now() >= deadline {
-                    last = format!(
-                        "not accepting on {addr} after {READY_TIMEOUT:?}: {}",
-                        tail(&log)
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            if up {
-                let service_account = dir.path().join("service-account.json");
-                std::fs::write(
-                    &service_account,
-                    format!(
-                        r#"{{"gcs_base_url":"http://127.0.0.1:{port}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#
-                    ),
-                )
-                .unwrap();
-                return Gcs {
-                    bucket,
-                    service_account,
-                    child,
-                    log,
-                    _dir: dir,
-                };
-            }
+                .arg(&data)
+                .args(["--bucket", &bucket]);
+            c
+        });
+        let service_account = dir.path().join("service-account.json");
+        std::fs::write(
+            &service_account,
+            format!(
+                r#"{{"gcs_base_url":"http://127.0.0.1:{port}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#
+            ),
+        )
+        .unwrap();
+        Gcs {
+            bucket,
+            service_account,
+            child,
+            log,
+            _dir: dir,
         }
-        panic!("the GCS emulator did not start: {last}");
     }
 
     /// `gs://BUCKET/prefix`.

@@ -3,6 +3,7 @@ pub mod azurite;
 pub mod config;
 pub mod conformance;
 pub mod daemon;
+pub mod emulator;
 pub mod gcs;
 pub mod grid;
 pub mod group;

@@ -3,11 +3,11 @@
 //! object, read back with boto3 (`tests/s3/s3ctl.py`). Installed by
 //! `tests/s3/install-moto.sh` (run by `make test`); when it is missing,
 //! [`Moto::start`] panics: these tests run in CI, never skip.
-use super::s3::{free_port, random_token, tail};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use super::emulator::spawn_on_free_port;
+use super::s3::{random_token, tail};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,53 +33,25 @@ impl Moto {
         );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let out = std::fs::File::create(&log).unwrap();
-            let mut child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let up = loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!("exited with {status}: {}", tail(&log));
-                    break false;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break true;
-                }
-                if Instant::now() >= deadline {
-                    last = format!("not accepting on {addr}: {}", tail(&log));
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            if up {
-                let m = Moto {
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                    bucket: format!("cascade-{}", random_token(8).to_lowercase()),
-                    venv,
-                    child,
-                    log,
-                    _dir: dir,
-                };
-                let mut args = vec!["create-bucket", m.bucket.as_str()];
-                if lock {
-                    args.push("--object-lock");
-                }
-                m.ctl(&args);
-                return m;
-            }
+        let (child, port) = spawn_on_free_port("moto_server", &log, READY_TIMEOUT, |port| {
+            let mut c = Command::new(&bin);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        });
+        let m = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: format!("cascade-{}", random_token(8).to_lowercase()),
+            venv,
+            child,
+            log,
+            _dir: dir,
+        };
+        let mut args = vec!["create-bucket", m.bucket.as_str()];
+        if lock {
+            args.push("--object-lock");
         }
-        panic!("moto did not start: {last}");
+        m.ctl(&args);
+        m
     }
 
     /// `tests/s3/s3ctl.py ENDPOINT ARGS`: its stdout, parsed if it is JSON.
